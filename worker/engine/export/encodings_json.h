@@ -1,0 +1,22 @@
+// AIMET-format encodings files (version "0.6.1"): `activation_encodings` by layer name
+// ({"input"|"output": {"<index>": encoding}}), `param_encodings` by parameter name (a list:
+// one entry, or one per channel), `excluded_layers` and `quantizer_args`. Layer and
+// parameter names are those of the exported TorchScript model.
+#pragma once
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "quant/quantsim.h"
+
+namespace qopt {
+
+/// The encodings of `sim` as AIMET-format JSON text.
+std::string EncodingsToJson(const QuantSim& sim);
+
+/// Loads encodings into `sim`, replacing computed ones; `freeze` keeps them through later
+/// calibration. Every entry must name a quantizer of `sim` (NotFound otherwise).
+absl::Status LoadEncodingsJson(QuantSim& sim, const std::string& json_text, bool freeze);
+absl::Status LoadEncodingsFile(QuantSim& sim, const std::string& path, bool freeze);
+
+}  // namespace qopt

@@ -1,0 +1,79 @@
+#include "passes/batch_norm_fold.h"
+
+#include <algorithm>
+
+#include <ATen/ATen.h>
+
+#include "absl/strings/str_cat.h"
+
+namespace qopt {
+namespace internal_bn_fold {
+
+bool ConstBool(const Graph& g, int vid, bool fallback) {
+  const auto& c = g.values[vid].constant;
+  return c && c->isBool() ? c->toBool() : fallback;
+}
+
+// The only live consumer of `vid`, or -1.
+int SoleConsumer(const Graph& g, int vid) {
+  int found = -1;
+  for (int c : g.values[vid].consumers) {
+    if (g.nodes[c].removed) continue;
+    if (found >= 0 && found != c) return -1;
+    found = c;
+  }
+  if (std::count(g.outputs.begin(), g.outputs.end(), vid)) return -1;
+  return found;
+}
+
+}  // namespace internal_bn_fold
+
+absl::StatusOr<std::vector<FoldedPair>> FoldBatchNorms(Graph& graph) {
+  using namespace internal_bn_fold;
+  std::vector<FoldedPair> folded;
+  for (size_t i = 0; i < graph.nodes.size(); ++i) {
+    Node& bn = graph.nodes[i];
+    if (bn.removed || bn.kind != OpKind::kBatchNorm) continue;
+    const int producer = graph.values[bn.inputs[0]].producer;
+    if (producer < 0) continue;
+    Node& layer = graph.nodes[producer];
+    if (layer.removed || (layer.kind != OpKind::kConv && layer.kind != OpKind::kLinear)) continue;
+    if (SoleConsumer(graph, layer.outputs[0]) != bn.id) continue;
+    if (ConstBool(graph, bn.inputs[5], true)) continue;  // training-mode batch norm
+    const auto& eps_c = graph.values[bn.inputs[7]].constant;
+    if (!eps_c || !eps_c->isDouble()) continue;
+    const int mean_id = bn.Param("running_mean"), var_id = bn.Param("running_var");
+    if (mean_id < 0 || var_id < 0) continue;
+
+    at::Tensor w = graph.values[layer.Param("weight")].constant->toTensor();
+    const int64_t out_channels = w.size(0);
+    auto param_or = [&](const Node& n, const char* role, double fill) {
+      const int id = n.Param(role);
+      if (id >= 0) return graph.values[id].constant->toTensor().to(at::kDouble);
+      return at::full({out_channels}, fill, w.options().dtype(at::kDouble));
+    };
+    const at::Tensor mean = param_or(bn, "running_mean", 0.0);
+    const at::Tensor var = param_or(bn, "running_var", 1.0);
+    const at::Tensor gamma = param_or(bn, "weight", 1.0);
+    const at::Tensor beta = param_or(bn, "bias", 0.0);
+    const at::Tensor bias = param_or(layer, "bias", 0.0);
+    if (mean.numel() != out_channels) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          bn.name, ": has ", mean.numel(), " channels but ", layer.name, " has ", out_channels));
+    }
+    const at::Tensor scale = gamma / at::sqrt(var + eps_c->toDouble());
+    std::vector<int64_t> shape(w.dim(), 1);
+    shape[0] = out_channels;
+    const at::Tensor new_w = (w.to(at::kDouble) * scale.reshape(shape)).to(w.scalar_type());
+    const at::Tensor new_b = ((bias - mean) * scale + beta).to(w.scalar_type());
+
+    graph.SetParam(layer, "weight", 1, new_w);
+    graph.SetParam(layer, "bias", 2, new_b);
+    bn.removed = true;
+    graph.ReplaceAllUses(bn.outputs[0], layer.outputs[0]);
+    folded.push_back({layer.name, bn.name});
+  }
+  return folded;
+}
+
+}  // namespace qopt

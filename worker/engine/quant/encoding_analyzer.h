@@ -1,0 +1,71 @@
+// Encoding analyzers: turn statistics of a tensor (over one or many calibration batches)
+// into a quantization range. Names follow what they compute; AIMET's names are accepted
+// as aliases by ParseCalibrationMethod ("tf" = min_max, "tf_enhanced" = sqnr).
+#pragma once
+
+#include <memory>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "absl/status/statusor.h"
+#include "quant/encoding.h"
+
+namespace qopt {
+
+enum class CalibrationMethod { kMinMax, kSqnr, kPercentile, kMse };
+
+absl::StatusOr<CalibrationMethod> ParseCalibrationMethod(std::string_view name);
+std::string_view CalibrationMethodName(CalibrationMethod m);
+/// AIMET's quant_scheme string for the encodings file ("post_training_tf_enhanced").
+std::string_view AimetQuantScheme(CalibrationMethod m);
+
+/// Histogram of every value seen, over a range that grows as batches arrive
+/// (old counts are re-binned when it does).
+class Histogram {
+ public:
+  static constexpr int kBins = 512;
+  void Update(const at::Tensor& x);
+  bool empty() const { return total_ == 0.0; }
+  double lo() const { return lo_; }
+  double hi() const { return hi_; }
+  double total() const { return total_; }
+  const std::vector<double>& counts() const { return counts_; }
+  double BinCenter(int i) const;
+  /// Value below which `fraction` (0..1) of the mass lies, interpolated within a bin.
+  double Quantile(double fraction) const;
+
+ private:
+  void Rebin(double lo, double hi);
+  double lo_ = 0.0, hi_ = 0.0, total_ = 0.0;
+  std::vector<double> counts_;
+};
+
+/// Accumulates statistics of one tensor and computes its encoding.
+class EncodingAnalyzer {
+ public:
+  EncodingAnalyzer(CalibrationMethod method, double percentile);
+  void Update(const at::Tensor& x);
+  bool has_data() const { return seen_; }
+  /// Fails with FailedPrecondition when no data was seen.
+  absl::StatusOr<Encoding> Compute(const QuantSpec& spec) const;
+
+ private:
+  Encoding SearchRange(const QuantSpec& spec, double clip_weight) const;
+  CalibrationMethod method_;
+  double percentile_;
+  bool seen_ = false;
+  double min_ = 0.0, max_ = 0.0;
+  Histogram histogram_;
+};
+
+/// Encodings of a tensor in one shot: one per channel along `axis`, or one for the whole
+/// tensor when `axis` < 0. Used for parameters.
+absl::StatusOr<std::vector<Encoding>> ComputeTensorEncodings(const at::Tensor& t, int axis,
+                                                             CalibrationMethod method,
+                                                             double percentile,
+                                                             const QuantSpec& spec);
+
+}  // namespace qopt

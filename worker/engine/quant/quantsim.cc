@@ -1,0 +1,307 @@
+#include "quant/quantsim.h"
+
+#include <set>
+
+#include <ATen/ATen.h>
+
+#include "absl/strings/str_cat.h"
+#include "status.h"
+
+namespace qopt {
+namespace internal_quantsim {
+
+// Ops that only move or reshape data: their outputs sit on their input's grid, so they
+// get no quantizer of their own unless a config asks for one by op type or layer.
+bool IsDataMovement(const Node& n) {
+  static const std::set<std::string> kOps = {
+      "aten::flatten", "aten::view", "aten::reshape", "aten::dropout",
+      "aten::feature_dropout", "aten::contiguous", "aten::permute", "aten::transpose",
+      "aten::t", "aten::squeeze", "aten::unsqueeze", "aten::slice", "aten::select",
+      "aten::chunk", "aten::split", "aten::expand", "aten::to", "aten::detach",
+      "aten::clone", "aten::size", "aten::numel", "aten::dim", "aten::Int",
+      "prim::NumToTensor", "prim::ListConstruct", "prim::TupleConstruct",
+      "prim::ListUnpack", "prim::TupleUnpack", "aten::max_pool2d"};
+  return n.kind == OpKind::kFlatten || n.kind == OpKind::kDropout || kOps.count(n.op) > 0;
+}
+
+template <typename T>
+std::optional<T> FirstSet(std::initializer_list<std::optional<T>> options) {
+  for (const auto& o : options) {
+    if (o) return o;
+  }
+  return std::nullopt;
+}
+
+const OpRule* Lookup(const std::map<std::string, OpRule>& rules, const std::string& key) {
+  auto it = rules.find(key);
+  return it == rules.end() ? nullptr : &it->second;
+}
+
+std::optional<bool> ParamField(const OpRule* rule, const std::string& role,
+                               std::optional<bool> ParamRule::*field) {
+  if (!rule) return std::nullopt;
+  auto it = rule->params.find(role);
+  return it == rule->params.end() ? std::nullopt : it->second.*field;
+}
+
+}  // namespace internal_quantsim
+
+absl::Status QuantSimOptions::Validate() const {
+  QuantSpec p, a;
+  p.bitwidth = param_bitwidth;
+  a.bitwidth = activation_bitwidth;
+  RETURN_IF_ERROR(Annotate(p.Validate(), "param_bitwidth"));
+  RETURN_IF_ERROR(Annotate(a.Validate(), "activation_bitwidth"));
+  if (!(percentile > 50.0 && percentile <= 100.0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("percentile must be in (50, 100], got ", percentile));
+  }
+  return absl::OkStatus();
+}
+
+QuantSim::QuantSim(const Graph& graph, QuantSimOptions options)
+    : graph_(graph), options_(std::move(options)), interpreter_(graph) {}
+
+absl::StatusOr<std::unique_ptr<QuantSim>> QuantSim::Create(const Graph& graph,
+                                                          QuantSimOptions options) {
+  RETURN_IF_ERROR(options.Validate());
+  std::unique_ptr<QuantSim> sim(new QuantSim(graph, std::move(options)));
+  RETURN_IF_ERROR(sim->Place());
+  return sim;
+}
+
+absl::Status QuantSim::Place() {
+  using namespace internal_quantsim;
+  const QuantSimConfig& cfg = options_.config;
+  std::set<std::string> excluded;
+  for (const auto& name : options_.exclude_layers) {
+    if (!graph_.FindNode(name)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("exclude_layers: no layer named '", name, "' in the model"));
+    }
+    excluded.insert(name);
+  }
+  for (const auto& [name, _] : cfg.layers) {
+    if (!graph_.FindNode(name)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("config layers: no layer named '", name, "' in the model"));
+    }
+  }
+
+  auto spec_for = [&](int bitwidth, bool symmetric) {
+    QuantSpec s;
+    s.bitwidth = bitwidth;
+    s.symmetric = symmetric;
+    s.strict_symmetric = cfg.strict_symmetric.value_or(false);
+    s.unsigned_symmetric = cfg.unsigned_symmetric.value_or(true);
+    return s;
+  };
+
+  // Outputs that feed the next member of a supergroup are not quantized.
+  std::set<int> grouped_outputs;
+  const auto live = graph_.LiveNodes();
+  for (const auto& group : cfg.supergroups) {
+    for (const Node* first : live) {
+      if (OpTypeName(first->kind, first->op) != group[0]) continue;
+      std::vector<int> inner;
+      const Node* cur = first;
+      bool match = true;
+      for (size_t k = 1; k < group.size() && match; ++k) {
+        if (cur->outputs.size() != 1) {
+          match = false;
+          break;
+        }
+        std::vector<int> consumers;
+        for (int c : graph_.values[cur->outputs[0]].consumers) {
+          if (!graph_.nodes[c].removed) consumers.push_back(c);
+        }
+        const bool is_output =
+            std::count(graph_.outputs.begin(), graph_.outputs.end(), cur->outputs[0]) > 0;
+        if (consumers.size() != 1 || is_output) {
+          match = false;
+          break;
+        }
+        const Node& next = graph_.nodes[consumers[0]];
+        if (OpTypeName(next.kind, next.op) != group[k]) {
+          match = false;
+          break;
+        }
+        inner.push_back(cur->outputs[0]);
+        cur = &next;
+      }
+      if (match) grouped_outputs.insert(inner.begin(), inner.end());
+    }
+  }
+
+  for (const Node* n : live) {
+    if (excluded.count(n->name)) continue;
+    const std::string type = OpTypeName(n->kind, n->op);
+    const OpRule* layer_rule = Lookup(cfg.layers, n->name);
+    const OpRule* type_rule = Lookup(cfg.op_types, type);
+
+    for (const auto& [role, vid] : n->params) {
+      const bool quantized =
+          FirstSet<bool>({ParamField(layer_rule, role, &ParamRule::is_quantized),
+                          ParamField(type_rule, role, &ParamRule::is_quantized),
+                          cfg.params.count(role) ? cfg.params.at(role).is_quantized
+                                                 : std::nullopt,
+                          cfg.default_params.is_quantized})
+              .value_or(false);
+      if (!quantized) continue;
+      const bool symmetric =
+          FirstSet<bool>({ParamField(layer_rule, role, &ParamRule::is_symmetric),
+                          ParamField(type_rule, role, &ParamRule::is_symmetric),
+                          cfg.params.count(role) ? cfg.params.at(role).is_symmetric
+                                                 : std::nullopt,
+                          cfg.default_params.is_symmetric})
+              .value_or(true);
+      const bool per_channel =
+          role == "weight" && (n->kind == OpKind::kConv || n->kind == OpKind::kLinear) &&
+          FirstSet<bool>({layer_rule ? layer_rule->per_channel_quantization : std::nullopt,
+                          type_rule ? type_rule->per_channel_quantization : std::nullopt,
+                          cfg.per_channel_quantization})
+              .value_or(options_.per_channel);
+      Quantizer q(spec_for(options_.param_bitwidth, symmetric), options_.param_method,
+                  options_.percentile, per_channel ? 0 : -1);
+      RETURN_IF_ERROR(
+          Annotate(q.ComputeFromTensor(graph_.values[vid].constant->toTensor()),
+                   graph_.values[vid].name));
+      param_quantizers_.emplace(vid, std::move(q));
+      RETURN_IF_ERROR(RefreshParam(vid));
+    }
+
+    const std::optional<bool> explicit_output =
+        FirstSet<bool>({layer_rule ? layer_rule->is_output_quantized : std::nullopt,
+                        type_rule ? type_rule->is_output_quantized : std::nullopt});
+    const bool symmetric =
+        FirstSet<bool>({layer_rule ? layer_rule->is_symmetric : std::nullopt,
+                        type_rule ? type_rule->is_symmetric : std::nullopt,
+                        cfg.default_ops.is_symmetric})
+            .value_or(false);
+    for (size_t k = 0; k < n->outputs.size(); ++k) {
+      const int vid = n->outputs[k];
+      if (!graph_.values[vid].is_tensor) continue;
+      const bool is_model_output =
+          std::count(graph_.outputs.begin(), graph_.outputs.end(), vid) > 0;
+      bool quantize = explicit_output.value_or(!IsDataMovement(*n) &&
+                                               cfg.default_ops.is_output_quantized.value_or(false));
+      if (grouped_outputs.count(vid) && !explicit_output) quantize = false;
+      if (is_model_output && cfg.model_output_quantized) quantize = true;
+      if (!quantize) continue;
+      act_quantizers_.emplace(vid, Quantizer(spec_for(options_.activation_bitwidth, symmetric),
+                                             options_.activation_method, options_.percentile,
+                                             -1));
+      act_sites_[vid] = ActivationSite{n->name, false, static_cast<int>(k)};
+    }
+  }
+
+  if (cfg.model_input_quantized) {
+    const bool symmetric = cfg.default_ops.is_symmetric.value_or(false);
+    for (int vid : graph_.inputs) {
+      const Value& v = graph_.values[vid];
+      if (!v.is_tensor || v.consumers.empty()) continue;
+      const Node& consumer = graph_.nodes[v.consumers[0]];
+      if (excluded.count(consumer.name)) continue;
+      const int index = static_cast<int>(
+          std::find(consumer.inputs.begin(), consumer.inputs.end(), vid) - consumer.inputs.begin());
+      act_quantizers_.emplace(vid, Quantizer(spec_for(options_.activation_bitwidth, symmetric),
+                                             options_.activation_method, options_.percentile,
+                                             -1));
+      act_sites_[vid] = ActivationSite{consumer.name, true, index};
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status QuantSim::RefreshParam(int value_id) {
+  const Quantizer& q = param_quantizers_.at(value_id);
+  quantized_params_[value_id] = q.Apply(graph_.values[value_id].constant->toTensor());
+  return absl::OkStatus();
+}
+
+absl::Status QuantSim::ObserveBatch(const std::vector<c10::IValue>& inputs) {
+  mode_ = Mode::kCalibrate;
+  auto out = interpreter_.Run(inputs, this);
+  mode_ = Mode::kSimulate;
+  return out.status();
+}
+
+absl::Status QuantSim::FinishCalibration() {
+  for (auto& [vid, q] : act_quantizers_) {
+    const ActivationSite& site = act_sites_.at(vid);
+    RETURN_IF_ERROR(Annotate(q.ComputeFromStatistics(),
+                             absl::StrCat(site.layer, site.is_input ? " input " : " output ",
+                                          site.index)));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<c10::IValue> QuantSim::Run(const std::vector<c10::IValue>& inputs) {
+  for (const auto& [vid, q] : act_quantizers_) {
+    if (!q.has_encodings()) {
+      const ActivationSite& site = act_sites_.at(vid);
+      return absl::FailedPreconditionError(
+          absl::StrCat("quantizer at ", site.layer, " has no encodings: calibrate first"));
+    }
+  }
+  mode_ = Mode::kSimulate;
+  return interpreter_.Run(inputs, this);
+}
+
+absl::StatusOr<at::Tensor> QuantSim::Forward(const at::Tensor& input) {
+  ASSIGN_OR_RETURN(c10::IValue out, Run({c10::IValue(input)}));
+  if (!out.isTensor()) return absl::InvalidArgumentError("model output is not a single tensor");
+  return out.toTensor();
+}
+
+absl::StatusOr<at::Tensor> QuantSim::ForwardFloat(const at::Tensor& input) {
+  return interpreter_.Forward(input, nullptr);
+}
+
+absl::Status QuantSim::SetParamEncodings(int value_id, std::vector<Encoding> e, bool freeze) {
+  auto it = param_quantizers_.find(value_id);
+  if (it == param_quantizers_.end()) {
+    return absl::NotFoundError(
+        absl::StrCat(graph_.values[value_id].name, " has no parameter quantizer"));
+  }
+  RETURN_IF_ERROR(Annotate(it->second.SetEncodings(std::move(e), freeze),
+                           graph_.values[value_id].name));
+  return RefreshParam(value_id);
+}
+
+absl::Status QuantSim::SetActivationEncodings(int value_id, std::vector<Encoding> e,
+                                              bool freeze) {
+  auto it = act_quantizers_.find(value_id);
+  if (it == act_quantizers_.end()) {
+    return absl::NotFoundError(
+        absl::StrCat(graph_.values[value_id].name, " has no activation quantizer"));
+  }
+  return it->second.SetEncodings(std::move(e), freeze);
+}
+
+int QuantSim::FindActivation(const std::string& layer, bool is_input, int index) const {
+  for (const auto& [vid, site] : act_sites_) {
+    if (site.layer == layer && site.is_input == is_input && site.index == index) return vid;
+  }
+  return -1;
+}
+
+void QuantSim::OnParam(const Value& param, at::Tensor& tensor) {
+  if (mode_ != Mode::kSimulate) return;
+  if (auto it = quantized_params_.find(param.id); it != quantized_params_.end()) {
+    tensor = it->second;
+  }
+}
+
+void QuantSim::OnValue(const Value& value, c10::IValue& v) {
+  if (mode_ == Mode::kFloat) return;
+  auto it = act_quantizers_.find(value.id);
+  if (it == act_quantizers_.end() || !v.isTensor()) return;
+  if (mode_ == Mode::kCalibrate) {
+    it->second.Observe(v.toTensor());
+  } else {
+    v = it->second.Apply(v.toTensor());
+  }
+}
+
+}  // namespace qopt

@@ -1,0 +1,98 @@
+// Quantization simulation over a qopt Graph: quantizers on parameters and activations,
+// placed by a QuantSimConfig, calibrated from batches, applied in the forward pass.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <ATen/core/ivalue.h>
+
+#include "absl/status/statusor.h"
+#include "ir/graph.h"
+#include "ir/interpreter.h"
+#include "quant/quantizer.h"
+#include "quant/quantsim_config.h"
+
+namespace qopt {
+
+struct QuantSimOptions {
+  int param_bitwidth = 8;
+  int activation_bitwidth = 8;
+  /// Per-channel weight encodings, unless the config says otherwise for an op type.
+  bool per_channel = false;
+  CalibrationMethod param_method = CalibrationMethod::kMinMax;
+  CalibrationMethod activation_method = CalibrationMethod::kSqnr;
+  double percentile = 99.99;
+  QuantSimConfig config = QuantSimConfig::Default();
+  /// Layers left in floating point (no parameter or output quantizers).
+  std::vector<std::string> exclude_layers;
+
+  absl::Status Validate() const;
+};
+
+/// Where an activation quantizer sits, for export: the output `index` of layer
+/// `layer`, or its input `index` for the model's inputs.
+struct ActivationSite {
+  std::string layer;
+  bool is_input = false;
+  int index = 0;
+};
+
+class QuantSim : public ValueObserver {
+ public:
+  /// Places quantizers and computes parameter encodings. `graph` must outlive the sim
+  /// and keep its parameters while the sim is used.
+  static absl::StatusOr<std::unique_ptr<QuantSim>> Create(const Graph& graph,
+                                                         QuantSimOptions options);
+
+  /// Calibration: statistics of every activation quantizer over the batches, taken from
+  /// the floating-point model. Frozen quantizers keep their encodings.
+  absl::Status ObserveBatch(const std::vector<c10::IValue>& inputs);
+  absl::Status FinishCalibration();
+
+  /// The simulated (quantize-dequantize) forward pass.
+  absl::StatusOr<c10::IValue> Run(const std::vector<c10::IValue>& inputs);
+  absl::StatusOr<at::Tensor> Forward(const at::Tensor& input);
+  /// The model without quantizers.
+  absl::StatusOr<at::Tensor> ForwardFloat(const at::Tensor& input);
+
+  const Graph& graph() const { return graph_; }
+  const QuantSimOptions& options() const { return options_; }
+  /// Parameter quantizers by parameter value id.
+  const std::map<int, Quantizer>& param_quantizers() const { return param_quantizers_; }
+  /// Activation quantizers by value id, and where each sits.
+  const std::map<int, Quantizer>& activation_quantizers() const { return act_quantizers_; }
+  const std::map<int, ActivationSite>& activation_sites() const { return act_sites_; }
+  /// Names of the layers excluded from quantization.
+  const std::vector<std::string>& excluded_layers() const { return options_.exclude_layers; }
+
+  /// Replaces encodings (e.g. loaded from an encodings file); `freeze` keeps them through
+  /// calibration. Refreshes the cached quantized parameters.
+  absl::Status SetParamEncodings(int value_id, std::vector<Encoding> e, bool freeze);
+  absl::Status SetActivationEncodings(int value_id, std::vector<Encoding> e, bool freeze);
+  /// Value id of the activation at `site`, or -1.
+  int FindActivation(const std::string& layer, bool is_input, int index) const;
+
+  // ValueObserver
+  void OnParam(const Value& param, at::Tensor& tensor) override;
+  void OnValue(const Value& value, c10::IValue& v) override;
+
+ private:
+  QuantSim(const Graph& graph, QuantSimOptions options);
+  absl::Status Place();
+  absl::Status RefreshParam(int value_id);
+
+  enum class Mode { kFloat, kCalibrate, kSimulate };
+  const Graph& graph_;
+  QuantSimOptions options_;
+  Interpreter interpreter_;
+  std::map<int, Quantizer> param_quantizers_;
+  std::map<int, Quantizer> act_quantizers_;
+  std::map<int, ActivationSite> act_sites_;
+  std::map<int, at::Tensor> quantized_params_;
+  Mode mode_ = Mode::kSimulate;
+};
+
+}  // namespace qopt

@@ -1,0 +1,182 @@
+#include "quant/quantsim_config.h"
+
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "status.h"
+
+namespace qopt {
+namespace internal_config {
+
+using json = nlohmann::json;
+
+absl::Status CheckKeys(const json& j, const std::string& where,
+                       const std::set<std::string>& allowed) {
+  if (!j.is_object()) return absl::InvalidArgumentError(where + ": expected an object");
+  for (const auto& [key, _] : j.items()) {
+    if (!allowed.count(key)) {
+      return absl::InvalidArgumentError(absl::StrCat(where, ": unknown key '", key,
+                                                     "' (allowed: ", absl::StrJoin(allowed, ", "),
+                                                     ")"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::optional<bool>> Bool(const json& j, const std::string& key,
+                                         const std::string& where) {
+  if (!j.contains(key)) return std::optional<bool>();
+  const json& v = j[key];
+  if (v.is_boolean()) return std::optional<bool>(v.get<bool>());
+  if (v.is_string()) {
+    const std::string s = v.get<std::string>();
+    if (s == "True" || s == "true") return std::optional<bool>(true);
+    if (s == "False" || s == "false") return std::optional<bool>(false);
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat(where, ".", key, ": expected true/false or \"True\"/\"False\", got ",
+                   v.dump()));
+}
+
+absl::StatusOr<ParamRule> ParseParamRule(const json& j, const std::string& where) {
+  RETURN_IF_ERROR(CheckKeys(j, where, {"is_quantized", "is_symmetric"}));
+  ParamRule r;
+  ASSIGN_OR_RETURN(r.is_quantized, Bool(j, "is_quantized", where));
+  ASSIGN_OR_RETURN(r.is_symmetric, Bool(j, "is_symmetric", where));
+  return r;
+}
+
+absl::StatusOr<std::map<std::string, ParamRule>> ParseParamMap(const json& j,
+                                                               const std::string& where) {
+  if (!j.is_object()) return absl::InvalidArgumentError(where + ": expected an object");
+  std::map<std::string, ParamRule> out;
+  for (const auto& [name, rule] : j.items()) {
+    ASSIGN_OR_RETURN(out[name], ParseParamRule(rule, where + "." + name));
+  }
+  return out;
+}
+
+absl::StatusOr<OpRule> ParseOpRule(const json& j, const std::string& where) {
+  RETURN_IF_ERROR(CheckKeys(j, where,
+                            {"is_input_quantized", "is_output_quantized", "is_symmetric",
+                             "per_channel_quantization", "params", "supported_kernels",
+                             "encoding_constraints"}));
+  OpRule r;
+  ASSIGN_OR_RETURN(r.is_input_quantized, Bool(j, "is_input_quantized", where));
+  ASSIGN_OR_RETURN(r.is_output_quantized, Bool(j, "is_output_quantized", where));
+  ASSIGN_OR_RETURN(r.is_symmetric, Bool(j, "is_symmetric", where));
+  ASSIGN_OR_RETURN(r.per_channel_quantization, Bool(j, "per_channel_quantization", where));
+  if (j.contains("params")) {
+    ASSIGN_OR_RETURN(r.params, ParseParamMap(j["params"], where + ".params"));
+  }
+  return r;
+}
+
+}  // namespace internal_config
+
+QuantSimConfig QuantSimConfig::Default() {
+  QuantSimConfig c;
+  c.default_ops.is_output_quantized = true;
+  c.default_ops.is_symmetric = false;
+  c.default_params.is_quantized = true;
+  c.default_params.is_symmetric = true;
+  c.strict_symmetric = false;
+  c.unsigned_symmetric = true;
+  c.params["bias"].is_quantized = false;
+  c.supergroups = {{"Conv", "Relu"},           {"Conv", "Clip"},
+                   {"Conv", "BatchNormalization", "Relu"},
+                   {"Conv", "BatchNormalization", "Clip"},
+                   {"Conv", "BatchNormalization"},
+                   {"Gemm", "Relu"},           {"Add", "Relu"}};
+  return c;
+}
+
+absl::StatusOr<QuantSimConfig> ParseQuantSimConfig(const std::string& json_text) {
+  using namespace internal_config;
+  json j;
+  try {
+    j = json::parse(json_text);
+  } catch (const json::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat("quantsim config is not valid JSON: ",
+                                                   e.what()));
+  }
+  RETURN_IF_ERROR(CheckKeys(j, "config",
+                            {"defaults", "params", "op_type", "supergroups", "model_input",
+                             "model_output", "layers"}));
+  QuantSimConfig c;
+  if (j.contains("defaults")) {
+    const json& d = j["defaults"];
+    RETURN_IF_ERROR(CheckKeys(d, "defaults",
+                              {"ops", "params", "strict_symmetric", "unsigned_symmetric",
+                               "per_channel_quantization", "hw_version", "supported_kernels"}));
+    if (d.contains("ops")) {
+      ASSIGN_OR_RETURN(c.default_ops, ParseOpRule(d["ops"], "defaults.ops"));
+    }
+    if (d.contains("params")) {
+      ASSIGN_OR_RETURN(c.default_params, ParseParamRule(d["params"], "defaults.params"));
+    }
+    ASSIGN_OR_RETURN(c.strict_symmetric, Bool(d, "strict_symmetric", "defaults"));
+    ASSIGN_OR_RETURN(c.unsigned_symmetric, Bool(d, "unsigned_symmetric", "defaults"));
+    ASSIGN_OR_RETURN(c.per_channel_quantization,
+                     Bool(d, "per_channel_quantization", "defaults"));
+  }
+  if (j.contains("params")) {
+    ASSIGN_OR_RETURN(c.params, ParseParamMap(j["params"], "params"));
+  }
+  for (const char* section : {"op_type", "layers"}) {
+    if (!j.contains(section)) continue;
+    if (!j[section].is_object()) {
+      return absl::InvalidArgumentError(absl::StrCat(section, ": expected an object"));
+    }
+    auto& target = std::string(section) == "op_type" ? c.op_types : c.layers;
+    for (const auto& [name, rule] : j[section].items()) {
+      ASSIGN_OR_RETURN(target[name], ParseOpRule(rule, absl::StrCat(section, ".", name)));
+    }
+  }
+  if (j.contains("supergroups")) {
+    if (!j["supergroups"].is_array()) {
+      return absl::InvalidArgumentError("supergroups: expected a list");
+    }
+    for (const auto& g : j["supergroups"]) {
+      RETURN_IF_ERROR(CheckKeys(g, "supergroups[]", {"op_list"}));
+      if (!g.contains("op_list") || !g["op_list"].is_array() || g["op_list"].size() < 2) {
+        return absl::InvalidArgumentError("supergroups[].op_list: expected 2 or more op types");
+      }
+      std::vector<std::string> ops;
+      for (const auto& op : g["op_list"]) ops.push_back(op.get<std::string>());
+      c.supergroups.push_back(std::move(ops));
+    }
+  }
+  if (j.contains("model_input")) {
+    RETURN_IF_ERROR(CheckKeys(j["model_input"], "model_input", {"is_input_quantized"}));
+    ASSIGN_OR_RETURN(auto b, Bool(j["model_input"], "is_input_quantized", "model_input"));
+    c.model_input_quantized = b.value_or(false);
+  } else {
+    c.model_input_quantized = false;
+  }
+  if (j.contains("model_output")) {
+    RETURN_IF_ERROR(CheckKeys(j["model_output"], "model_output", {"is_output_quantized"}));
+    ASSIGN_OR_RETURN(auto b, Bool(j["model_output"], "is_output_quantized", "model_output"));
+    c.model_output_quantized = b.value_or(false);
+  } else {
+    c.model_output_quantized = false;
+  }
+  return c;
+}
+
+absl::StatusOr<QuantSimConfig> LoadQuantSimConfig(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::InvalidArgumentError(absl::StrCat("cannot read quantsim config ", path));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  auto config = ParseQuantSimConfig(ss.str());
+  if (!config.ok()) return Annotate(config.status(), path);
+  return config;
+}
+
+}  // namespace qopt

@@ -1,0 +1,108 @@
+#include "recipe/recipe.h"
+
+#include <fstream>
+#include <sstream>
+
+#include <google/protobuf/util/json_util.h>
+
+#include "absl/strings/str_cat.h"
+#include "status.h"
+
+namespace qopt {
+
+absl::StatusOr<v1::Recipe> ParseRecipeJson(const std::string& json_text) {
+  v1::Recipe recipe;
+  google::protobuf::util::JsonParseOptions options;
+  options.ignore_unknown_fields = false;
+  const auto status = google::protobuf::util::JsonStringToMessage(json_text, &recipe, options);
+  if (!status.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("invalid recipe: ", status.message().as_string()));
+  }
+  return recipe;
+}
+
+absl::StatusOr<v1::Recipe> LoadRecipeFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::InvalidArgumentError(absl::StrCat("recipe file not found: ", path));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  auto recipe = ParseRecipeJson(ss.str());
+  if (!recipe.ok()) return Annotate(recipe.status(), path);
+  return recipe;
+}
+
+absl::Status ValidateRecipe(const v1::Recipe& recipe) {
+  if (recipe.model().path().empty()) {
+    return absl::InvalidArgumentError("recipe names no model (model.path or --model)");
+  }
+  if (recipe.steps().empty()) return absl::InvalidArgumentError("recipe has no steps");
+  ASSIGN_OR_RETURN(QuantSimOptions options, QuantSimOptionsFromRecipe(recipe));
+  (void)options;
+
+  bool calibrated = false;
+  bool needs_data = false;
+  for (int i = 0; i < recipe.steps_size(); ++i) {
+    const v1::Step& step = recipe.steps(i);
+    const std::string where = absl::StrCat("steps[", i, "]");
+    switch (step.kind_case()) {
+      case v1::Step::kFoldBatchNorm:
+        if (calibrated) {
+          return absl::InvalidArgumentError(
+              where + ": fold_batch_norm must come before calibrate");
+        }
+        break;
+      case v1::Step::kCalibrate:
+        if (step.calibrate().num_batches() < 0) {
+          return absl::InvalidArgumentError(where + ": calibrate.num_batches must be >= 0");
+        }
+        calibrated = true;
+        needs_data = true;
+        break;
+      case v1::Step::kEvaluate:
+        needs_data = true;
+        if (!calibrated) {
+          return absl::InvalidArgumentError(where + ": evaluate needs a calibrate step before it");
+        }
+        break;
+      case v1::Step::kExport:
+        break;
+      case v1::Step::KIND_NOT_SET:
+        return absl::InvalidArgumentError(where + ": step names no operation");
+    }
+  }
+  if (needs_data && recipe.calibration_data().path().empty()) {
+    return absl::InvalidArgumentError(
+        "recipe needs calibration data: set calibration_data.path or pass --data");
+  }
+  if (recipe.calibration_data().batch_size() < 0 || recipe.calibration_data().max_samples() < 0) {
+    return absl::InvalidArgumentError("calibration_data: batch_size and max_samples must be >= 0");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<QuantSimOptions> QuantSimOptionsFromRecipe(const v1::Recipe& recipe) {
+  const v1::QuantizationSettings& q = recipe.quantization();
+  QuantSimOptions o;
+  if (q.param_bitwidth() != 0) o.param_bitwidth = q.param_bitwidth();
+  if (q.activation_bitwidth() != 0) o.activation_bitwidth = q.activation_bitwidth();
+  o.per_channel = q.per_channel();
+  if (!q.param_calibration().empty()) {
+    auto m = ParseCalibrationMethod(q.param_calibration());
+    if (!m.ok()) return Annotate(m.status(), "quantization.param_calibration");
+    o.param_method = *m;
+  }
+  if (!q.activation_calibration().empty()) {
+    auto m = ParseCalibrationMethod(q.activation_calibration());
+    if (!m.ok()) return Annotate(m.status(), "quantization.activation_calibration");
+    o.activation_method = *m;
+  }
+  if (q.percentile() != 0.0) o.percentile = q.percentile();
+  if (!q.config_path().empty()) {
+    ASSIGN_OR_RETURN(o.config, LoadQuantSimConfig(q.config_path()));
+  }
+  o.exclude_layers.assign(q.exclude_layers().begin(), q.exclude_layers().end());
+  RETURN_IF_ERROR(Annotate(o.Validate(), "quantization"));
+  return o;
+}
+
+}  // namespace qopt

@@ -1,0 +1,22 @@
+// Recipes (job specs): reading from JSON and validation before anything runs.
+#pragma once
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "qopt/v1/recipe.pb.h"
+#include "quant/quantsim.h"
+
+namespace qopt {
+
+/// Parses a recipe from JSON (protobuf's JSON mapping; unknown fields are errors).
+absl::StatusOr<v1::Recipe> ParseRecipeJson(const std::string& json_text);
+absl::StatusOr<v1::Recipe> LoadRecipeFile(const std::string& path);
+
+/// Checks a recipe before it runs: bitwidths, calibration methods, data and step order.
+absl::Status ValidateRecipe(const v1::Recipe& recipe);
+
+/// QuantSim options from the recipe's quantization settings (config file loaded).
+absl::StatusOr<QuantSimOptions> QuantSimOptionsFromRecipe(const v1::Recipe& recipe);
+
+}  // namespace qopt

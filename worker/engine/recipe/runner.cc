@@ -1,0 +1,253 @@
+#include "recipe/runner.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <ATen/Context.h>
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "data/tensor_file.h"
+#include "export/encodings_json.h"
+#include "export/torchscript_export.h"
+#include "ir/import.h"
+#include "passes/batch_norm_fold.h"
+#include "quant/quantsim.h"
+#include "recipe/recipe.h"
+#include "status.h"
+
+namespace qopt {
+namespace internal_runner {
+
+namespace fs = std::filesystem;
+using json = nlohmann::ordered_json;
+
+absl::StatusOr<c10::Device> ParseDevice(const std::string& name) {
+  const std::string d = name.empty() ? "cpu" : name;
+  try {
+    c10::Device device(d);
+    if (device.is_cuda() && !at::hasCUDA()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("device ", d, " requested but this build or machine has no CUDA"));
+    }
+    return device;
+  } catch (const c10::Error&) {
+    return absl::InvalidArgumentError(absl::StrCat("unknown device '", d, "': use cpu or cuda:N"));
+  }
+}
+
+// Writes files into a staging directory beside the output directory and moves them in
+// only when every step succeeded.
+class Staging {
+ public:
+  static absl::StatusOr<Staging> Create(const std::string& out_dir) {
+    if (out_dir.empty()) return absl::InvalidArgumentError("no output directory given (--out)");
+    std::error_code ec;
+    fs::path out = fs::absolute(out_dir, ec);
+    if (fs::exists(out, ec) && !fs::is_directory(out, ec)) {
+      return absl::InvalidArgumentError(absl::StrCat("output path exists and is not a directory: ",
+                                                     out_dir));
+    }
+    fs::path parent = out.parent_path();
+    fs::create_directories(parent, ec);
+    fs::path staging = parent / absl::StrCat(".", out.filename().string(), ".partial-", getpid());
+    fs::remove_all(staging, ec);
+    if (!fs::create_directories(staging, ec)) {
+      return absl::InvalidArgumentError(absl::StrCat("cannot create ", staging.string(), ": ",
+                                                     ec.message()));
+    }
+    return Staging(out, staging);
+  }
+  Staging(Staging&& o) noexcept : out_(o.out_), dir_(o.dir_) { o.dir_.clear(); }
+  ~Staging() {
+    std::error_code ec;
+    if (!dir_.empty()) fs::remove_all(dir_, ec);
+  }
+  std::string Path(const std::string& name) const { return (dir_ / name).string(); }
+  absl::Status Commit(const std::vector<std::string>& names) {
+    std::error_code ec;
+    fs::create_directories(out_, ec);
+    for (const auto& name : names) {
+      fs::rename(dir_ / name, out_ / name, ec);
+      if (ec) {
+        return absl::InternalError(absl::StrCat("cannot move ", name, " into ", out_.string(),
+                                                ": ", ec.message()));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  Staging(fs::path out, fs::path dir) : out_(std::move(out)), dir_(std::move(dir)) {}
+  fs::path out_, dir_;
+};
+
+absl::Status WriteText(const std::string& path, const std::string& text) {
+  std::ofstream out(path, std::ios::binary);
+  out << text;
+  out.close();
+  if (!out) return absl::InternalError(absl::StrCat("cannot write ", path));
+  return absl::OkStatus();
+}
+
+const char* StepName(const v1::Step& s) {
+  switch (s.kind_case()) {
+    case v1::Step::kFoldBatchNorm: return "fold_batch_norm";
+    case v1::Step::kCalibrate: return "calibrate";
+    case v1::Step::kEvaluate: return "evaluate";
+    case v1::Step::kExport: return "export";
+    default: return "?";
+  }
+}
+
+}  // namespace internal_runner
+
+absl::StatusOr<RunSummary> RunRecipe(const v1::Recipe& recipe, const RunOptions& options) {
+  using namespace internal_runner;
+  RETURN_IF_ERROR(ValidateRecipe(recipe));
+  ASSIGN_OR_RETURN(QuantSimOptions sim_options, QuantSimOptionsFromRecipe(recipe));
+  ASSIGN_OR_RETURN(c10::Device device, ParseDevice(recipe.device()));
+  const int threads = recipe.num_threads() > 0
+                          ? recipe.num_threads()
+                          : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  at::set_num_threads(threads);
+  at::NoGradGuard no_grad;
+
+  const int num_steps = recipe.steps_size();
+  auto report = [&](int step, const std::string& stage, double fraction, std::string msg) {
+    if (options.on_progress) {
+      options.on_progress(Progress{step, num_steps, stage, fraction, std::move(msg)});
+    }
+  };
+
+  ASSIGN_OR_RETURN(Staging staging, Staging::Create(options.out_dir));
+  report(0, "load", 0.0, absl::StrCat("loading ", recipe.model().path()));
+  ASSIGN_OR_RETURN(Graph graph, ImportTorchScript(recipe.model().path()));
+  graph.To(device);
+  report(0, "load", 1.0,
+         absl::StrCat(graph.LiveNodes().size(), " ops, ", graph.ParamBytes() / 1024, " KiB of parameters"));
+
+  std::vector<at::Tensor> batches;
+  if (!recipe.calibration_data().path().empty()) {
+    const auto& d = recipe.calibration_data();
+    ASSIGN_OR_RETURN(at::Tensor data, LoadTensorFile(d.path()));
+    if (data.dim() < 1 || data.size(0) == 0) {
+      return absl::InvalidArgumentError(absl::StrCat(d.path(), ": holds no samples"));
+    }
+    batches = MakeBatches(data.to(device), d.batch_size() > 0 ? d.batch_size() : 16,
+                          d.max_samples());
+  }
+  auto limit = [&](int n) {
+    return n > 0 ? std::min<size_t>(n, batches.size()) : batches.size();
+  };
+
+  json jreport;
+  jreport["recipe"] = recipe.name();
+  jreport["model"] = recipe.model().path();
+  jreport["device"] = device.str();
+  json jsteps = json::array();
+  RunSummary summary;
+  std::unique_ptr<QuantSim> sim;
+  std::vector<std::string> files;
+
+  for (int i = 0; i < num_steps; ++i) {
+    const v1::Step& step = recipe.steps(i);
+    const std::string stage = StepName(step);
+    const auto start = std::chrono::steady_clock::now();
+    json jstep;
+    jstep["step"] = stage;
+    report(i + 1, stage, 0.0, "");
+    switch (step.kind_case()) {
+      case v1::Step::kFoldBatchNorm: {
+        ASSIGN_OR_RETURN(auto folded, FoldBatchNorms(graph));
+        json pairs = json::array();
+        for (const auto& f : folded) pairs.push_back({f.batch_norm, f.layer});
+        jstep["folded"] = pairs;
+        report(i + 1, stage, 1.0, absl::StrCat(folded.size(), " batch norms folded"));
+        break;
+      }
+      case v1::Step::kCalibrate: {
+        ASSIGN_OR_RETURN(sim, QuantSim::Create(graph, sim_options));
+        if (!recipe.quantization().freeze_encodings_path().empty()) {
+          RETURN_IF_ERROR(LoadEncodingsFile(*sim, recipe.quantization().freeze_encodings_path(),
+                                            /*freeze=*/true));
+        }
+        const size_t n = limit(step.calibrate().num_batches());
+        for (size_t b = 0; b < n; ++b) {
+          RETURN_IF_ERROR(Annotate(sim->ObserveBatch({c10::IValue(batches[b])}),
+                                   absl::StrCat("calibration batch ", b + 1)));
+          report(i + 1, stage, static_cast<double>(b + 1) / n,
+                 absl::StrCat("batch ", b + 1, "/", n));
+        }
+        RETURN_IF_ERROR(sim->FinishCalibration());
+        jstep["batches"] = n;
+        jstep["param_quantizers"] = sim->param_quantizers().size();
+        jstep["activation_quantizers"] = sim->activation_quantizers().size();
+        break;
+      }
+      case v1::Step::kEvaluate: {
+        const size_t n = limit(step.evaluate().num_batches());
+        double signal = 0.0, noise = 0.0, agree = 0.0, count = 0.0;
+        for (size_t b = 0; b < n; ++b) {
+          ASSIGN_OR_RETURN(at::Tensor ref, sim->ForwardFloat(batches[b]));
+          ASSIGN_OR_RETURN(at::Tensor q, sim->Forward(batches[b]));
+          signal += ref.to(at::kDouble).pow(2).sum().item<double>();
+          noise += (ref - q).to(at::kDouble).pow(2).sum().item<double>();
+          if (ref.dim() == 2) {
+            agree += ref.argmax(1).eq(q.argmax(1)).sum().item<double>();
+            count += static_cast<double>(ref.size(0));
+          }
+          report(i + 1, stage, static_cast<double>(b + 1) / n, absl::StrCat("batch ", b + 1, "/", n));
+        }
+        const double sqnr = 10.0 * std::log10(signal / std::max(noise, 1e-30));
+        summary.metrics["output_sqnr_db"] = sqnr;
+        jstep["output_sqnr_db"] = sqnr;
+        if (count > 0) {
+          summary.metrics["top1_agreement"] = agree / count;
+          jstep["top1_agreement"] = agree / count;
+        }
+        jstep["batches"] = n;
+        break;
+      }
+      case v1::Step::kExport: {
+        const auto& e = step.export_();
+        const bool both = !e.encodings() && !e.torchscript();
+        const std::string prefix = e.prefix().empty() ? "model" : e.prefix();
+        if ((both || e.torchscript())) {
+          const std::string name = prefix + ".pt";
+          RETURN_IF_ERROR(ExportTorchScript(graph, sim.get(), staging.Path(name)));
+          files.push_back(name);
+        }
+        if ((both || e.encodings()) && sim) {
+          const std::string name = prefix + ".encodings";
+          RETURN_IF_ERROR(WriteText(staging.Path(name), EncodingsToJson(*sim)));
+          files.push_back(name);
+        }
+        jstep["files"] = files;
+        break;
+      }
+      default:
+        return absl::InvalidArgumentError(absl::StrCat("steps[", i, "]: names no operation"));
+    }
+    jstep["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    jsteps.push_back(std::move(jstep));
+    report(i + 1, stage, 1.0, "done");
+  }
+  jreport["steps"] = std::move(jsteps);
+  jreport["metrics"] = summary.metrics;
+  summary.report_json = jreport.dump(2);
+  RETURN_IF_ERROR(WriteText(staging.Path("report.json"), summary.report_json));
+  files.push_back("report.json");
+  RETURN_IF_ERROR(staging.Commit(files));
+  summary.artifacts = files;
+  return summary;
+}
+
+}  // namespace qopt

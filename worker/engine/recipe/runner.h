@@ -1,0 +1,39 @@
+// Runs a recipe in-process: the offline runner behind `qopt-worker run`, and the engine
+// entry point for the service's workers.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "qopt/v1/recipe.pb.h"
+
+namespace qopt {
+
+struct Progress {
+  int step = 0;          // 1-based index of the running step
+  int num_steps = 0;
+  std::string stage;     // "load", "fold_batch_norm", "calibrate", "evaluate", "export"
+  double fraction = 0.0; // of the current stage, 0..1
+  std::string message;
+};
+
+struct RunOptions {
+  /// Artifacts land here only when the whole recipe succeeds; on failure the directory is
+  /// left as it was.
+  std::string out_dir;
+  std::function<void(const Progress&)> on_progress;
+};
+
+struct RunSummary {
+  std::vector<std::string> artifacts;       // file names inside out_dir
+  std::map<std::string, double> metrics;    // e.g. "output_sqnr_db", "top1_agreement"
+  std::string report_json;                  // the report written as report.json
+};
+
+/// Validates and runs `recipe`. Errors carry the engine's one-line explanation.
+absl::StatusOr<RunSummary> RunRecipe(const v1::Recipe& recipe, const RunOptions& options);
+
+}  // namespace qopt

@@ -1,0 +1,74 @@
+// qopt-worker: runs optimization jobs. `qopt-worker run` executes one recipe from local
+// files with no server (notebooks, CI, benchmarks).
+#include <cstdio>
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+
+#include "recipe/recipe.h"
+#include "recipe/runner.h"
+
+namespace {
+
+int Run(const std::string& model, const std::string& recipe_path, const std::string& data,
+        const std::string& out, const std::string& device, int threads, bool quiet) {
+  auto recipe = qopt::LoadRecipeFile(recipe_path);
+  if (!recipe.ok()) {
+    std::fprintf(stderr, "error: %s\n", std::string(recipe.status().message()).c_str());
+    return 2;
+  }
+  if (!model.empty()) recipe->mutable_model()->set_path(model);
+  if (!data.empty()) recipe->mutable_calibration_data()->set_path(data);
+  if (!device.empty()) recipe->set_device(device);
+  if (threads > 0) recipe->set_num_threads(threads);
+
+  qopt::RunOptions options;
+  options.out_dir = out;
+  options.on_progress = [quiet](const qopt::Progress& p) {
+    if (quiet) return;
+    std::fprintf(stdout, "[%d/%d] %-16s %3.0f%% %s\n", p.step, p.num_steps, p.stage.c_str(),
+                 100.0 * p.fraction, p.message.c_str());
+    std::fflush(stdout);
+  };
+  auto summary = qopt::RunRecipe(*recipe, options);
+  if (!summary.ok()) {
+    std::fprintf(stderr, "error: %s\n", std::string(summary.status().message()).c_str());
+    return summary.status().code() == absl::StatusCode::kInvalidArgument ||
+                   summary.status().code() == absl::StatusCode::kUnimplemented ||
+                   summary.status().code() == absl::StatusCode::kNotFound
+               ? 2
+               : 1;
+  }
+  for (const auto& [name, value] : summary->metrics) {
+    std::fprintf(stdout, "%s: %.4f\n", name.c_str(), value);
+  }
+  for (const auto& file : summary->artifacts) std::fprintf(stdout, "wrote %s/%s\n", out.c_str(), file.c_str());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"qopt-worker: quantization and compression jobs for TorchScript models"};
+  app.require_subcommand(1);
+
+  std::string model, recipe, data, out, device;
+  int threads = 0;
+  bool quiet = false;
+  CLI::App* run = app.add_subcommand("run", "Run one recipe on local files, without a server");
+  run->add_option("--recipe", recipe, "Recipe (job spec) JSON file")->required();
+  run->add_option("--model", model, "TorchScript model; overrides the recipe's model.path");
+  run->add_option("--data", data,
+                  "Calibration data (.npy float32 or torch.save tensor); overrides the recipe");
+  run->add_option("--out", out, "Directory for the artifacts")->required();
+  run->add_option("--device", device, "cpu or cuda:N; overrides the recipe");
+  run->add_option("--threads", threads, "LibTorch threads (default: all cores)");
+  run->add_flag("--quiet", quiet, "No progress lines");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  return Run(model, recipe, data, out, device, threads, quiet);
+}
