@@ -2,6 +2,7 @@
 // Debian's Abseil (20220623) does not ship.
 #pragma once
 
+#include <string>
 #include <utility>
 
 #include "absl/status/status.h"
@@ -31,6 +32,21 @@ namespace qopt {
 
 /// Adds context in front of an error message, keeping its code:
 /// `Annotate(s, "layer1.0.conv1")` turns "bad shape" into "layer1.0.conv1: bad shape".
+/// The first non-blank line of a (LibTorch) error message, for one-line errors.
+inline std::string FirstLine(const std::string& text) {
+  size_t start = 0;
+  while (start < text.size()) {
+    size_t end = text.find('\n', start);
+    if (end == std::string::npos) end = text.size();
+    std::string line = text.substr(start, end - start);
+    if (line.find_first_not_of(" \t\r") != std::string::npos) {
+      return line.substr(line.find_first_not_of(" \t\r"));
+    }
+    start = end + 1;
+  }
+  return text;
+}
+
 inline absl::Status Annotate(const absl::Status& s, absl::string_view context) {
   if (s.ok()) return s;
   return absl::Status(s.code(), absl::StrCat(context, ": ", s.message()));

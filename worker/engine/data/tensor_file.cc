@@ -8,6 +8,7 @@
 #include <torch/csrc/jit/serialization/pickle.h>
 
 #include "absl/strings/str_cat.h"
+#include "status.h"
 #include "absl/strings/str_join.h"
 
 namespace qopt {
@@ -102,7 +103,7 @@ absl::StatusOr<at::Tensor> LoadTorchSaved(const std::string& path) {
   } catch (const c10::Error& e) {
     std::string msg = e.what_without_backtrace();
     return absl::InvalidArgumentError(absl::StrCat(
-        path, ": not a tensor saved with torch.save: ", msg.substr(0, msg.find('\n'))));
+        path, ": not a tensor saved with torch.save: ", FirstLine(msg)));
   }
   if (v.isTensor()) return v.toTensor().to(at::kFloat);
   std::vector<at::Tensor> parts;

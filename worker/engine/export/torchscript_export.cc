@@ -7,6 +7,7 @@
 #include <torch/script.h>
 
 #include "absl/strings/str_cat.h"
+#include "status.h"
 #include "absl/strings/str_split.h"
 
 namespace qopt {
@@ -149,7 +150,7 @@ absl::Status ExportTorchScript(const Graph& graph, const QuantSim* sim, const st
   } catch (const c10::Error& e) {
     std::string msg = e.what_without_backtrace();
     return absl::InternalError(
-        absl::StrCat("TorchScript export to ", path, " failed: ", msg.substr(0, msg.find('\n'))));
+        absl::StrCat("TorchScript export to ", path, " failed: ", FirstLine(msg)));
   } catch (const std::exception& e) {
     return absl::InternalError(absl::StrCat("TorchScript export to ", path, " failed: ", e.what()));
   }

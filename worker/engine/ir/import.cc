@@ -10,6 +10,7 @@
 #include <torch/csrc/jit/passes/constant_propagation.h>
 #include <torch/csrc/jit/passes/dead_code_elimination.h>
 #include <torch/csrc/jit/passes/freeze_module.h>
+#include <torch/csrc/jit/passes/remove_exceptions.h>
 #include <torch/csrc/jit/passes/remove_mutation.h>
 #include <torch/script.h>
 
@@ -17,11 +18,6 @@
 
 namespace qopt {
 namespace internal_import {
-
-std::string FirstLine(const std::string& s) {
-  auto pos = s.find('\n');
-  return pos == std::string::npos ? s : s.substr(0, pos);
-}
 
 // Parameters a layer op reads, by input slot.
 std::vector<std::pair<std::string, int>> ParamSlots(OpKind kind) {
@@ -161,6 +157,10 @@ absl::StatusOr<Graph> ImportTorchScript(const std::string& path) {
     module.eval();
     torch::jit::Module frozen = torch::jit::freeze_module(module);
     jg = frozen.get_method("forward").graph()->copy();
+    // Scripted modules check their inputs (`if x.dim() != 4: raise ...`); treating the
+    // raising branch as unreachable leaves straight-line code, as the tracer would.
+    torch::jit::EliminateExceptions(jg);
+    torch::jit::ConstantPropagation(jg);
     torch::jit::RemoveListMutation(jg);
     torch::jit::RemoveTensorMutation(jg);
     torch::jit::ConstantPropagation(jg);

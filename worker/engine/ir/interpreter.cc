@@ -11,11 +11,6 @@ namespace internal_interpreter {
 
 using Stack = std::vector<c10::IValue>;
 
-std::string FirstLine(const std::string& s) {
-  auto pos = s.find('\n');
-  return pos == std::string::npos ? s : s.substr(0, pos);
-}
-
 // Structural prim ops are instructions of the TorchScript interpreter rather than
 // registered operators, so they are implemented here.
 std::function<void(Stack&)> StructuralOp(const torch::jit::Node* n) {

@@ -16,7 +16,7 @@ absl::StatusOr<v1::Recipe> ParseRecipeJson(const std::string& json_text) {
   options.ignore_unknown_fields = false;
   const auto status = google::protobuf::util::JsonStringToMessage(json_text, &recipe, options);
   if (!status.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("invalid recipe: ", status.message().as_string()));
+    return absl::InvalidArgumentError(absl::StrCat("invalid recipe: ", FirstLine(status.message().as_string())));
   }
   return recipe;
 }

@@ -1,0 +1,150 @@
+// TorchScript import and the interpreter: IR structure, names, FP32 parity with
+// Module::forward, and errors for files that are not runnable models.
+#include "ir/import.h"
+
+#include <ATen/ATen.h>
+#include <torch/script.h>
+
+#include "data/tensor_file.h"
+#include "ir/interpreter.h"
+#include "test_util.h"
+
+namespace qopt {
+namespace {
+
+using ::qopt::testing::Fixture;
+using ::qopt::testing::IsOk;
+using ::qopt::testing::StatusIs;
+using ::testing::HasSubstr;
+
+at::Tensor CalibrationBatch(int n) {
+  auto data = LoadNpy(Fixture("calib.npy"));
+  EXPECT_THAT(data, IsOk());
+  return data->slice(0, 0, n);
+}
+
+TEST(ImportTest, ResNet18LayersCarryModuleNamesAndParameters) {
+  auto g = ImportTorchScript(Fixture("resnet18.pt"));
+  ASSERT_THAT(g, IsOk());
+  const Node* conv = g->FindNode("layer1.0.conv1");
+  ASSERT_NE(conv, nullptr);
+  EXPECT_EQ(conv->kind, OpKind::kConv);
+  const int w = conv->Param("weight");
+  ASSERT_GE(w, 0);
+  EXPECT_EQ(g->values[w].name, "layer1.0.conv1.weight");
+  EXPECT_EQ(g->values[w].constant->toTensor().sizes(), (std::vector<int64_t>{64, 64, 3, 3}));
+  EXPECT_EQ(conv->Param("bias"), -1);  // torchvision convs have no bias
+
+  const Node* bn = g->FindNode("layer1.0.bn1");
+  ASSERT_NE(bn, nullptr);
+  EXPECT_EQ(bn->kind, OpKind::kBatchNorm);
+  EXPECT_EQ(g->values[bn->inputs[0]].producer, conv->id);
+  EXPECT_THAT(g->values[conv->outputs[0]].consumers, ::testing::Contains(bn->id));
+  EXPECT_EQ(g->values[bn->Param("running_var")].name, "layer1.0.bn1.running_var");
+
+  // A functional add inside a block, and a reused ReLU module named per call.
+  EXPECT_NE(g->FindNode("layer1.0.add"), nullptr);
+  EXPECT_NE(g->FindNode("layer1.0.relu"), nullptr);
+  EXPECT_NE(g->FindNode("layer1.0.relu_1"), nullptr);
+  EXPECT_NE(g->FindNode("fc"), nullptr);
+  EXPECT_EQ(g->FindNode("fc")->kind, OpKind::kLinear);
+}
+
+TEST(ImportTest, LayersOwnTheirParametersEvenWhenTensorsAreEqual) {
+  auto g = ImportTorchScript(Fixture("resnet18.pt"));
+  ASSERT_THAT(g, IsOk());
+  std::set<int> ids;
+  int count = 0;
+  for (const Node* n : g->LiveNodes()) {
+    for (const auto& [role, id] : n->params) {
+      ids.insert(id);
+      ++count;
+    }
+  }
+  EXPECT_EQ(static_cast<int>(ids.size()), count);
+}
+
+class ParityTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(ParityTest, InterpreterMatchesModuleForward) {
+  const std::string path = Fixture(GetParam());
+  auto g = ImportTorchScript(path);
+  ASSERT_THAT(g, IsOk());
+  torch::jit::Module module = torch::jit::load(path);
+  module.eval();
+  at::NoGradGuard no_grad;
+  const at::Tensor x = CalibrationBatch(4);
+  const at::Tensor expected = module.forward({x}).toTensor();
+  Interpreter interpreter(*g);
+  auto got = interpreter.Forward(x);
+  ASSERT_THAT(got, IsOk());
+  ASSERT_EQ(got->sizes(), expected.sizes());
+  const double max_abs = expected.abs().max().item<double>();
+  const double diff = (*got - expected).abs().max().item<double>();
+  EXPECT_LE(diff, 1e-5 * max_abs) << GetParam() << ": max |y| " << max_abs;
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, ParityTest,
+                         ::testing::Values("resnet18.pt", "mobilenet_v2.pt", "googlenet.pt",
+                                           "small_scripted.pt"));
+
+TEST(ImportTest, EveryValueReachesTheObserver) {
+  auto g = ImportTorchScript(Fixture("small_scripted.pt"));
+  ASSERT_THAT(g, IsOk());
+  struct Counter : ValueObserver {
+    std::set<int> seen;
+    void OnValue(const Value& v, c10::IValue&) override { seen.insert(v.id); }
+  } counter;
+  Interpreter interpreter(*g);
+  ASSERT_THAT(interpreter.Forward(CalibrationBatch(2), &counter), IsOk());
+  for (const Node* n : g->LiveNodes()) {
+    for (int out : n->outputs) EXPECT_TRUE(counter.seen.count(out)) << n->name;
+  }
+  EXPECT_TRUE(counter.seen.count(g->inputs[0]));
+}
+
+TEST(ImportTest, ObserverCanReplaceValues) {
+  auto g = ImportTorchScript(Fixture("small_scripted.pt"));
+  ASSERT_THAT(g, IsOk());
+  struct Zero : ValueObserver {
+    int target;
+    void OnValue(const Value& v, c10::IValue& iv) override {
+      if (v.id == target) iv = at::zeros_like(iv.toTensor());
+    }
+  } zero;
+  zero.target = g->FindNode("fc")->outputs[0];
+  Interpreter interpreter(*g);
+  auto out = interpreter.Forward(CalibrationBatch(2), &zero);
+  ASSERT_THAT(out, IsOk());
+  EXPECT_EQ(out->abs().sum().item<double>(), 0.0);
+}
+
+TEST(ImportTest, ShapeMismatchNamesTheLayer) {
+  auto g = ImportTorchScript(Fixture("resnet18.pt"));
+  ASSERT_THAT(g, IsOk());
+  Interpreter interpreter(*g);
+  EXPECT_THAT(interpreter.Forward(at::randn({1, 1, 64, 64})),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       ::testing::AllOf(HasSubstr("conv1"), HasSubstr("channels"))));
+  EXPECT_THAT(interpreter.Run({}), StatusIs(absl::StatusCode::kInvalidArgument,
+                                            HasSubstr("takes 1 inputs, got 0")));
+}
+
+TEST(ImportTest, BadFilesGiveOneLineErrors) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"not_torchscript.pt", "not a TorchScript model"},
+      {"truncated.pt", "cannot load TorchScript model"},
+      {"unknown_op.pt", "Unknown builtin op: aten::qopt_no_such_op"},
+      {"no_such_file.pt", "model file not found"},
+  };
+  for (const auto& [file, message] : cases) {
+    auto g = ImportTorchScript(Fixture(file));
+    EXPECT_THAT(g, StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr(message))) << file;
+    EXPECT_EQ(std::string(g.status().message()).find('\n'), std::string::npos) << file;
+  }
+  EXPECT_THAT(ImportTorchScript(Fixture("loop_scripted.pt")),
+              StatusIs(absl::StatusCode::kUnimplemented, HasSubstr("unsupported op prim::Loop")));
+}
+
+}  // namespace
+}  // namespace qopt

@@ -1,0 +1,196 @@
+// QuantSim: placement from configs, calibration, simulated forward on every fixture.
+#include "quant/quantsim.h"
+
+#include <ATen/ATen.h>
+
+#include "data/tensor_file.h"
+#include "export/encodings_json.h"
+#include "ir/import.h"
+#include "passes/batch_norm_fold.h"
+#include "test_util.h"
+
+namespace qopt {
+namespace {
+
+using ::qopt::testing::Fixture;
+using ::qopt::testing::IsOk;
+using ::qopt::testing::StatusIs;
+using ::testing::HasSubstr;
+
+std::vector<at::Tensor> Batches(int n, int batch_size = 8) {
+  auto data = LoadNpy(Fixture("calib.npy"));
+  EXPECT_THAT(data, IsOk());
+  return MakeBatches(*data, batch_size, n * batch_size);
+}
+
+Graph FoldedGraph(const std::string& fixture) {
+  auto g = ImportTorchScript(Fixture(fixture));
+  EXPECT_THAT(g, IsOk());
+  EXPECT_THAT(FoldBatchNorms(*g), IsOk());
+  return std::move(*g);
+}
+
+std::unique_ptr<QuantSim> Calibrated(const Graph& g, QuantSimOptions o, int batches = 2) {
+  auto sim = QuantSim::Create(g, std::move(o));
+  EXPECT_THAT(sim, IsOk());
+  for (const at::Tensor& b : Batches(batches)) EXPECT_THAT((*sim)->ObserveBatch({b}), IsOk());
+  EXPECT_THAT((*sim)->FinishCalibration(), IsOk());
+  return std::move(*sim);
+}
+
+double SqnrDb(const at::Tensor& ref, const at::Tensor& q) {
+  return 10.0 * std::log10(ref.pow(2).sum().item<double>() /
+                           std::max((ref - q).pow(2).sum().item<double>(), 1e-30));
+}
+
+struct SimCase {
+  std::string fixture;
+  double min_w8a8_db;
+};
+
+void PrintTo(const SimCase& c, std::ostream* os) { *os << c.fixture; }
+
+class W8A8Test : public ::testing::TestWithParam<SimCase> {};
+
+TEST_P(W8A8Test, SimulatesEveryFixture) {
+  at::NoGradGuard no_grad;
+  const Graph g = FoldedGraph(GetParam().fixture);
+  const at::Tensor x = Batches(2).back();  // a calibration batch: no range is exceeded
+  const at::Tensor ref = *Interpreter(g).Forward(x);
+
+  QuantSimOptions w8a8;
+  w8a8.per_channel = true;
+  auto sim = Calibrated(g, w8a8);
+  EXPECT_GE(sim->param_quantizers().size(), 3u);  // the scripted net has three layers
+  EXPECT_GE(sim->activation_quantizers().size(), 4u);
+  auto y8 = sim->Forward(x);
+  ASSERT_THAT(y8, IsOk());
+  EXPECT_FALSE(at::equal(*y8, ref)) << "quantizers must change the output";
+  const double db8 = SqnrDb(ref, *y8);
+
+  QuantSimOptions w16a16 = w8a8;
+  w16a16.param_bitwidth = w16a16.activation_bitwidth = 16;
+  auto y16 = Calibrated(g, w16a16)->Forward(x);
+  ASSERT_THAT(y16, IsOk());
+  const double db16 = SqnrDb(ref, *y16);
+  EXPECT_GT(db8, GetParam().min_w8a8_db) << GetParam().fixture;
+  EXPECT_GT(db16, db8 + 20.0) << GetParam().fixture << ": 16 bits must be far closer";
+  // The float path of the sim is the model itself.
+  EXPECT_TRUE(at::equal(*sim->ForwardFloat(x), ref));
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, W8A8Test,
+                         ::testing::Values(SimCase{"resnet18.pt", 15.0},
+                                           SimCase{"mobilenet_v2.pt", 4.0},
+                                           SimCase{"googlenet.pt", 15.0},
+                                           SimCase{"small_scripted.pt", 25.0}),
+                         [](const auto& info) {
+                           std::string n = info.param.fixture;
+                           return n.substr(0, n.find('.'));
+                         });
+
+TEST(QuantSimTest, DefaultPlacementOnResNet18) {
+  const Graph g = FoldedGraph("resnet18.pt");
+  QuantSimOptions o;
+  o.per_channel = true;
+  auto sim = QuantSim::Create(g, o);
+  ASSERT_THAT(sim, IsOk());
+  // conv + relu is a supergroup: only the relu output is quantized.
+  EXPECT_EQ((*sim)->FindActivation("layer1.0.conv1", false, 0), -1);
+  EXPECT_GE((*sim)->FindActivation("layer1.0.relu", false, 0), 0);
+  // The block's conv2 feeds the add (no supergroup), add + relu is one.
+  EXPECT_GE((*sim)->FindActivation("layer1.0.conv2", false, 0), 0);
+  EXPECT_EQ((*sim)->FindActivation("layer1.0.add", false, 0), -1);
+  EXPECT_GE((*sim)->FindActivation("conv1", true, 0), 0);  // model input
+  EXPECT_GE((*sim)->FindActivation("fc", false, 0), 0);    // model output
+  EXPECT_EQ((*sim)->FindActivation("flatten", false, 0), -1);  // data movement
+
+  const Node* conv = g.FindNode("layer1.0.conv1");
+  const auto& pq = (*sim)->param_quantizers();
+  ASSERT_TRUE(pq.count(conv->Param("weight")));
+  EXPECT_EQ(pq.at(conv->Param("weight")).encodings().size(), 64u);
+  EXPECT_TRUE(pq.at(conv->Param("weight")).spec().symmetric);
+  EXPECT_FALSE(pq.count(conv->Param("bias"))) << "biases are not quantized by default";
+}
+
+TEST(QuantSimTest, ExcludedLayersStayFloat) {
+  const Graph g = FoldedGraph("resnet18.pt");
+  QuantSimOptions o;
+  o.exclude_layers = {"fc", "layer1.0.conv1"};
+  auto sim = QuantSim::Create(g, o);
+  ASSERT_THAT(sim, IsOk());
+  EXPECT_EQ((*sim)->FindActivation("fc", false, 0), -1);
+  EXPECT_FALSE((*sim)->param_quantizers().count(g.FindNode("fc")->Param("weight")));
+  EXPECT_FALSE((*sim)->param_quantizers().count(g.FindNode("layer1.0.conv1")->Param("weight")));
+  o.exclude_layers = {"no.such.layer"};
+  EXPECT_THAT(QuantSim::Create(g, o), StatusIs(absl::StatusCode::kInvalidArgument,
+                                               HasSubstr("no layer named 'no.such.layer'")));
+}
+
+TEST(QuantSimTest, AimetConfigFileControlsPlacement) {
+  const Graph g = FoldedGraph("resnet18.pt");
+  auto config = ParseQuantSimConfig(R"({
+    "defaults": {
+      "ops": {"is_output_quantized": "True", "is_symmetric": "False"},
+      "params": {"is_quantized": "True", "is_symmetric": "True"},
+      "strict_symmetric": "False", "unsigned_symmetric": "True",
+      "per_channel_quantization": "False"
+    },
+    "params": {"bias": {"is_quantized": "True"}},
+    "op_type": {"Relu": {"is_output_quantized": "False"},
+                "Gemm": {"per_channel_quantization": "True"}},
+    "supergroups": [],
+    "model_input": {"is_input_quantized": "False"},
+    "model_output": {},
+    "layers": {"layer2.0.conv1": {"params": {"weight": {"is_quantized": false}}}}
+  })");
+  ASSERT_THAT(config, IsOk());
+  QuantSimOptions o;
+  o.config = *config;
+  auto sim = QuantSim::Create(g, o);
+  ASSERT_THAT(sim, IsOk());
+  const auto& pq = (*sim)->param_quantizers();
+  EXPECT_EQ((*sim)->FindActivation("layer1.0.relu", false, 0), -1);
+  EXPECT_GE((*sim)->FindActivation("layer1.0.conv1", false, 0), 0);  // no supergroups
+  EXPECT_EQ((*sim)->FindActivation("conv1", true, 0), -1);
+  EXPECT_TRUE(pq.count(g.FindNode("layer1.0.conv1")->Param("bias")));
+  EXPECT_EQ(pq.at(g.FindNode("layer1.0.conv1")->Param("weight")).axis(), -1);
+  EXPECT_EQ(pq.at(g.FindNode("fc")->Param("weight")).axis(), 0);
+  EXPECT_FALSE(pq.count(g.FindNode("layer2.0.conv1")->Param("weight")));
+}
+
+TEST(QuantSimTest, ConfigErrorsNameTheKey) {
+  EXPECT_THAT(ParseQuantSimConfig(R"({"defaults": {"opz": {}}})"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("unknown key 'opz'")));
+  EXPECT_THAT(ParseQuantSimConfig(R"({"op_type": {"Conv": {"is_output_quantized": "yes"}}})"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("op_type.Conv.is_output_quantized")));
+  EXPECT_THAT(ParseQuantSimConfig("{"), StatusIs(absl::StatusCode::kInvalidArgument,
+                                                 HasSubstr("not valid JSON")));
+}
+
+TEST(QuantSimTest, RunBeforeCalibrationIsAnError) {
+  const Graph g = FoldedGraph("small_scripted.pt");
+  auto sim = QuantSim::Create(g, {});
+  ASSERT_THAT(sim, IsOk());
+  EXPECT_THAT((*sim)->Forward(Batches(1)[0]),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("calibrate first")));
+}
+
+TEST(QuantSimTest, FrozenEncodingsAreKeptThroughCalibration) {
+  at::NoGradGuard no_grad;
+  const Graph g = FoldedGraph("small_scripted.pt");
+  auto first = Calibrated(g, {}, 1);
+  const std::string json = EncodingsToJson(*first);
+
+  auto second = QuantSim::Create(g, {});
+  ASSERT_THAT(second, IsOk());
+  ASSERT_THAT(LoadEncodingsJson(**second, json, /*freeze=*/true), IsOk());
+  // Calibrate on scaled data: unfrozen encodings would widen.
+  for (const at::Tensor& b : Batches(2)) ASSERT_THAT((*second)->ObserveBatch({b * 10}), IsOk());
+  ASSERT_THAT((*second)->FinishCalibration(), IsOk());
+  EXPECT_EQ(EncodingsToJson(**second), json);
+}
+
+}  // namespace
+}  // namespace qopt
