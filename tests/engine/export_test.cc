@@ -150,7 +150,7 @@ TEST_P(TorchScriptExportTest, StockPyTorchRunsTheSimulation) {
 INSTANTIATE_TEST_SUITE_P(
     Fixtures, TorchScriptExportTest,
     ::testing::Combine(::testing::Values("resnet18.pt", "mobilenet_v2.pt", "googlenet.pt",
-                                         "small_scripted.pt"),
+                                         "small_scripted.pt", "branch.pt"),
                        ::testing::Bool()),
     [](const auto& info) {
       std::string n = std::get<0>(info.param);

@@ -86,7 +86,7 @@ TEST_P(ParityTest, InterpreterMatchesModuleForward) {
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, ParityTest,
                          ::testing::Values("resnet18.pt", "mobilenet_v2.pt", "googlenet.pt",
-                                           "small_scripted.pt"));
+                                           "small_scripted.pt", "branch.pt"));
 
 TEST(ImportTest, EveryValueReachesTheObserver) {
   auto g = ImportTorchScript(Fixture("small_scripted.pt"));

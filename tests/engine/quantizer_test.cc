@@ -119,6 +119,32 @@ TEST(QuantizerTest, MatchesTheFakeQuantizeFormula) {
   EXPECT_TRUE(at::equal(q.Apply(x), ref));
 }
 
+TEST(QuantizerTest, BitExactWithTorchFakeQuantize) {
+  at::manual_seed(5);
+  at::Tensor x = at::cat({at::randn({100000}) * 4, at::randn({1000}) * 1e4,
+                          at::tensor({0.0f, -0.0f})});
+  for (int bits : {2, 4, 8, 16}) {
+    for (bool symmetric : {false, true}) {
+      Quantizer q(Spec(bits, symmetric), CalibrationMethod::kMinMax, 99.9, -1);
+      ASSERT_THAT(q.SetEncodings({ComputeEncoding(-3.0, 5.0, Spec(bits, symmetric))}, true),
+                  IsOk());
+      const Encoding& e = q.encodings()[0];
+      // Halfway points between grid steps exercise round-half-to-even.
+      const at::Tensor halves = (at::arange(-300, 300).to(at::kFloat) + 0.5f) * static_cast<float>(e.scale);
+      for (const at::Tensor& t : {x, halves}) {
+        const at::Tensor ref = at::fake_quantize_per_tensor_affine(
+            t, e.scale, e.zero_point(), e.quant_min(), e.quant_max());
+        const at::Tensor got = q.Apply(t);
+        const at::Tensor diff = (got != ref).nonzero();
+        EXPECT_EQ(diff.size(0), 0) << bits << (symmetric ? " symmetric" : "") << ": first at x="
+                                   << (diff.size(0) ? t[diff[0][0]].item<float>() : 0.0f)
+                                   << " got " << (diff.size(0) ? got[diff[0][0]].item<float>() : 0.0f)
+                                   << " torch " << (diff.size(0) ? ref[diff[0][0]].item<float>() : 0.0f);
+      }
+    }
+  }
+}
+
 TEST(QuantizerTest, PerChannelUsesEachChannelsRange) {
   at::manual_seed(2);
   at::Tensor w = at::randn({4, 3, 3, 3});

@@ -53,8 +53,29 @@ std::function<void(Stack&)> StructuralOp(const torch::jit::Node* n) {
 }
 
 
-// Fast paths for the layer ops; inputs are in `env` order of the node.
-bool RunFast(const Node& n, std::vector<c10::IValue>& in, c10::IValue& out) {
+}  // namespace internal_interpreter
+
+bool ProducesFreshTensor(OpKind kind) {
+  switch (kind) {
+    case OpKind::kConv:
+    case OpKind::kLinear:
+    case OpKind::kBatchNorm:
+    case OpKind::kRelu:
+    case OpKind::kRelu6:
+    case OpKind::kAdd:
+    case OpKind::kMul:
+    case OpKind::kCat:
+      return true;
+    default:
+      return false;
+  }
+}
+
+namespace internal_interpreter {
+
+// Fast paths for the layer ops; inputs are in `env` order of the node. With `inplace`,
+// the first input may be overwritten.
+bool RunFast(const Node& n, std::vector<c10::IValue>& in, bool inplace, c10::IValue& out) {
   switch (n.kind) {
     case OpKind::kConv: {
       if (n.op != "aten::_convolution" && n.op != "aten::conv2d") return false;
@@ -87,16 +108,27 @@ bool RunFast(const Node& n, std::vector<c10::IValue>& in, c10::IValue& out) {
                            in[6].toDouble(), in[7].toDouble(), in[8].toBool());
       return true;
     }
-    case OpKind::kRelu:
-      out = at::relu(in[0].toTensor());
+    case OpKind::kRelu: {
+      at::Tensor x = in[0].toTensor();
+      out = inplace ? at::relu_(x) : at::relu(x);
       return true;
-    case OpKind::kRelu6:
-      out = at::hardtanh(in[0].toTensor(), 0.0, 6.0);
+    }
+    case OpKind::kRelu6: {
+      at::Tensor x = in[0].toTensor();
+      out = inplace ? at::hardtanh_(x, 0.0, 6.0) : at::hardtanh(x, 0.0, 6.0);
       return true;
-    case OpKind::kAdd:
+    }
+    case OpKind::kAdd: {
       if (in.size() != 3 || !in[1].isTensor()) return false;
-      out = at::add(in[0].toTensor(), in[1].toTensor(), in[2].toScalar());
+      at::Tensor a = in[0].toTensor();
+      const at::Tensor& b = in[1].toTensor();
+      if (inplace && a.sizes() == b.sizes() && a.scalar_type() == b.scalar_type()) {
+        out = a.add_(b, in[2].toScalar());
+      } else {
+        out = at::add(a, b, in[2].toScalar());
+      }
       return true;
+    }
     default:
       return false;
   }
@@ -118,6 +150,13 @@ Interpreter::Interpreter(const Graph& graph) : graph_(graph) {
   }
   for (size_t i = 0; i < live.size(); ++i) {
     Step step{live[i], nullptr, std::move(release[i])};
+    const Node& n = *live[i];
+    if (!n.inputs.empty()) {
+      const int first = n.inputs[0];
+      const int producer = graph.values[first].producer;
+      step.inplace = producer >= 0 && ProducesFreshTensor(graph.nodes[producer].kind) &&
+                     last_use[first] == static_cast<int>(i);
+    }
     if (auto structural = StructuralOp(live[i]->jit)) {
       step.op = std::move(structural);
     } else {
@@ -150,6 +189,7 @@ absl::StatusOr<c10::IValue> Interpreter::Run(const std::vector<c10::IValue>& inp
     if (observer) observer->OnValue(graph_.values[graph_.inputs[i]], env[graph_.inputs[i]]);
   }
 
+  const bool may_overwrite = observer == nullptr || !observer->RetainsValues();
   Stack stack;
   for (const Step& step : steps_) {
     const Node& n = *step.node;
@@ -157,7 +197,13 @@ absl::StatusOr<c10::IValue> Interpreter::Run(const std::vector<c10::IValue>& inp
       stack.clear();
       for (int in : n.inputs) stack.push_back(env[in]);
       c10::IValue out;
-      if (n.outputs.size() == 1 && RunFast(n, stack, out)) {
+      // A bypassed node's output aliases its input, which the observer may then overwrite:
+      // only when no one else reads that input.
+      if (observer && step.inplace && may_overwrite && n.kind == OpKind::kRelu &&
+          observer->Bypasses(n)) {
+        env[n.outputs[0]] = stack[0];
+      } else if (n.outputs.size() == 1 &&
+                 RunFast(n, stack, step.inplace && may_overwrite, out)) {
         env[n.outputs[0]] = std::move(out);
       } else {
         step.op(stack);

@@ -12,6 +12,10 @@
 
 namespace qopt {
 
+/// True for ops whose output is a newly allocated tensor that aliases no other value, so
+/// the consumer that sees it last may overwrite it.
+bool ProducesFreshTensor(OpKind kind);
+
 /// Sees every value as it is produced and may replace it. Quantization simulation,
 /// calibration statistics and per-layer analyses are observers.
 class ValueObserver {
@@ -21,6 +25,12 @@ class ValueObserver {
   virtual void OnParam(const Value& /*param*/, at::Tensor& /*tensor*/) {}
   /// A model input or a node output, right after it is produced.
   virtual void OnValue(const Value& /*value*/, c10::IValue& /*v*/) {}
+  /// Whether the observer keeps references to the tensors it sees. If not, the
+  /// interpreter may run activations in place on tensors no one else can see.
+  virtual bool RetainsValues() const { return true; }
+  /// True when what the observer does to this node's output makes the node an identity
+  /// (a ReLU followed by a quantizer whose grid starts at zero); the node is then skipped.
+  virtual bool Bypasses(const Node& /*node*/) const { return false; }
 };
 
 class Interpreter {
@@ -43,6 +53,9 @@ class Interpreter {
     const Node* node;
     std::function<void(std::vector<c10::IValue>&)> op;  // generic path
     std::vector<int> release;  // values whose last use is this step
+    // The op may overwrite its first input: a fresh tensor from a compute op whose last
+    // use is this step (relu_ / hardtanh_ / add_ instead of allocating).
+    bool inplace = false;
   };
   const Graph& graph_;
   std::vector<Step> steps_;

@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include "absl/strings/str_cat.h"
+#include "quant/fake_quantize.h"
 
 namespace qopt {
 
@@ -51,13 +52,10 @@ absl::Status Quantizer::SetEncodings(std::vector<Encoding> encodings, bool freez
   return absl::OkStatus();
 }
 
-at::Tensor Quantizer::Apply(const at::Tensor& x) const {
+at::Tensor Quantizer::Apply(const at::Tensor& x, bool inplace) const {
   if (!enabled_ || encodings_.empty()) return x;
   const Encoding& e = encodings_.front();
-  if (axis_ < 0) {
-    return at::fake_quantize_per_tensor_affine(x, e.scale, e.zero_point(), e.quant_min(),
-                                               e.quant_max());
-  }
+  if (axis_ < 0) return FakeQuantizePerTensor(x, e, inplace);
   if (scale_.device() != x.device()) {
     scale_ = scale_.to(x.device());
     zero_point_ = zero_point_.to(x.device());

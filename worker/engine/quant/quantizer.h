@@ -40,8 +40,9 @@ class Quantizer {
   /// Sets encodings; `freeze` keeps them through later calibration.
   absl::Status SetEncodings(std::vector<Encoding> encodings, bool freeze);
 
-  /// Quantize-dequantize `x`. Requires encodings; identity when disabled.
-  at::Tensor Apply(const at::Tensor& x) const;
+  /// Quantize-dequantize `x`. Requires encodings; identity when disabled. With
+  /// `inplace`, a per-tensor quantizer may overwrite `x` (the caller owns it).
+  at::Tensor Apply(const at::Tensor& x, bool inplace = false) const;
 
  private:
   QuantSpec spec_;

@@ -293,6 +293,18 @@ void QuantSim::OnParam(const Value& param, at::Tensor& tensor) {
   }
 }
 
+// quantize(relu(x)) == quantize(x) when the grid's lowest value is zero (offset 0):
+// negatives clamp to zero either way, so the ReLU pass can be skipped.
+bool QuantSim::Bypasses(const Node& node) const {
+  if (mode_ != Mode::kSimulate || node.kind != OpKind::kRelu || node.outputs.size() != 1) {
+    return false;
+  }
+  auto it = act_quantizers_.find(node.outputs[0]);
+  if (it == act_quantizers_.end()) return false;
+  const Quantizer& q = it->second;
+  return q.enabled() && q.axis() < 0 && q.has_encodings() && q.encodings()[0].offset == 0;
+}
+
 void QuantSim::OnValue(const Value& value, c10::IValue& v) {
   if (mode_ == Mode::kFloat) return;
   auto it = act_quantizers_.find(value.id);
@@ -300,7 +312,11 @@ void QuantSim::OnValue(const Value& value, c10::IValue& v) {
   if (mode_ == Mode::kCalibrate) {
     it->second.Observe(v.toTensor());
   } else {
-    v = it->second.Apply(v.toTensor());
+    // The raw output is replaced right here, so no one else can see it: a fresh tensor
+    // from a compute op may be quantized in place. Model inputs belong to the caller.
+    const bool owned = value.producer >= 0 &&
+                       ProducesFreshTensor(graph_.nodes[value.producer].kind);
+    v = it->second.Apply(v.toTensor(), owned);
   }
 }
 

@@ -78,6 +78,8 @@ class QuantSim : public ValueObserver {
   // ValueObserver
   void OnParam(const Value& param, at::Tensor& tensor) override;
   void OnValue(const Value& value, c10::IValue& v) override;
+  bool RetainsValues() const override { return false; }
+  bool Bypasses(const Node& node) const override;
 
  private:
   QuantSim(const Graph& graph, QuantSimOptions options);
