@@ -8,6 +8,7 @@
 #include <torch/csrc/jit/serialization/pickle.h>
 #include <torch/script.h>
 
+#include "data/dataset.h"
 #include "data/tensor_file.h"
 #include "export/encodings_json.h"
 #include "export/torchscript_export.h"
@@ -43,7 +44,7 @@ Sim MakeSim(const std::string& fixture, bool per_channel) {
   s.sim = std::move(*sim);
   auto data = LoadNpy(Fixture("calib.npy"));
   EXPECT_THAT(data, IsOk());
-  s.batches = MakeBatches(*data, 8, 32);
+  for (const Batch& b : MakeBatches(Dataset{data->slice(0, 0, 32)}, 8)) s.batches.push_back(b.inputs);
   for (size_t i = 0; i + 1 < s.batches.size(); ++i) {
     EXPECT_THAT(s.sim->ObserveBatch({s.batches[i]}), IsOk());
   }

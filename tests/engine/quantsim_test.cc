@@ -3,6 +3,7 @@
 
 #include <ATen/ATen.h>
 
+#include "data/dataset.h"
 #include "data/tensor_file.h"
 #include "export/encodings_json.h"
 #include "ir/import.h"
@@ -20,7 +21,11 @@ using ::testing::HasSubstr;
 std::vector<at::Tensor> Batches(int n, int batch_size = 8) {
   auto data = LoadNpy(Fixture("calib.npy"));
   EXPECT_THAT(data, IsOk());
-  return MakeBatches(*data, batch_size, n * batch_size);
+  std::vector<at::Tensor> out;
+  for (const Batch& b : MakeBatches(Dataset{*data}, batch_size)) {
+    if (static_cast<int>(out.size()) < n) out.push_back(b.inputs);
+  }
+  return out;
 }
 
 Graph FoldedGraph(const std::string& fixture) {

@@ -1,5 +1,4 @@
-// Calibration / evaluation data from files: NumPy .npy arrays and tensors saved with
-// torch.save. The first axis indexes samples.
+// NumPy .npy arrays (data/dataset.h builds data sets on top of this).
 #pragma once
 
 #include <string>
@@ -14,16 +13,11 @@ namespace qopt {
 /// Reads a .npy file (float32, float64 or uint8; C order) as a float32 tensor.
 absl::StatusOr<at::Tensor> LoadNpy(const std::string& path);
 
-/// Reads a tensor saved with torch.save (a tensor, or a list/tuple of equally shaped
-/// tensors, stacked) as a float32 tensor.
-absl::StatusOr<at::Tensor> LoadTorchSaved(const std::string& path);
+/// Parses .npy bytes; `name` labels errors. Keeps the stored dtype (float32, float64,
+/// uint8, int64, int32).
+absl::StatusOr<at::Tensor> ParseNpy(const std::vector<char>& bytes, const std::string& name);
 
-/// Picks the reader by content: the NumPy magic string, else a torch.save zip archive.
-absl::StatusOr<at::Tensor> LoadTensorFile(const std::string& path);
-
-/// Splits `data` along its first axis into batches of `batch_size` (the last may be
-/// smaller), using at most `max_samples` samples (0 = all).
-std::vector<at::Tensor> MakeBatches(const at::Tensor& data, int64_t batch_size,
-                                    int64_t max_samples);
+/// Reads a whole file; InvalidArgument naming it when missing or unreadable.
+absl::StatusOr<std::vector<char>> ReadFileBytes(const std::string& path);
 
 }  // namespace qopt

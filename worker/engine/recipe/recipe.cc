@@ -74,6 +74,13 @@ absl::Status ValidateRecipe(const v1::Recipe& recipe) {
     return absl::InvalidArgumentError(
         "recipe needs calibration data: set calibration_data.path or pass --data");
   }
+  for (const v1::DataRef* ref : {&recipe.calibration_data(), &recipe.evaluation_data()}) {
+    const v1::Preprocess& p = ref->preprocess();
+    if (p.resize() < 0 || p.center_crop() < 0 || (p.channels() != 0 && p.channels() != 1 && p.channels() != 3)) {
+      return absl::InvalidArgumentError(
+          "preprocess: resize and center_crop must be >= 0, channels 0, 1 or 3");
+    }
+  }
   if (recipe.calibration_data().batch_size() < 0 || recipe.calibration_data().max_samples() < 0) {
     return absl::InvalidArgumentError("calibration_data: batch_size and max_samples must be >= 0");
   }

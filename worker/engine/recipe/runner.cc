@@ -14,7 +14,8 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
-#include "data/tensor_file.h"
+#include "data/dataset.h"
+#include "eval/metrics.h"
 #include "export/encodings_json.h"
 #include "export/torchscript_export.h"
 #include "ir/import.h"
@@ -97,6 +98,34 @@ absl::Status WriteText(const std::string& path, const std::string& text) {
   return absl::OkStatus();
 }
 
+DatasetSpec SpecFromRef(const v1::DataRef& ref) {
+  DatasetSpec spec;
+  spec.path = ref.path();
+  spec.labels_path = ref.labels_path();
+  if (!ref.format().empty()) spec.format = ref.format();
+  spec.max_samples = ref.max_samples();
+  spec.shuffle = ref.shuffle();
+  spec.seed = ref.seed();
+  const v1::Preprocess& p = ref.preprocess();
+  if (p.scale() != 0.0) spec.preprocess.scale = p.scale();
+  spec.preprocess.resize = p.resize();
+  spec.preprocess.center_crop = p.center_crop();
+  spec.preprocess.channels = p.channels();
+  spec.preprocess.mean.assign(p.mean().begin(), p.mean().end());
+  spec.preprocess.std.assign(p.std().begin(), p.std().end());
+  return spec;
+}
+
+absl::StatusOr<std::vector<Batch>> LoadBatches(const v1::DataRef& ref, const c10::Device& device) {
+  ASSIGN_OR_RETURN(Dataset data, LoadDataset(SpecFromRef(ref)));
+  data.inputs = data.inputs.to(device);
+  return MakeBatches(data, ref.batch_size() > 0 ? ref.batch_size() : 16);
+}
+
+double Seconds(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
 const char* StepName(const v1::Step& s) {
   switch (s.kind_case()) {
     case v1::Step::kFoldBatchNorm: return "fold_batch_norm";
@@ -134,18 +163,26 @@ absl::StatusOr<RunSummary> RunRecipe(const v1::Recipe& recipe, const RunOptions&
   report(0, "load", 1.0,
          absl::StrCat(graph.LiveNodes().size(), " ops, ", graph.ParamBytes() / 1024, " KiB of parameters"));
 
-  std::vector<at::Tensor> batches;
-  if (!recipe.calibration_data().path().empty()) {
-    const auto& d = recipe.calibration_data();
-    ASSIGN_OR_RETURN(at::Tensor data, LoadTensorFile(d.path()));
-    if (data.dim() < 1 || data.size(0) == 0) {
-      return absl::InvalidArgumentError(absl::StrCat(d.path(), ": holds no samples"));
+  // Data is loaded when the first step needs it.
+  std::vector<Batch> batches, eval_batches;
+  bool batches_loaded = false, eval_loaded = false;
+  auto calibration = [&]() -> absl::StatusOr<const std::vector<Batch>*> {
+    if (!batches_loaded) {
+      ASSIGN_OR_RETURN(batches, LoadBatches(recipe.calibration_data(), device));
+      batches_loaded = true;
     }
-    batches = MakeBatches(data.to(device), d.batch_size() > 0 ? d.batch_size() : 16,
-                          d.max_samples());
-  }
-  auto limit = [&](int n) {
-    return n > 0 ? std::min<size_t>(n, batches.size()) : batches.size();
+    return &batches;
+  };
+  auto evaluation = [&]() -> absl::StatusOr<const std::vector<Batch>*> {
+    if (recipe.evaluation_data().path().empty()) return calibration();
+    if (!eval_loaded) {
+      ASSIGN_OR_RETURN(eval_batches, LoadBatches(recipe.evaluation_data(), device));
+      eval_loaded = true;
+    }
+    return &eval_batches;
+  };
+  auto limit = [](int n, size_t available) {
+    return n > 0 ? std::min<size_t>(n, available) : available;
   };
 
   json jreport;
@@ -179,9 +216,10 @@ absl::StatusOr<RunSummary> RunRecipe(const v1::Recipe& recipe, const RunOptions&
           RETURN_IF_ERROR(LoadEncodingsFile(*sim, recipe.quantization().freeze_encodings_path(),
                                             /*freeze=*/true));
         }
-        const size_t n = limit(step.calibrate().num_batches());
+        ASSIGN_OR_RETURN(const std::vector<Batch>* data, calibration());
+        const size_t n = limit(step.calibrate().num_batches(), data->size());
         for (size_t b = 0; b < n; ++b) {
-          RETURN_IF_ERROR(Annotate(sim->ObserveBatch({c10::IValue(batches[b])}),
+          RETURN_IF_ERROR(Annotate(sim->ObserveBatch({c10::IValue((*data)[b].inputs)}),
                                    absl::StrCat("calibration batch ", b + 1)));
           report(i + 1, stage, static_cast<double>(b + 1) / n,
                  absl::StrCat("batch ", b + 1, "/", n));
@@ -193,26 +231,43 @@ absl::StatusOr<RunSummary> RunRecipe(const v1::Recipe& recipe, const RunOptions&
         break;
       }
       case v1::Step::kEvaluate: {
-        const size_t n = limit(step.evaluate().num_batches());
-        double signal = 0.0, noise = 0.0, agree = 0.0, count = 0.0;
+        ASSIGN_OR_RETURN(const std::vector<Batch>* data, evaluation());
+        const size_t n = limit(step.evaluate().num_batches(), data->size());
+        AccuracyMeter float_accuracy, sim_accuracy;
+        FidelityMeter fidelity;
+        double float_seconds = 0.0, sim_seconds = 0.0;
+        bool labelled = true;
         for (size_t b = 0; b < n; ++b) {
-          ASSIGN_OR_RETURN(at::Tensor ref, sim->ForwardFloat(batches[b]));
-          ASSIGN_OR_RETURN(at::Tensor q, sim->Forward(batches[b]));
-          signal += ref.to(at::kDouble).pow(2).sum().item<double>();
-          noise += (ref - q).to(at::kDouble).pow(2).sum().item<double>();
-          if (ref.dim() == 2) {
-            agree += ref.argmax(1).eq(q.argmax(1)).sum().item<double>();
-            count += static_cast<double>(ref.size(0));
+          const Batch& batch = (*data)[b];
+          auto t0 = std::chrono::steady_clock::now();
+          ASSIGN_OR_RETURN(at::Tensor ref, sim->ForwardFloat(batch.inputs));
+          float_seconds += Seconds(t0);
+          t0 = std::chrono::steady_clock::now();
+          ASSIGN_OR_RETURN(at::Tensor q, sim->Forward(batch.inputs));
+          sim_seconds += Seconds(t0);
+          fidelity.Add(ref, q);
+          labelled = labelled && batch.labels.has_value() && ref.dim() == 2;
+          if (labelled) {
+            float_accuracy.Add(ref, *batch.labels);
+            sim_accuracy.Add(q, *batch.labels);
           }
           report(i + 1, stage, static_cast<double>(b + 1) / n, absl::StrCat("batch ", b + 1, "/", n));
         }
-        const double sqnr = 10.0 * std::log10(signal / std::max(noise, 1e-30));
-        summary.metrics["output_sqnr_db"] = sqnr;
-        jstep["output_sqnr_db"] = sqnr;
-        if (count > 0) {
-          summary.metrics["top1_agreement"] = agree / count;
-          jstep["top1_agreement"] = agree / count;
+        const Fidelity f = fidelity.Result();
+        summary.metrics["output_sqnr_db"] = f.output_sqnr_db;
+        summary.metrics["top1_agreement"] = f.top1_agreement;
+        summary.metrics["mean_kl"] = f.mean_kl;
+        summary.metrics["eval_samples"] = static_cast<double>(f.samples);
+        if (labelled && n > 0) {
+          const Accuracy fa = float_accuracy.Result(), sa = sim_accuracy.Result();
+          summary.metrics["fp32_top1"] = fa.top1;
+          summary.metrics["fp32_top5"] = fa.top5;
+          summary.metrics["top1"] = sa.top1;
+          summary.metrics["top5"] = sa.top5;
         }
+        summary.metrics["float_seconds"] = float_seconds;
+        summary.metrics["simulated_seconds"] = sim_seconds;
+        for (const auto& [k, v] : summary.metrics) jstep[k] = v;
         jstep["batches"] = n;
         break;
       }
@@ -236,7 +291,7 @@ absl::StatusOr<RunSummary> RunRecipe(const v1::Recipe& recipe, const RunOptions&
       default:
         return absl::InvalidArgumentError(absl::StrCat("steps[", i, "]: names no operation"));
     }
-    jstep["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    jstep["seconds"] = Seconds(start);
     jsteps.push_back(std::move(jstep));
     report(i + 1, stage, 1.0, "done");
   }
