@@ -1,5 +1,6 @@
 #include "recipe/recipe.h"
 
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -28,7 +29,22 @@ absl::StatusOr<v1::Recipe> LoadRecipeFile(const std::string& path) {
   ss << in.rdbuf();
   auto recipe = ParseRecipeJson(ss.str());
   if (!recipe.ok()) return Annotate(recipe.status(), path);
+  ResolveRelativePaths(std::filesystem::path(path).parent_path().string(), &*recipe);
   return recipe;
+}
+
+void ResolveRelativePaths(const std::string& base_dir, v1::Recipe* recipe) {
+  auto resolve = [&](std::string* p) {
+    if (p->empty() || std::filesystem::path(*p).is_absolute()) return;
+    *p = (std::filesystem::path(base_dir) / *p).lexically_normal().string();
+  };
+  resolve(recipe->mutable_model()->mutable_path());
+  for (v1::DataRef* d : {recipe->mutable_calibration_data(), recipe->mutable_evaluation_data()}) {
+    resolve(d->mutable_path());
+    resolve(d->mutable_labels_path());
+  }
+  resolve(recipe->mutable_quantization()->mutable_config_path());
+  resolve(recipe->mutable_quantization()->mutable_freeze_encodings_path());
 }
 
 absl::Status ValidateRecipe(const v1::Recipe& recipe) {

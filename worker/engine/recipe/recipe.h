@@ -11,7 +11,11 @@ namespace qopt {
 
 /// Parses a recipe from JSON (protobuf's JSON mapping; unknown fields are errors).
 absl::StatusOr<v1::Recipe> ParseRecipeJson(const std::string& json_text);
+/// Reads a recipe file; relative paths inside it are taken from the file's folder.
 absl::StatusOr<v1::Recipe> LoadRecipeFile(const std::string& path);
+
+/// Makes every relative file path of `recipe` relative to `base_dir`.
+void ResolveRelativePaths(const std::string& base_dir, v1::Recipe* recipe);
 
 /// Checks a recipe before it runs: bitwidths, calibration methods, data and step order.
 absl::Status ValidateRecipe(const v1::Recipe& recipe);
