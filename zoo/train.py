@@ -138,6 +138,7 @@ def train(name, out_dir):
 
 def verify(out_dir):
     """Every card's model exists, hashes match, and the FP32 test accuracy reproduces."""
+    torch.set_num_threads(THREADS)
     x_test, y_test = fashion_mnist.load("test")
     ok = True
     for name in RECIPES:
@@ -153,7 +154,8 @@ def verify(out_dir):
         if sha256_weights(model.state_dict()) != card["weights_sha256"]:
             problems.append("weights differ from the card")
         acc = evaluate(model, x_test, y_test)
-        if abs(acc - card["fp32_test_accuracy"]) > 1e-9:
+        # Another CPU may round a few logits differently: allow two test images.
+        if abs(acc - card["fp32_test_accuracy"]) > 2e-4:
             problems.append("test accuracy %.4f, card says %.4f" % (acc, card["fp32_test_accuracy"]))
         print("%s: %s (test accuracy %.4f)" % (name, "; ".join(problems) or "ok", acc))
         ok = ok and not problems
