@@ -2,9 +2,11 @@
 
     /usr/bin/python3 zoo/train.py --model small_cnn      # train one model (or: all)
     /usr/bin/python3 zoo/train.py --verify               # check every committed card
+    /usr/bin/python3 zoo/train.py --rebuild small_cnn    # retrain in a temp dir, compare
 
 Training is seeded and single-process with a fixed thread count, so the same torch build
-rebuilds a model bit for bit (the card's weights_sha256). Each model is saved as traced
+rebuilds a model bit for bit: the card's weights_sha256 (the file's sha256 also covers
+TorchScript's debug records, which differ between runs). Each model is saved as traced
 TorchScript (zoo/NAME.pt) with a card (zoo/NAME.json).
 """
 import argparse
@@ -167,9 +169,19 @@ def main():
     p.add_argument("--model", choices=list(RECIPES) + ["all"])
     p.add_argument("--out", default=HERE)
     p.add_argument("--verify", action="store_true")
+    p.add_argument("--rebuild", choices=list(RECIPES))
     args = p.parse_args()
     if args.verify:
         sys.exit(0 if verify(args.out) else 1)
+    if args.rebuild:
+        import tempfile
+        committed = json.load(open(os.path.join(HERE, args.rebuild + ".json")))
+        with tempfile.TemporaryDirectory() as tmp:
+            card = train(args.rebuild, tmp)
+        same = card["weights_sha256"] == committed["weights_sha256"]
+        print("rebuild of %s: weights %s the committed model" % (
+            args.rebuild, "are identical to" if same else "DIFFER from"))
+        sys.exit(0 if same else 1)
     if not args.model:
         p.error("give --model NAME|all or --verify")
     for name in (RECIPES if args.model == "all" else [args.model]):
