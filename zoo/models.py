@@ -50,7 +50,7 @@ def mobilenet_v2(width_mult=0.5, num_classes=10):
     """torchvision's MobileNetV2 (depthwise convs, ReLU6) with stages sized for 28x28."""
     setting = [[1, 16, 1, 1], [6, 24, 2, 2], [6, 32, 3, 2], [6, 64, 2, 2], [6, 96, 2, 1]]
     model = torchvision.models.MobileNetV2(num_classes=num_classes, width_mult=width_mult,
-                                           inverted_residual_setting=setting, last_channel=640)
+                                           inverted_residual_setting=setting)
     stem = model.features[0][0]
     model.features[0][0] = nn.Conv2d(1, stem.out_channels, 3, 1, 1, bias=False)
     return model
