@@ -1,12 +1,20 @@
 // qopt-worker: runs optimization jobs. `qopt-worker run` executes one recipe from local
 // files with no server (notebooks, CI, benchmarks).
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 
 #include <CLI/CLI.hpp>
 
 #include "recipe/recipe.h"
 #include "recipe/runner.h"
+#if QOPT_WORKER_SERVICE
+#include "runtime/lease_loop.h"
+#endif
 
 namespace {
 
@@ -46,16 +54,26 @@ int Run(const std::string& model, const std::string& recipe_path, const std::str
   return 0;
 }
 
+std::atomic<bool> g_stop{false};
+void OnSignal(int) { g_stop = true; }
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"qopt-worker: quantization and compression jobs for TorchScript models"};
-  app.require_subcommand(1);
+  CLI::App app{"qopt-worker: quantization and compression jobs for TorchScript models.\n"
+                "Either `qopt-worker run ...` (offline, one recipe) or "
+                "`qopt-worker --server HOST:PORT` (serve jobs from qopt-server)."};
+  std::string server, worker_id, cache_dir, service_device = "cpu";
+  app.add_option("--server", server, "qopt-server to lease jobs from (token: QOPT_TOKEN)");
+  app.add_option("--worker-id", worker_id, "Name shown in job events (default: host-pid)");
+  app.add_option("--cache-dir", cache_dir, "Blob cache (default: $TMPDIR/qopt-worker-cache)");
+  app.add_option("--device", service_device, "cpu or cuda:N for leased jobs");
 
   std::string model, recipe, data, out, device;
   int threads = 0;
   bool quiet = false;
   CLI::App* run = app.add_subcommand("run", "Run one recipe on local files, without a server");
+  app.require_subcommand(0, 1);
   run->add_option("--recipe", recipe, "Recipe (job spec) JSON file")->required();
   run->add_option("--model", model, "TorchScript model; overrides the recipe's model.path");
   run->add_option("--data", data,
@@ -70,5 +88,27 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
-  return Run(model, recipe, data, out, device, threads, quiet);
+  if (run->parsed()) return Run(model, recipe, data, out, device, threads, quiet);
+  if (server.empty()) {
+    std::fprintf(stderr, "error: give `run ...` or --server HOST:PORT (see --help)\n");
+    return 2;
+  }
+#if QOPT_WORKER_SERVICE
+  char host[256] = "worker";
+  gethostname(host, sizeof(host) - 1);
+  qopt::worker::LeaseLoopOptions options;
+  options.server = server;
+  options.token = std::getenv("QOPT_TOKEN") ? std::getenv("QOPT_TOKEN") : "";
+  options.worker_id = worker_id.empty() ? std::string(host) + "-" + std::to_string(getpid()) : worker_id;
+  options.device = service_device;
+  const std::string tmp = std::getenv("TMPDIR") ? std::getenv("TMPDIR") : "/tmp";
+  options.cache_dir = cache_dir.empty() ? tmp + "/qopt-worker-cache" : cache_dir;
+  options.work_dir = tmp + "/qopt-worker-" + std::to_string(getpid());
+  signal(SIGINT, OnSignal);
+  signal(SIGTERM, OnSignal);
+  return qopt::worker::RunLeaseLoop(options, g_stop);
+#else
+  std::fprintf(stderr, "error: this qopt-worker was built without gRPC (QOPT_WITH_GRPC=OFF)\n");
+  return 2;
+#endif
 }

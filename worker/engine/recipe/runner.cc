@@ -150,18 +150,22 @@ absl::StatusOr<RunSummary> RunRecipe(const v1::Recipe& recipe, const RunOptions&
   at::NoGradGuard no_grad;
 
   const int num_steps = recipe.steps_size();
-  auto report = [&](int step, const std::string& stage, double fraction, std::string msg) {
+  // Reports progress; fails with Cancelled once the caller asks to stop.
+  auto report = [&](int step, const std::string& stage, double fraction,
+                    std::string msg) -> absl::Status {
     if (options.on_progress) {
       options.on_progress(Progress{step, num_steps, stage, fraction, std::move(msg)});
     }
+    if (options.cancelled && options.cancelled()) return absl::CancelledError("job cancelled");
+    return absl::OkStatus();
   };
 
   ASSIGN_OR_RETURN(Staging staging, Staging::Create(options.out_dir));
-  report(0, "load", 0.0, absl::StrCat("loading ", recipe.model().path()));
+  RETURN_IF_ERROR(report(0, "load", 0.0, absl::StrCat("loading ", recipe.model().path())));
   ASSIGN_OR_RETURN(Graph graph, ImportTorchScript(recipe.model().path()));
   graph.To(device);
-  report(0, "load", 1.0,
-         absl::StrCat(graph.LiveNodes().size(), " ops, ", graph.ParamBytes() / 1024, " KiB of parameters"));
+  RETURN_IF_ERROR(report(0, "load", 1.0,
+         absl::StrCat(graph.LiveNodes().size(), " ops, ", graph.ParamBytes() / 1024, " KiB of parameters")));
 
   // Data is loaded when the first step needs it.
   std::vector<Batch> batches, eval_batches;
@@ -200,14 +204,14 @@ absl::StatusOr<RunSummary> RunRecipe(const v1::Recipe& recipe, const RunOptions&
     const auto start = std::chrono::steady_clock::now();
     json jstep;
     jstep["step"] = stage;
-    report(i + 1, stage, 0.0, "");
+    RETURN_IF_ERROR(report(i + 1, stage, 0.0, ""));
     switch (step.kind_case()) {
       case v1::Step::kFoldBatchNorm: {
         ASSIGN_OR_RETURN(auto folded, FoldBatchNorms(graph));
         json pairs = json::array();
         for (const auto& f : folded) pairs.push_back({f.batch_norm, f.layer});
         jstep["folded"] = pairs;
-        report(i + 1, stage, 1.0, absl::StrCat(folded.size(), " batch norms folded"));
+        RETURN_IF_ERROR(report(i + 1, stage, 1.0, absl::StrCat(folded.size(), " batch norms folded")));
         break;
       }
       case v1::Step::kCalibrate: {
@@ -221,8 +225,8 @@ absl::StatusOr<RunSummary> RunRecipe(const v1::Recipe& recipe, const RunOptions&
         for (size_t b = 0; b < n; ++b) {
           RETURN_IF_ERROR(Annotate(sim->ObserveBatch({c10::IValue((*data)[b].inputs)}),
                                    absl::StrCat("calibration batch ", b + 1)));
-          report(i + 1, stage, static_cast<double>(b + 1) / n,
-                 absl::StrCat("batch ", b + 1, "/", n));
+          RETURN_IF_ERROR(report(i + 1, stage, static_cast<double>(b + 1) / n,
+                 absl::StrCat("batch ", b + 1, "/", n)));
         }
         RETURN_IF_ERROR(sim->FinishCalibration());
         jstep["batches"] = n;
@@ -251,7 +255,7 @@ absl::StatusOr<RunSummary> RunRecipe(const v1::Recipe& recipe, const RunOptions&
             float_accuracy.Add(ref, *batch.labels);
             sim_accuracy.Add(q, *batch.labels);
           }
-          report(i + 1, stage, static_cast<double>(b + 1) / n, absl::StrCat("batch ", b + 1, "/", n));
+          RETURN_IF_ERROR(report(i + 1, stage, static_cast<double>(b + 1) / n, absl::StrCat("batch ", b + 1, "/", n)));
         }
         const Fidelity f = fidelity.Result();
         summary.metrics["output_sqnr_db"] = f.output_sqnr_db;
@@ -293,7 +297,7 @@ absl::StatusOr<RunSummary> RunRecipe(const v1::Recipe& recipe, const RunOptions&
     }
     jstep["seconds"] = Seconds(start);
     jsteps.push_back(std::move(jstep));
-    report(i + 1, stage, 1.0, "done");
+    RETURN_IF_ERROR(report(i + 1, stage, 1.0, "done"));
   }
   jreport["steps"] = std::move(jsteps);
   jreport["metrics"] = summary.metrics;

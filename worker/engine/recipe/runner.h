@@ -25,6 +25,9 @@ struct RunOptions {
   /// left as it was.
   std::string out_dir;
   std::function<void(const Progress&)> on_progress;
+  /// Polled between batches and steps; when it returns true the run stops with
+  /// absl::CancelledError and writes nothing.
+  std::function<bool()> cancelled;
 };
 
 struct RunSummary {

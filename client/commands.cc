@@ -1,0 +1,161 @@
+#include "commands.h"
+
+#include <cstdio>
+#include <filesystem>
+
+#include <nlohmann/json.hpp>
+
+#include "download.h"
+#include "errors.h"
+#include "job_format.h"
+#include "status.h"
+#include "upload.h"
+#include "watch.h"
+
+namespace qopt::cli {
+namespace {
+
+void PrintLine(const std::string& text) { std::printf("%s\n", text.c_str()); }
+
+absl::Status PrintJob(const Connection& connection, const v1::Job& job, bool pretty = true) {
+  if (!connection.options().json) {
+    PrintLine(JobDetails(job));
+    return absl::OkStatus();
+  }
+  ASSIGN_OR_RETURN(std::string json, ToJson(job, pretty));
+  PrintLine(json);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::Job> GetJob(Connection& connection, const std::string& job_id) {
+  v1::GetJobRequest request;
+  request.set_id(job_id);
+  v1::Job job;
+  auto context = connection.UnaryContext();
+  RETURN_IF_ERROR(FromGrpc(connection.jobs().GetJob(context.get(), request, &job)));
+  return job;
+}
+
+}  // namespace
+
+absl::StatusOr<int> RunUpload(Connection& connection, const std::string& file) {
+  ASSIGN_OR_RETURN(FileDigest blob, UploadFile(connection, file));
+  if (connection.options().json) {
+    PrintLine(nlohmann::json{{"sha256", blob.sha256}, {"size", blob.size}}.dump());
+  } else {
+    PrintLine(blob.sha256);
+  }
+  return kExitOk;
+}
+
+absl::StatusOr<int> RunSubmit(Connection& connection, const SubmitArgs& args) {
+  v1::SubmitJobRequest request;
+  ASSIGN_OR_RETURN(*request.mutable_recipe(), LoadRecipe(args.recipe_path, args.overrides));
+  RETURN_IF_ERROR(UploadRecipeInputs(connection, request.mutable_recipe()));
+  request.set_priority(args.priority);
+  request.set_request_id(args.request_id);
+  v1::Job job;
+  auto context = connection.UnaryContext();
+  RETURN_IF_ERROR(FromGrpc(connection.jobs().SubmitJob(context.get(), request, &job)));
+  if (connection.options().json) {
+    // Followed by event lines when watching: keep every record on one line.
+    RETURN_IF_ERROR(PrintJob(connection, job, /*pretty=*/!args.watch));
+  } else {
+    PrintLine(job.id());
+  }
+  std::fflush(stdout);
+  if (!args.watch) return kExitOk;
+  return RunWatch(connection, job.id());
+}
+
+absl::StatusOr<int> RunStatus(Connection& connection, const std::string& job_id) {
+  ASSIGN_OR_RETURN(v1::Job job, GetJob(connection, job_id));
+  RETURN_IF_ERROR(PrintJob(connection, job));
+  return kExitOk;
+}
+
+absl::StatusOr<int> RunList(Connection& connection, const std::string& state, int page_size) {
+  v1::ListJobsRequest request;
+  if (!state.empty()) {
+    v1::JobState parsed;
+    if (!v1::JobState_Parse(state, &parsed)) return UsageError("unknown job state " + state);
+    request.set_state(parsed);
+  }
+  request.set_page_size(page_size);
+  nlohmann::json all = nlohmann::json::array();
+  while (true) {
+    v1::ListJobsResponse response;
+    auto context = connection.UnaryContext();
+    RETURN_IF_ERROR(FromGrpc(connection.jobs().ListJobs(context.get(), request, &response)));
+    for (const v1::Job& job : response.jobs()) {
+      if (connection.options().json) {
+        ASSIGN_OR_RETURN(std::string json, ToJson(job, /*pretty=*/false));
+        all.push_back(nlohmann::json::parse(json));
+      } else {
+        PrintLine(JobListLine(job));
+      }
+    }
+    // A server that hands back the token it was given would otherwise loop forever.
+    if (response.next_page_token().empty() || response.next_page_token() == request.page_token()) {
+      break;
+    }
+    request.set_page_token(response.next_page_token());
+  }
+  if (connection.options().json) PrintLine(all.dump(2));
+  return kExitOk;
+}
+
+absl::StatusOr<int> RunWatch(Connection& connection, const std::string& job_id) {
+  ASSIGN_OR_RETURN(v1::JobState state, WatchJob(connection, job_id));
+  if (!connection.options().json) {
+    // The events said how it ended; the job says what came of it (error, artifacts).
+    absl::StatusOr<v1::Job> job = GetJob(connection, job_id);
+    PrintLine(job.ok() ? JobDetails(*job) : job_id + " " + StateName(state));
+  }
+  return ExitCodeForState(state);
+}
+
+absl::StatusOr<int> RunCancel(Connection& connection, const std::string& job_id) {
+  v1::CancelJobRequest request;
+  request.set_id(job_id);
+  v1::Job job;
+  auto context = connection.UnaryContext();
+  RETURN_IF_ERROR(FromGrpc(connection.jobs().CancelJob(context.get(), request, &job)));
+  if (connection.options().json) {
+    RETURN_IF_ERROR(PrintJob(connection, job));
+  } else {
+    PrintLine(JobSummary(job));
+  }
+  return kExitOk;
+}
+
+absl::StatusOr<int> RunDownload(Connection& connection, const std::string& job_id,
+                                const std::string& name, const std::string& path) {
+  // Only the name's last component: an artifact name must not pick a folder for us.
+  const std::string target = path.empty() ? std::filesystem::path(name).filename().string() : path;
+  if (target.empty()) return UsageError("artifact name " + name + " is not a file name; use -o PATH");
+  ASSIGN_OR_RETURN(v1::Artifact artifact, DownloadArtifact(connection, job_id, name, target));
+  if (connection.options().json) {
+    PrintLine(nlohmann::json{{"path", target},
+                             {"name", artifact.name()},
+                             {"sha256", artifact.sha256()},
+                             {"size", artifact.size()}}
+                  .dump());
+  } else {
+    PrintLine(target);
+  }
+  return kExitOk;
+}
+
+absl::StatusOr<int> RunReport(Connection& connection, const std::string& job_id) {
+  v1::GetReportRequest request;
+  request.set_id(job_id);
+  v1::Report report;
+  auto context = connection.UnaryContext();
+  RETURN_IF_ERROR(FromGrpc(connection.jobs().GetReport(context.get(), request, &report)));
+  std::fputs(report.json().c_str(), stdout);
+  if (report.json().empty() || report.json().back() != '\n') std::fputs("\n", stdout);
+  return kExitOk;
+}
+
+}  // namespace qopt::cli

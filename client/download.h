@@ -1,0 +1,20 @@
+// Downloading a job's artifact with its integrity checked.
+#pragma once
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "connection.h"
+#include "qopt/v1/service.pb.h"
+
+namespace qopt::cli {
+
+/// Streams artifact `name` of job `job_id` into `path`. The bytes go to `path`.partial
+/// first and are renamed only after their sha256 and size match the job's artifact entry,
+/// so `path` never holds a truncated or corrupt file. Returns that entry.
+[[nodiscard]] absl::StatusOr<v1::Artifact> DownloadArtifact(Connection& connection,
+                                                            const std::string& job_id,
+                                                            const std::string& name,
+                                                            const std::string& path);
+
+}  // namespace qopt::cli

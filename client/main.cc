@@ -1,0 +1,119 @@
+// qopt: the command-line client of qopt-server. Argument parsing with CLI11; each
+// subcommand is a function in commands.h.
+#include <cstdlib>
+#include <functional>
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+#include "absl/strings/ascii.h"
+#include "commands.h"
+#include "errors.h"
+
+namespace {
+
+using qopt::cli::Connection;
+using Command = std::function<absl::StatusOr<int>(Connection&)>;
+
+CLI::App* AddJobCommand(CLI::App& app, const char* name, const char* help, std::string* job_id) {
+  CLI::App* sub = app.add_subcommand(name, help);
+  sub->add_option("JOB_ID", *job_id, "Job id, as printed by submit")->required();
+  return sub;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace qopt::cli;
+  CLI::App app{"qopt: submit, follow and fetch model-optimization jobs on a qopt-server"};
+  app.footer(
+      "Environment:\n"
+      "  QOPT_SERVER  default for --server\n"
+      "  QOPT_TOKEN   bearer token sent with every call\n"
+      "Exit codes: 0 ok, 1 RPC error, 2 usage or input error; watch: 3 job FAILED, 4 CANCELLED");
+  app.require_subcommand(1);
+  // Global options may follow the subcommand: `qopt status job-1 --output json`.
+  app.fallthrough();
+
+  ClientOptions options;
+  options.server = "127.0.0.1:50051";
+  std::string output = "text";
+  app.add_option("--server", options.server, "HOST:PORT of qopt-server")
+      ->envname("QOPT_SERVER")
+      ->capture_default_str();
+  app.add_option("--output", output, "Output format")
+      ->check(CLI::IsMember({"text", "json"}))
+      ->capture_default_str();
+
+  Command command;
+  std::string file, job_id, name, path, state;
+  int page_size = 100;
+  SubmitArgs submit_args;
+
+  CLI::App* upload = app.add_subcommand("upload", "Upload a file as a blob; prints its sha256");
+  upload->add_option("FILE", file, "File to upload")->required()->check(CLI::ExistingFile);
+  upload->final_callback([&] { command = [&](Connection& c) { return RunUpload(c, file); }; });
+
+  CLI::App* submit = app.add_subcommand(
+      "submit", "Upload a recipe's local input files and submit it as a job; prints the job id");
+  submit->add_option("RECIPE", submit_args.recipe_path, "Recipe JSON file")
+      ->required()
+      ->check(CLI::ExistingFile);
+  submit->add_option("--model", submit_args.overrides.model, "Model file (replaces model.path)");
+  submit->add_option("--data", submit_args.overrides.data,
+                     "Calibration data file (replaces calibration_data.path)");
+  submit->add_option("--eval-data", submit_args.overrides.eval_data,
+                     "Evaluation data file (replaces evaluation_data.path)");
+  submit->add_option("--eval-labels", submit_args.overrides.eval_labels,
+                     "Evaluation labels file (replaces evaluation_data.labels_path)");
+  submit->add_option("--priority", submit_args.priority, "Higher runs first")->capture_default_str();
+  submit->add_option("--request-id", submit_args.request_id,
+                     "Idempotency key: resubmitting it returns the first job");
+  submit->add_flag("--watch", submit_args.watch, "Follow the job until it finishes (as watch)");
+  submit->final_callback([&] { command = [&](Connection& c) { return RunSubmit(c, submit_args); }; });
+
+  CLI::App* status = AddJobCommand(app, "status", "Show a job's state, progress and artifacts", &job_id);
+  status->final_callback([&] { command = [&](Connection& c) { return RunStatus(c, job_id); }; });
+
+  CLI::App* list = app.add_subcommand("list", "List jobs, newest first");
+  list->add_option("--state", state, "Only jobs in this state")
+      ->check(CLI::IsMember({"QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED"}, CLI::ignore_case));
+  list->add_option("--page-size", page_size, "Jobs per request (0 = server default)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  list->final_callback([&] {
+    command = [&](Connection& c) { return RunList(c, absl::AsciiStrToUpper(state), page_size); };
+  });
+
+  CLI::App* watch = AddJobCommand(
+      app, "watch", "Follow a job's events until it finishes; exit 0/3/4 for SUCCEEDED/FAILED/CANCELLED",
+      &job_id);
+  watch->final_callback([&] { command = [&](Connection& c) { return RunWatch(c, job_id); }; });
+
+  CLI::App* cancel = AddJobCommand(app, "cancel", "Cancel a job; prints its new state", &job_id);
+  cancel->final_callback([&] { command = [&](Connection& c) { return RunCancel(c, job_id); }; });
+
+  CLI::App* download = AddJobCommand(
+      app, "download", "Download a job's artifact, verified against its sha256", &job_id);
+  download->add_option("NAME", name, "Artifact name, as listed by status")->required();
+  download->add_option("-o", path, "Where to write it (default ./NAME)");
+  download->final_callback([&] {
+    command = [&](Connection& c) { return RunDownload(c, job_id, name, path); };
+  });
+
+  CLI::App* report = AddJobCommand(app, "report", "Print a finished job's JSON report", &job_id);
+  report->final_callback([&] { command = [&](Connection& c) { return RunReport(c, job_id); }; });
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // CLI11 exits 100 and up on parse errors; our contract says 2 for usage errors.
+    return app.exit(e) == 0 ? kExitOk : kExitUsage;
+  }
+
+  options.json = output == "json";
+  if (const char* token = std::getenv("QOPT_TOKEN")) options.token = token;
+  Connection connection(options);
+  absl::StatusOr<int> result = command(connection);
+  return result.ok() ? *result : ReportError(result.status());
+}

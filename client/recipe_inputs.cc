@@ -1,0 +1,115 @@
+#include "recipe_inputs.h"
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <utility>
+#include <vector>
+
+#include <google/protobuf/util/json_util.h>
+
+#include "absl/strings/str_cat.h"
+#include "errors.h"
+#include "sha256.h"
+#include "status.h"
+#include "upload.h"
+
+namespace qopt::cli {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct InputField {
+  const char* label;
+  std::string* path;
+};
+
+// The recipe's input paths, for the sub-messages that are present only: asking for a
+// missing one would add an empty message and change the recipe's meaning.
+std::vector<InputField> InputFields(v1::Recipe* recipe) {
+  std::vector<InputField> fields;
+  if (recipe->has_model()) fields.push_back({"model.path", recipe->mutable_model()->mutable_path()});
+  if (recipe->has_calibration_data()) {
+    auto* data = recipe->mutable_calibration_data();
+    fields.push_back({"calibration_data.path", data->mutable_path()});
+    fields.push_back({"calibration_data.labels_path", data->mutable_labels_path()});
+  }
+  if (recipe->has_evaluation_data()) {
+    auto* data = recipe->mutable_evaluation_data();
+    fields.push_back({"evaluation_data.path", data->mutable_path()});
+    fields.push_back({"evaluation_data.labels_path", data->mutable_labels_path()});
+  }
+  return fields;
+}
+
+// A bare sha256 stays as it is unless a file of that name sits next to the recipe.
+std::string ResolveAgainst(const fs::path& folder, const std::string& path) {
+  if (path.empty() || fs::path(path).is_absolute()) return path;
+  const fs::path candidate = folder / path;
+  std::error_code ec;
+  if (IsSha256Hex(path) && !fs::exists(candidate, ec)) return path;
+  return candidate.lexically_normal().string();
+}
+
+}  // namespace
+
+absl::StatusOr<v1::Recipe> LoadRecipe(const std::string& path, const RecipeOverrides& overrides) {
+  std::ifstream in(path);
+  if (!in) return UsageError(absl::StrCat("cannot read recipe ", path));
+  std::stringstream text;
+  text << in.rdbuf();
+
+  v1::Recipe recipe;
+  google::protobuf::util::JsonParseOptions options;
+  options.ignore_unknown_fields = false;
+  const auto parsed = google::protobuf::util::JsonStringToMessage(text.str(), &recipe, options);
+  if (!parsed.ok()) {
+    return UsageError(absl::StrCat(path, ": invalid recipe: ", parsed.message().as_string()));
+  }
+
+  const fs::path folder = fs::path(path).parent_path();
+  for (const InputField& field : InputFields(&recipe)) {
+    *field.path = ResolveAgainst(folder, *field.path);
+  }
+  if (!overrides.model.empty()) recipe.mutable_model()->set_path(overrides.model);
+  if (!overrides.data.empty()) recipe.mutable_calibration_data()->set_path(overrides.data);
+  if (!overrides.eval_data.empty()) recipe.mutable_evaluation_data()->set_path(overrides.eval_data);
+  if (!overrides.eval_labels.empty()) {
+    recipe.mutable_evaluation_data()->set_labels_path(overrides.eval_labels);
+  }
+  return recipe;
+}
+
+absl::Status UploadRecipeInputs(Connection& connection, v1::Recipe* recipe) {
+  // The same file often serves as calibration and evaluation data; hash it once.
+  std::map<std::string, std::string> uploaded;
+  for (const InputField& field : InputFields(recipe)) {
+    std::string& path = *field.path;
+    if (path.empty()) continue;
+    if (auto it = uploaded.find(path); it != uploaded.end()) {
+      path = it->second;
+      continue;
+    }
+    std::error_code ec;
+    const fs::file_status st = fs::status(path, ec);
+    if (fs::is_regular_file(st)) {
+      absl::StatusOr<FileDigest> blob = UploadFile(connection, path);
+      if (!blob.ok()) {
+        if (IsUsageError(blob.status())) return blob.status();
+        return absl::Status(blob.status().code(),
+                            absl::StrCat("uploading ", path, ": ", blob.status().message()));
+      }
+      uploaded.emplace(path, blob->sha256);
+      path = blob->sha256;
+    } else if (fs::is_directory(st)) {
+      return UsageError(absl::StrCat(field.label, ": ", path,
+                                     " is a folder; the service takes single files"));
+    } else if (!IsSha256Hex(path)) {
+      return UsageError(absl::StrCat(field.label, ": no such file: ", path));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace qopt::cli

@@ -1,0 +1,41 @@
+// SHA-256 with OpenSSL's EVP interface: blobs and artifacts are named by their hash.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace qopt::cli {
+
+/// An incremental hash, for data that arrives in chunks (downloads).
+class Sha256 {
+ public:
+  Sha256();
+  ~Sha256();
+  Sha256(const Sha256&) = delete;
+  Sha256& operator=(const Sha256&) = delete;
+
+  void Update(absl::string_view bytes);
+  /// Lowercase hex of the digest; call once.
+  std::string HexDigest();
+
+ private:
+  struct Ctx;
+  std::unique_ptr<Ctx> ctx_;
+};
+
+struct FileDigest {
+  std::string sha256;  // lowercase hex
+  int64_t size = 0;    // bytes
+};
+
+/// Hashes a whole file. Fails with a usage error when it cannot be read.
+[[nodiscard]] absl::StatusOr<FileDigest> Sha256File(const std::string& path);
+
+/// True for 64 lowercase hex digits, the service's blob names.
+bool IsSha256Hex(absl::string_view text);
+
+}  // namespace qopt::cli

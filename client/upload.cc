@@ -1,0 +1,90 @@
+#include "upload.h"
+
+#include <chrono>
+#include <fstream>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "errors.h"
+#include "status.h"
+
+namespace qopt::cli {
+namespace {
+
+constexpr int kMaxAttempts = 4;
+
+// Where to start: the committed offset of an earlier, interrupted upload, or -1 when the
+// blob is already complete.
+absl::StatusOr<int64_t> ResumeOffset(Connection& connection, const FileDigest& digest) {
+  v1::GetUploadStatusRequest request;
+  request.set_sha256(digest.sha256);
+  v1::GetUploadStatusResponse response;
+  auto context = connection.UnaryContext();
+  RETURN_IF_ERROR(FromGrpc(connection.blobs().GetUploadStatus(context.get(), request, &response)));
+  if (response.complete()) return -1;
+  // A partial upload longer than the file cannot be ours to resume; start over.
+  const int64_t offset = response.committed_offset();
+  return offset >= 0 && offset <= digest.size ? offset : 0;
+}
+
+absl::Status SendFrom(Connection& connection, const std::string& path, const FileDigest& digest,
+                      int64_t offset) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return UsageError(absl::StrCat("cannot read ", path));
+  in.seekg(offset);
+
+  auto context = connection.StreamContext();
+  v1::UploadResponse response;
+  auto writer = connection.blobs().Upload(context.get(), &response);
+  v1::UploadRequest request;
+  auto* header = request.mutable_header();
+  header->set_sha256(digest.sha256);
+  header->set_size(digest.size);
+  header->set_offset(offset);
+  // A failed Write means the stream is dead; Finish() then says why.
+  bool open = writer->Write(request);
+  std::vector<char> buffer(kUploadChunkBytes);
+  while (open && in) {
+    in.read(buffer.data(), static_cast<std::streamsize>(buffer.size()));
+    const std::streamsize n = in.gcount();
+    if (n <= 0) break;
+    request.set_chunk(buffer.data(), static_cast<size_t>(n));
+    open = writer->Write(request);
+  }
+  if (in.bad()) {
+    context->TryCancel();
+    static_cast<void>(writer->Finish());  // the read error is the one to report
+    return UsageError(absl::StrCat("error reading ", path));
+  }
+  if (open) writer->WritesDone();
+  RETURN_IF_ERROR(FromGrpc(writer->Finish()));
+  if (response.sha256() != digest.sha256) {
+    return absl::DataLossError(absl::StrCat("server stored ", response.sha256(), " for ", path,
+                                            ", expected ", digest.sha256));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<FileDigest> UploadFile(Connection& connection, const std::string& path) {
+  ASSIGN_OR_RETURN(FileDigest digest, Sha256File(path));
+  absl::Status last;
+  for (int attempt = 0; attempt < kMaxAttempts; ++attempt) {
+    if (attempt > 0) std::this_thread::sleep_for(std::chrono::seconds(1 << (attempt - 1)));
+    absl::StatusOr<int64_t> offset = ResumeOffset(connection, digest);
+    // A server that is down before any byte was sent fails fast; retries are for
+    // streams that broke midway.
+    if (!offset.ok() && (attempt == 0 || !absl::IsUnavailable(offset.status()))) {
+      return offset.status();
+    }
+    if (offset.ok() && *offset < 0) return digest;
+    last = offset.ok() ? SendFrom(connection, path, digest, *offset) : offset.status();
+    if (last.ok()) return digest;
+    if (!absl::IsUnavailable(last)) return last;
+  }
+  return last;
+}
+
+}  // namespace qopt::cli

@@ -1,0 +1,120 @@
+#include "absl/strings/str_cat.h"
+#include "api/services.h"
+
+namespace qopt::server {
+namespace {
+
+bool Finished(v1::JobState s) {
+  return s == v1::SUCCEEDED || s == v1::FAILED || s == v1::CANCELLED;
+}
+
+// A job's files are blobs named by sha256; the server checks they exist but never opens
+// a model (workers do, in their own processes).
+grpc::Status CheckBlobRefs(const v1::Recipe& recipe, const BlobStore& blobs) {
+  const std::pair<const char*, const std::string*> refs[] = {
+      {"model.path", &recipe.model().path()},
+      {"calibration_data.path", &recipe.calibration_data().path()},
+      {"calibration_data.labels_path", &recipe.calibration_data().labels_path()},
+      {"evaluation_data.path", &recipe.evaluation_data().path()},
+      {"evaluation_data.labels_path", &recipe.evaluation_data().labels_path()},
+  };
+  if (recipe.model().path().empty()) {
+    return {grpc::StatusCode::INVALID_ARGUMENT, "recipe names no model (model.path = blob sha256)"};
+  }
+  if (recipe.steps().empty()) return {grpc::StatusCode::INVALID_ARGUMENT, "recipe has no steps"};
+  for (const auto& [field, value] : refs) {
+    if (value->empty()) continue;
+    if (!IsSha256(*value)) {
+      return {grpc::StatusCode::INVALID_ARGUMENT,
+              absl::StrCat(field, " must be the sha256 of an uploaded blob, got '", *value, "'")};
+    }
+    if (!blobs.Exists(*value)) {
+      return {grpc::StatusCode::FAILED_PRECONDITION,
+              absl::StrCat(field, ": blob ", *value, " has not been uploaded")};
+    }
+  }
+  return grpc::Status::OK;
+}
+
+}  // namespace
+
+grpc::Status JobServiceImpl::SubmitJob(grpc::ServerContext* ctx, const v1::SubmitJobRequest* request,
+                                       v1::Job* response) {
+  std::string tenant;
+  if (grpc::Status s = auth_->Tenant(ctx, &tenant); !s.ok()) return s;
+  if (grpc::Status s = CheckBlobRefs(request->recipe(), *blobs_); !s.ok()) return s;
+  auto job = jobs_->Submit(tenant, request->recipe(), request->priority(), request->request_id());
+  if (!job.ok()) return ToGrpc(job.status());
+  *response = *job;
+  return grpc::Status::OK;
+}
+
+grpc::Status JobServiceImpl::GetJob(grpc::ServerContext* ctx, const v1::GetJobRequest* request,
+                                    v1::Job* response) {
+  std::string tenant;
+  if (grpc::Status s = auth_->Tenant(ctx, &tenant); !s.ok()) return s;
+  auto job = jobs_->Get(tenant, request->id());
+  if (!job.ok()) return ToGrpc(job.status());
+  *response = *job;
+  return grpc::Status::OK;
+}
+
+grpc::Status JobServiceImpl::ListJobs(grpc::ServerContext* ctx, const v1::ListJobsRequest* request,
+                                      v1::ListJobsResponse* response) {
+  std::string tenant;
+  if (grpc::Status s = auth_->Tenant(ctx, &tenant); !s.ok()) return s;
+  auto list = jobs_->List(tenant, request->state(), request->page_size(), request->page_token());
+  if (!list.ok()) return ToGrpc(list.status());
+  *response = *list;
+  return grpc::Status::OK;
+}
+
+grpc::Status JobServiceImpl::CancelJob(grpc::ServerContext* ctx, const v1::CancelJobRequest* request,
+                                       v1::Job* response) {
+  std::string tenant;
+  if (grpc::Status s = auth_->Tenant(ctx, &tenant); !s.ok()) return s;
+  auto job = jobs_->Cancel(tenant, request->id());
+  if (!job.ok()) return ToGrpc(job.status());
+  *response = *job;
+  return grpc::Status::OK;
+}
+
+grpc::Status JobServiceImpl::WatchJob(grpc::ServerContext* ctx, const v1::WatchJobRequest* request,
+                                      grpc::ServerWriter<v1::JobEvent>* writer) {
+  std::string tenant;
+  if (grpc::Status s = auth_->Tenant(ctx, &tenant); !s.ok()) return s;
+  int64_t after = request->after_sequence();
+  while (!ctx->IsCancelled()) {
+    auto events = jobs_->Events(tenant, request->id(), after);
+    if (!events.ok()) return ToGrpc(events.status());
+    for (const auto& e : *events) {
+      if (!writer->Write(e)) return grpc::Status::OK;  // watcher went away
+      after = e.sequence();
+      if (Finished(e.state())) return grpc::Status::OK;
+    }
+    jobs_->WaitForEvent(request->id(), after, 1000);
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status JobServiceImpl::GetReport(grpc::ServerContext* ctx, const v1::GetReportRequest* request,
+                                       v1::Report* response) {
+  std::string tenant;
+  if (grpc::Status s = auth_->Tenant(ctx, &tenant); !s.ok()) return s;
+  auto report = jobs_->Report(tenant, request->id());
+  if (!report.ok()) return ToGrpc(report.status());
+  response->set_json(*report);
+  return grpc::Status::OK;
+}
+
+grpc::Status JobServiceImpl::DownloadArtifact(grpc::ServerContext* ctx,
+                                              const v1::DownloadArtifactRequest* request,
+                                              grpc::ServerWriter<v1::Chunk>* writer) {
+  std::string tenant;
+  if (grpc::Status s = auth_->Tenant(ctx, &tenant); !s.ok()) return s;
+  auto artifact = jobs_->GetArtifact(tenant, request->job_id(), request->name());
+  if (!artifact.ok()) return ToGrpc(artifact.status());
+  return StreamBlob(*blobs_, artifact->sha256(), writer);
+}
+
+}  // namespace qopt::server

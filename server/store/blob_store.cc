@@ -1,0 +1,163 @@
+#include "store/blob_store.h"
+
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+#include "status.h"
+
+namespace qopt::server {
+
+namespace fs = std::filesystem;
+
+class Sha256Hasher {
+ public:
+  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+  Sha256Hasher() { EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr); }
+  ~Sha256Hasher() { EVP_MD_CTX_free(ctx); }
+  void Update(const void* data, size_t n) { EVP_DigestUpdate(ctx, data, n); }
+  std::string Hex() {
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    EVP_DigestFinal_ex(ctx, digest, &len);
+    static const char* hex = "0123456789abcdef";
+    std::string out;
+    for (unsigned int i = 0; i < len; ++i) {
+      out += hex[digest[i] >> 4];
+      out += hex[digest[i] & 15];
+    }
+    return out;
+  }
+};
+
+bool IsSha256(const std::string& s) {
+  if (s.size() != 64) return false;
+  for (char c : s) {
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  }
+  return true;
+}
+
+absl::StatusOr<std::unique_ptr<BlobStore>> BlobStore::Open(const std::string& root) {
+  std::error_code ec;
+  fs::create_directories(fs::path(root) / "blobs", ec);
+  fs::create_directories(fs::path(root) / "uploads", ec);
+  if (ec) return absl::UnavailableError(absl::StrCat("cannot create blob store in ", root, ": ", ec.message()));
+  return std::unique_ptr<BlobStore>(new BlobStore(root));
+}
+
+std::string BlobStore::Path(const std::string& sha256) const {
+  return (fs::path(root_) / "blobs" / sha256.substr(0, 2) / sha256).string();
+}
+
+bool BlobStore::Exists(const std::string& sha256) const {
+  std::error_code ec;
+  return IsSha256(sha256) && fs::is_regular_file(Path(sha256), ec);
+}
+
+int64_t BlobStore::Size(const std::string& sha256) const {
+  std::error_code ec;
+  const auto n = fs::file_size(Path(sha256), ec);
+  return ec ? -1 : static_cast<int64_t>(n);
+}
+
+int64_t BlobStore::PartialSize(const std::string& sha256) const {
+  std::error_code ec;
+  const auto n = fs::file_size(fs::path(root_) / "uploads" / (sha256 + ".part"), ec);
+  return ec ? 0 : static_cast<int64_t>(n);
+}
+
+absl::StatusOr<std::unique_ptr<BlobUpload>> BlobStore::Begin(const std::string& sha256,
+                                                             int64_t size, int64_t offset) {
+  if (!IsSha256(sha256)) {
+    return absl::InvalidArgumentError(absl::StrCat("'", sha256, "' is not a sha256 (64 lowercase hex digits)"));
+  }
+  if (size < 0 || offset < 0 || offset > size) {
+    return absl::InvalidArgumentError(absl::StrCat("bad upload range: offset ", offset, " of ", size, " bytes"));
+  }
+  const int64_t on_disk = PartialSize(sha256);
+  if (offset != 0 && offset != on_disk) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "upload of ", sha256, " can resume at offset ", on_disk, ", not ", offset));
+  }
+  std::unique_ptr<BlobUpload> up(new BlobUpload());
+  up->sha256_ = sha256;
+  up->size_ = size;
+  up->part_path_ = (fs::path(root_) / "uploads" / (sha256 + ".part")).string();
+  up->final_path_ = Path(sha256);
+  up->hasher_ = std::make_unique<Sha256Hasher>();
+  up->fd_ = open(up->part_path_.c_str(), O_WRONLY | O_CREAT | (offset == 0 ? O_TRUNC : O_APPEND), 0644);
+  if (up->fd_ < 0) return absl::InternalError(absl::StrCat("cannot open ", up->part_path_));
+  if (offset > 0) {
+    // Resuming: the hash must cover the bytes already on disk.
+    std::ifstream in(up->part_path_, std::ios::binary);
+    std::vector<char> buf(1 << 20);
+    while (in) {
+      in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+      up->hasher_->Update(buf.data(), static_cast<size_t>(in.gcount()));
+    }
+  }
+  up->offset_ = offset;
+  return up;
+}
+
+BlobUpload::~BlobUpload() {
+  if (fd_ >= 0) close(fd_);
+}
+
+absl::Status BlobUpload::Write(const std::string& bytes) {
+  if (offset_ + static_cast<int64_t>(bytes.size()) > size_) {
+    return absl::InvalidArgumentError(absl::StrCat("upload exceeds its declared size of ", size_, " bytes"));
+  }
+  size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t n = write(fd_, bytes.data() + done, bytes.size() - done);
+    if (n < 0) return absl::InternalError(absl::StrCat("write to ", part_path_, " failed"));
+    done += static_cast<size_t>(n);
+  }
+  hasher_->Update(bytes.data(), bytes.size());
+  offset_ += static_cast<int64_t>(bytes.size());
+  return absl::OkStatus();
+}
+
+absl::Status BlobUpload::Commit() {
+  if (offset_ != size_) {
+    return absl::InvalidArgumentError(absl::StrCat("upload ended at ", offset_, " of ", size_, " bytes"));
+  }
+  if (fsync(fd_) != 0) return absl::InternalError(absl::StrCat("fsync of ", part_path_, " failed"));
+  close(fd_);
+  fd_ = -1;
+  const std::string actual = hasher_->Hex();
+  std::error_code ec;
+  if (actual != sha256_) {
+    fs::remove(part_path_, ec);
+    return absl::InvalidArgumentError(absl::StrCat("sha256 mismatch: declared ", sha256_, ", received ", actual));
+  }
+  fs::create_directories(fs::path(final_path_).parent_path(), ec);
+  fs::rename(part_path_, final_path_, ec);
+  if (ec) return absl::InternalError(absl::StrCat("cannot publish blob ", sha256_, ": ", ec.message()));
+  // The rename is durable once the directory entry is.
+  const int dir = open(fs::path(final_path_).parent_path().c_str(), O_RDONLY | O_DIRECTORY);
+  if (dir >= 0) {
+    fsync(dir);
+    close(dir);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> Sha256File(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
+  Sha256Hasher h;
+  std::vector<char> buf(1 << 20);
+  while (in) {
+    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+    h.Update(buf.data(), static_cast<size_t>(in.gcount()));
+  }
+  return h.Hex();
+}
+
+}  // namespace qopt::server

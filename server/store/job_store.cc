@@ -1,0 +1,494 @@
+#include "store/job_store.h"
+
+#include <chrono>
+#include <random>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "status.h"
+
+namespace qopt::server {
+namespace internal_store {
+
+// Schema versions, applied in order; PRAGMA user_version records how many ran.
+const char* const kMigrations[] = {
+    R"sql(
+    CREATE TABLE jobs (
+      id TEXT PRIMARY KEY,
+      tenant TEXT NOT NULL,
+      request_id TEXT NOT NULL DEFAULT '',
+      state INTEGER NOT NULL,
+      priority INTEGER NOT NULL DEFAULT 0,
+      recipe BLOB NOT NULL,
+      attempts INTEGER NOT NULL DEFAULT 0,
+      lease_id TEXT NOT NULL DEFAULT '',
+      worker_id TEXT NOT NULL DEFAULT '',
+      lease_expires_ms INTEGER NOT NULL DEFAULT 0,
+      cancel_requested INTEGER NOT NULL DEFAULT 0,
+      stage TEXT NOT NULL DEFAULT '',
+      progress REAL NOT NULL DEFAULT 0,
+      eta REAL NOT NULL DEFAULT 0,
+      error TEXT NOT NULL DEFAULT '',
+      report TEXT NOT NULL DEFAULT '',
+      created_ms INTEGER NOT NULL,
+      updated_ms INTEGER NOT NULL,
+      next_seq INTEGER NOT NULL DEFAULT 1
+    );
+    CREATE UNIQUE INDEX jobs_request ON jobs(tenant, request_id) WHERE request_id != '';
+    CREATE INDEX jobs_queue ON jobs(state, priority DESC);
+    CREATE TABLE events (
+      job_id TEXT NOT NULL REFERENCES jobs(id),
+      seq INTEGER NOT NULL,
+      unix_ms INTEGER NOT NULL,
+      state INTEGER NOT NULL,
+      stage TEXT NOT NULL,
+      progress REAL NOT NULL,
+      eta REAL NOT NULL,
+      message TEXT NOT NULL,
+      PRIMARY KEY (job_id, seq)
+    );
+    CREATE TABLE artifacts (
+      job_id TEXT NOT NULL REFERENCES jobs(id),
+      name TEXT NOT NULL,
+      sha256 TEXT NOT NULL,
+      size INTEGER NOT NULL,
+      PRIMARY KEY (job_id, name)
+    );
+    )sql",
+};
+
+std::string RandomId(const char* prefix) {
+  static thread_local std::mt19937_64 rng{std::random_device{}()};
+  static const char* hex = "0123456789abcdef";
+  std::string id = prefix;
+  for (int i = 0; i < 16; ++i) id += hex[rng() % 16];
+  return id;
+}
+
+bool Finished(v1::JobState s) {
+  return s == v1::SUCCEEDED || s == v1::FAILED || s == v1::CANCELLED;
+}
+
+constexpr char kJobColumns[] =
+    "id, state, priority, recipe, attempts, stage, progress, eta, error, created_ms, updated_ms";
+
+}  // namespace internal_store
+
+int64_t NowUnixMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+absl::StatusOr<std::unique_ptr<JobStore>> JobStore::Open(const std::string& path, Options options) {
+  ASSIGN_OR_RETURN(auto db, Database::Open(path));
+  std::unique_ptr<JobStore> store(new JobStore(std::move(db), options));
+  RETURN_IF_ERROR(store->Migrate());
+  return store;
+}
+
+absl::Status JobStore::Migrate() {
+  ASSIGN_OR_RETURN(Statement version, db_->Prepare("PRAGMA user_version"));
+  ASSIGN_OR_RETURN(bool row, version.Step());
+  const int64_t applied = row ? version.Int(0) : 0;
+  const int64_t total = static_cast<int64_t>(std::size(internal_store::kMigrations));
+  for (int64_t v = applied; v < total; ++v) {
+    RETURN_IF_ERROR(Annotate(Transaction([&]() -> absl::Status {
+                               RETURN_IF_ERROR(db_->Exec(internal_store::kMigrations[v]));
+                               return db_->Exec(absl::StrCat("PRAGMA user_version = ", v + 1));
+                             }),
+                             absl::StrCat("schema migration ", v + 1)));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status JobStore::Transaction(const std::function<absl::Status()>& body) {
+  RETURN_IF_ERROR(db_->Exec("BEGIN IMMEDIATE"));
+  if (absl::Status s = body(); !s.ok()) {
+    db_->Exec("ROLLBACK").IgnoreError();
+    return s;
+  }
+  return db_->Exec("COMMIT");
+}
+
+absl::StatusOr<v1::Job> JobStore::Load(const std::string& id) {
+  ASSIGN_OR_RETURN(Statement st,
+                   db_->Prepare(absl::StrCat("SELECT ", internal_store::kJobColumns,
+                                             " FROM jobs WHERE id = ?")));
+  st.Bind(1, id);
+  ASSIGN_OR_RETURN(bool row, st.Step());
+  if (!row) return absl::NotFoundError(absl::StrCat("job ", id, " not found"));
+  v1::Job job;
+  job.set_id(st.Text(0));
+  job.set_state(static_cast<v1::JobState>(st.Int(1)));
+  job.set_priority(static_cast<int32_t>(st.Int(2)));
+  job.mutable_recipe()->ParseFromString(st.Blob(3));
+  job.set_attempts(static_cast<int32_t>(st.Int(4)));
+  job.set_stage(st.Text(5));
+  job.set_progress(st.Double(6));
+  job.set_eta_seconds(st.Double(7));
+  job.set_error(st.Text(8));
+  job.set_created_unix_ms(st.Int(9));
+  job.set_updated_unix_ms(st.Int(10));
+  ASSIGN_OR_RETURN(Statement arts, db_->Prepare(
+      "SELECT name, sha256, size FROM artifacts WHERE job_id = ? ORDER BY name"));
+  arts.Bind(1, id);
+  for (;;) {
+    ASSIGN_OR_RETURN(bool more, arts.Step());
+    if (!more) break;
+    v1::Artifact* a = job.add_artifacts();
+    a->set_name(arts.Text(0));
+    a->set_sha256(arts.Text(1));
+    a->set_size(arts.Int(2));
+  }
+  return job;
+}
+
+absl::Status JobStore::AppendEvent(const std::string& id, v1::JobState state,
+                                   const std::string& stage, double progress, double eta,
+                                   const std::string& message) {
+  ASSIGN_OR_RETURN(Statement seq, db_->Prepare(
+      "UPDATE jobs SET next_seq = next_seq + 1 WHERE id = ? RETURNING next_seq - 1"));
+  seq.Bind(1, id);
+  ASSIGN_OR_RETURN(bool row, seq.Step());
+  if (!row) return absl::NotFoundError(absl::StrCat("job ", id, " not found"));
+  const int64_t n = seq.Int(0);
+  RETURN_IF_ERROR(seq.Run());
+  ASSIGN_OR_RETURN(Statement ins, db_->Prepare(
+      "INSERT INTO events (job_id, seq, unix_ms, state, stage, progress, eta, message) "
+      "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"));
+  ins.Bind(1, id).Bind(2, n).Bind(3, NowUnixMs()).Bind(4, static_cast<int64_t>(state))
+      .Bind(5, stage).Bind(6, progress).Bind(7, eta).Bind(8, message);
+  return ins.Run();
+}
+
+absl::StatusOr<v1::Job> JobStore::Submit(const std::string& tenant, const v1::Recipe& recipe,
+                                         int priority, const std::string& request_id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!request_id.empty()) {
+    ASSIGN_OR_RETURN(Statement st, db_->Prepare(
+        "SELECT id FROM jobs WHERE tenant = ? AND request_id = ?"));
+    st.Bind(1, tenant).Bind(2, request_id);
+    ASSIGN_OR_RETURN(bool row, st.Step());
+    if (row) return Load(st.Text(0));
+  }
+  const std::string id = internal_store::RandomId("job-");
+  const int64_t now = NowUnixMs();
+  RETURN_IF_ERROR(Transaction([&]() -> absl::Status {
+    ASSIGN_OR_RETURN(Statement st, db_->Prepare(
+        "INSERT INTO jobs (id, tenant, request_id, state, priority, recipe, created_ms, updated_ms) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"));
+    st.Bind(1, id).Bind(2, tenant).Bind(3, request_id).Bind(4, static_cast<int64_t>(v1::QUEUED))
+        .Bind(5, static_cast<int64_t>(priority)).BindBlob(6, recipe.SerializeAsString())
+        .Bind(7, now).Bind(8, now);
+    RETURN_IF_ERROR(st.Run());
+    return AppendEvent(id, v1::QUEUED, "queued", 0.0, 0.0, "job queued");
+  }));
+  changed_.notify_all();
+  return Load(id);
+}
+
+absl::StatusOr<v1::Job> JobStore::Get(const std::string& tenant, const std::string& id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  ASSIGN_OR_RETURN(Statement st, db_->Prepare("SELECT tenant FROM jobs WHERE id = ?"));
+  st.Bind(1, id);
+  ASSIGN_OR_RETURN(bool row, st.Step());
+  // Another tenant's job is reported exactly like a missing one.
+  if (!row || st.Text(0) != tenant) return absl::NotFoundError(absl::StrCat("job ", id, " not found"));
+  return Load(id);
+}
+
+absl::StatusOr<v1::ListJobsResponse> JobStore::List(const std::string& tenant, v1::JobState state,
+                                                    int page_size, const std::string& page_token) {
+  std::lock_guard<std::mutex> lock(mu_);
+  int64_t offset = 0;
+  if (!page_token.empty() && !absl::SimpleAtoi(page_token, &offset)) {
+    return absl::InvalidArgumentError(absl::StrCat("bad page_token '", page_token, "'"));
+  }
+  const int64_t limit = page_size > 0 ? std::min(page_size, 1000) : 100;
+  ASSIGN_OR_RETURN(Statement st, db_->Prepare(
+      "SELECT id FROM jobs WHERE tenant = ? AND (? = 0 OR state = ?) "
+      "ORDER BY rowid DESC LIMIT ? OFFSET ?"));
+  st.Bind(1, tenant).Bind(2, static_cast<int64_t>(state)).Bind(3, static_cast<int64_t>(state))
+      .Bind(4, limit + 1).Bind(5, offset);
+  v1::ListJobsResponse out;
+  int64_t n = 0;
+  for (;;) {
+    ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) break;
+    if (n++ == limit) {
+      out.set_next_page_token(std::to_string(offset + limit));
+      break;
+    }
+    ASSIGN_OR_RETURN(*out.add_jobs(), Load(st.Text(0)));
+  }
+  return out;
+}
+
+absl::StatusOr<v1::Job> JobStore::Cancel(const std::string& tenant, const std::string& id) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ASSIGN_OR_RETURN(Statement st, db_->Prepare("SELECT tenant, state FROM jobs WHERE id = ?"));
+    st.Bind(1, id);
+    ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row || st.Text(0) != tenant) return absl::NotFoundError(absl::StrCat("job ", id, " not found"));
+    const auto state = static_cast<v1::JobState>(st.Int(1));
+    if (internal_store::Finished(state)) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("job ", id, " already ended (", v1::JobState_Name(state), ")"));
+    }
+    RETURN_IF_ERROR(Transaction([&]() -> absl::Status {
+      ASSIGN_OR_RETURN(Statement up, db_->Prepare(
+          "UPDATE jobs SET cancel_requested = 1, state = CASE WHEN state = ? THEN ? ELSE state END, "
+          "updated_ms = ? WHERE id = ?"));
+      up.Bind(1, static_cast<int64_t>(v1::QUEUED)).Bind(2, static_cast<int64_t>(v1::CANCELLED))
+          .Bind(3, NowUnixMs()).Bind(4, id);
+      RETURN_IF_ERROR(up.Run());
+      if (state == v1::QUEUED) return AppendEvent(id, v1::CANCELLED, "cancelled", 0, 0, "cancelled");
+      return AppendEvent(id, v1::RUNNING, "cancelling", 0, 0, "cancellation requested");
+    }));
+  }
+  changed_.notify_all();
+  std::lock_guard<std::mutex> lock(mu_);
+  return Load(id);
+}
+
+absl::StatusOr<std::vector<v1::JobEvent>> JobStore::Events(const std::string& tenant,
+                                                           const std::string& id, int64_t after) {
+  ASSIGN_OR_RETURN(v1::Job job, Get(tenant, id));
+  (void)job;
+  std::lock_guard<std::mutex> lock(mu_);
+  ASSIGN_OR_RETURN(Statement st, db_->Prepare(
+      "SELECT seq, unix_ms, state, stage, progress, eta, message FROM events "
+      "WHERE job_id = ? AND seq > ? ORDER BY seq"));
+  st.Bind(1, id).Bind(2, after);
+  std::vector<v1::JobEvent> out;
+  for (;;) {
+    ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) break;
+    v1::JobEvent e;
+    e.set_sequence(st.Int(0));
+    e.set_unix_ms(st.Int(1));
+    e.set_state(static_cast<v1::JobState>(st.Int(2)));
+    e.set_stage(st.Text(3));
+    e.set_progress(st.Double(4));
+    e.set_eta_seconds(st.Double(5));
+    e.set_message(st.Text(6));
+    out.push_back(std::move(e));
+  }
+  return out;
+}
+
+void JobStore::WaitForEvent(const std::string& id, int64_t after, int timeout_ms) {
+  std::unique_lock<std::mutex> lock(mu_);
+  auto has_news = [&] {
+    auto st = db_->Prepare("SELECT next_seq FROM jobs WHERE id = ?");
+    if (!st.ok()) return true;
+    st->Bind(1, id);
+    auto row = st->Step();
+    return !row.ok() || !*row || st->Int(0) - 1 > after;
+  };
+  changed_.wait_for(lock, std::chrono::milliseconds(timeout_ms), has_news);
+}
+
+absl::StatusOr<std::string> JobStore::Report(const std::string& tenant, const std::string& id) {
+  ASSIGN_OR_RETURN(v1::Job job, Get(tenant, id));
+  if (job.state() != v1::SUCCEEDED) {
+    return absl::FailedPreconditionError(absl::StrCat("job ", id, " has no report: it is ",
+                                                      v1::JobState_Name(job.state())));
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  ASSIGN_OR_RETURN(Statement st, db_->Prepare("SELECT report FROM jobs WHERE id = ?"));
+  st.Bind(1, id);
+  ASSIGN_OR_RETURN(bool row, st.Step());
+  return row ? st.Text(0) : std::string();
+}
+
+absl::StatusOr<v1::Artifact> JobStore::GetArtifact(const std::string& tenant, const std::string& id,
+                                                   const std::string& name) {
+  ASSIGN_OR_RETURN(v1::Job job, Get(tenant, id));
+  for (const auto& a : job.artifacts()) {
+    if (a.name() == name) return a;
+  }
+  return absl::NotFoundError(absl::StrCat("job ", id, " has no artifact '", name, "'"));
+}
+
+absl::StatusOr<LeaseGrant> JobStore::Lease(const std::string& worker_id, int wait_ms) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(wait_ms);
+  std::unique_lock<std::mutex> lock(mu_);
+  for (;;) {
+    ASSIGN_OR_RETURN(Statement pick, db_->Prepare(
+        "SELECT id FROM jobs WHERE state = ? ORDER BY priority DESC, rowid LIMIT 1"));
+    pick.Bind(1, static_cast<int64_t>(v1::QUEUED));
+    ASSIGN_OR_RETURN(bool row, pick.Step());
+    if (row) {
+      const std::string id = pick.Text(0);
+      LeaseGrant grant;
+      grant.job_id = id;
+      grant.lease_id = internal_store::RandomId("lease-");
+      grant.expires_unix_ms = NowUnixMs() + options_.lease_ms;
+      RETURN_IF_ERROR(Transaction([&]() -> absl::Status {
+        ASSIGN_OR_RETURN(Statement up, db_->Prepare(
+            "UPDATE jobs SET state = ?, lease_id = ?, worker_id = ?, lease_expires_ms = ?, "
+            "attempts = attempts + 1, stage = 'leased', progress = 0, updated_ms = ? "
+            "WHERE id = ? AND state = ?"));
+        up.Bind(1, static_cast<int64_t>(v1::RUNNING)).Bind(2, grant.lease_id).Bind(3, worker_id)
+            .Bind(4, grant.expires_unix_ms).Bind(5, NowUnixMs()).Bind(6, id)
+            .Bind(7, static_cast<int64_t>(v1::QUEUED));
+        RETURN_IF_ERROR(up.Run());
+        return AppendEvent(id, v1::RUNNING, "leased", 0, 0, absl::StrCat("leased by ", worker_id));
+      }));
+      ASSIGN_OR_RETURN(v1::Job job, Load(id));
+      grant.recipe = job.recipe();
+      lock.unlock();
+      changed_.notify_all();
+      return grant;
+    }
+    if (changed_.wait_until(lock, deadline) == std::cv_status::timeout) {
+      return absl::NotFoundError("no queued job");
+    }
+  }
+}
+
+absl::Status JobStore::CheckLease(const std::string& job_id, const std::string& lease_id) {
+  ASSIGN_OR_RETURN(Statement st, db_->Prepare("SELECT state, lease_id FROM jobs WHERE id = ?"));
+  st.Bind(1, job_id);
+  ASSIGN_OR_RETURN(bool row, st.Step());
+  if (!row) return absl::NotFoundError(absl::StrCat("job ", job_id, " not found"));
+  if (st.Int(0) != v1::RUNNING || st.Text(1) != lease_id) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("lease ", lease_id, " on job ", job_id, " is no longer held"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::pair<bool, int64_t>> JobStore::Heartbeat(const v1::HeartbeatRequest& hb) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    RETURN_IF_ERROR(CheckLease(hb.job_id(), hb.lease_id()));
+    ASSIGN_OR_RETURN(Statement st, db_->Prepare("SELECT cancel_requested FROM jobs WHERE id = ?"));
+    st.Bind(1, hb.job_id());
+    ASSIGN_OR_RETURN(bool row, st.Step());
+    const bool cancel = row && st.Int(0) != 0;
+    RETURN_IF_ERROR(st.Run());
+    const int64_t expires = NowUnixMs() + options_.lease_ms;
+    RETURN_IF_ERROR(Transaction([&]() -> absl::Status {
+      ASSIGN_OR_RETURN(Statement up, db_->Prepare(
+          "UPDATE jobs SET lease_expires_ms = ?, stage = ?, progress = ?, eta = ?, updated_ms = ?, "
+          "state = CASE WHEN cancel_requested = 1 THEN ? ELSE state END WHERE id = ?"));
+      up.Bind(1, expires).Bind(2, hb.stage()).Bind(3, hb.progress()).Bind(4, hb.eta_seconds())
+          .Bind(5, NowUnixMs()).Bind(6, static_cast<int64_t>(v1::CANCELLED)).Bind(7, hb.job_id());
+      RETURN_IF_ERROR(up.Run());
+      if (cancel) return AppendEvent(hb.job_id(), v1::CANCELLED, "cancelled", hb.progress(), 0, "cancelled");
+      return AppendEvent(hb.job_id(), v1::RUNNING, hb.stage(), hb.progress(), hb.eta_seconds(),
+                         hb.message());
+    }));
+    changed_.notify_all();
+    return std::make_pair(cancel, expires);
+  }
+}
+
+absl::Status JobStore::AddArtifact(const std::string& job_id, const std::string& lease_id,
+                                   const v1::Artifact& artifact) {
+  std::lock_guard<std::mutex> lock(mu_);
+  RETURN_IF_ERROR(CheckLease(job_id, lease_id));
+  ASSIGN_OR_RETURN(Statement st, db_->Prepare(
+      "INSERT OR REPLACE INTO artifacts (job_id, name, sha256, size) VALUES (?, ?, ?, ?)"));
+  st.Bind(1, job_id).Bind(2, artifact.name()).Bind(3, artifact.sha256()).Bind(4, artifact.size());
+  return st.Run();
+}
+
+absl::Status JobStore::Complete(const std::string& job_id, const std::string& lease_id,
+                                const std::string& report_json) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    RETURN_IF_ERROR(CheckLease(job_id, lease_id));
+    RETURN_IF_ERROR(Transaction([&]() -> absl::Status {
+      ASSIGN_OR_RETURN(Statement up, db_->Prepare(
+          "UPDATE jobs SET state = ?, report = ?, stage = 'done', progress = 1, eta = 0, "
+          "lease_id = '', updated_ms = ? WHERE id = ?"));
+      up.Bind(1, static_cast<int64_t>(v1::SUCCEEDED)).Bind(2, report_json).Bind(3, NowUnixMs())
+          .Bind(4, job_id);
+      RETURN_IF_ERROR(up.Run());
+      return AppendEvent(job_id, v1::SUCCEEDED, "done", 1.0, 0.0, "succeeded");
+    }));
+  }
+  changed_.notify_all();
+  return absl::OkStatus();
+}
+
+absl::Status JobStore::Fail(const std::string& job_id, const std::string& lease_id,
+                            const std::string& error) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    RETURN_IF_ERROR(CheckLease(job_id, lease_id));
+    RETURN_IF_ERROR(Transaction([&]() -> absl::Status {
+      ASSIGN_OR_RETURN(Statement up, db_->Prepare(
+          "UPDATE jobs SET state = ?, error = ?, lease_id = '', updated_ms = ? WHERE id = ?"));
+      up.Bind(1, static_cast<int64_t>(v1::FAILED)).Bind(2, error).Bind(3, NowUnixMs()).Bind(4, job_id);
+      RETURN_IF_ERROR(up.Run());
+      return AppendEvent(job_id, v1::FAILED, "failed", 0.0, 0.0, error);
+    }));
+  }
+  changed_.notify_all();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int> JobStore::ExpireLeases() {
+  int expired = 0;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ASSIGN_OR_RETURN(Statement st, db_->Prepare(
+        "SELECT id, attempts, cancel_requested FROM jobs WHERE state = ? AND lease_expires_ms < ?"));
+    st.Bind(1, static_cast<int64_t>(v1::RUNNING)).Bind(2, NowUnixMs());
+    struct Stale {
+      std::string id;
+      int64_t attempts;
+      bool cancel;
+    };
+    std::vector<Stale> stale;
+    for (;;) {
+      ASSIGN_OR_RETURN(bool row, st.Step());
+      if (!row) break;
+      stale.push_back({st.Text(0), st.Int(1), st.Int(2) != 0});
+    }
+    for (const auto& [id, attempts, cancel] : stale) {
+      const bool give_up = attempts >= options_.max_attempts;
+      // A job cancelled while its worker was lost ends cancelled, not queued again.
+      const v1::JobState next = cancel ? v1::CANCELLED : (give_up ? v1::FAILED : v1::QUEUED);
+      RETURN_IF_ERROR(Transaction([&]() -> absl::Status {
+        ASSIGN_OR_RETURN(Statement up, db_->Prepare(
+            "UPDATE jobs SET state = ?, lease_id = '', error = ?, updated_ms = ? "
+            "WHERE id = ? AND state = ?"));
+        const std::string error = next == v1::FAILED
+                                      ? absl::StrCat("worker lost ", attempts, " times (lease expired)")
+                                      : "";
+        up.Bind(1, static_cast<int64_t>(next)).Bind(2, error)
+            .Bind(3, NowUnixMs()).Bind(4, id).Bind(5, static_cast<int64_t>(v1::RUNNING));
+        RETURN_IF_ERROR(up.Run());
+        switch (next) {
+          case v1::CANCELLED: return AppendEvent(id, next, "cancelled", 0, 0, "cancelled");
+          case v1::FAILED: return AppendEvent(id, next, "failed", 0, 0, error);
+          default: return AppendEvent(id, next, "queued", 0, 0, "lease expired; queued again");
+        }
+      }));
+      ++expired;
+    }
+  }
+  if (expired > 0) changed_.notify_all();
+  return expired;
+}
+
+absl::StatusOr<std::vector<std::pair<v1::JobState, int64_t>>> JobStore::CountByState() {
+  std::lock_guard<std::mutex> lock(mu_);
+  ASSIGN_OR_RETURN(Statement st, db_->Prepare("SELECT state, COUNT(*) FROM jobs GROUP BY state"));
+  std::vector<std::pair<v1::JobState, int64_t>> out;
+  for (;;) {
+    ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) break;
+    out.emplace_back(static_cast<v1::JobState>(st.Int(0)), st.Int(1));
+  }
+  return out;
+}
+
+}  // namespace qopt::server

@@ -1,0 +1,92 @@
+// Jobs, their events and artifacts in SQLite. Job states move
+// QUEUED -> RUNNING -> SUCCEEDED | FAILED | CANCELLED; a RUNNING job holds a lease with an
+// expiry that heartbeats extend, and an expired lease puts the job back in the queue
+// until it has used max_attempts. Every change appends an event with a per-job sequence
+// number, so watchers can resume. Thread-safe; one connection, one writer.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "qopt/v1/service.pb.h"
+#include "store/sqlite.h"
+
+namespace qopt::server {
+
+struct LeaseGrant {
+  std::string job_id;
+  std::string lease_id;
+  v1::Recipe recipe;
+  int64_t expires_unix_ms = 0;
+};
+
+class JobStore {
+ public:
+  struct Options {
+    int64_t lease_ms = 10000;  // lease length; heartbeats extend it
+    int max_attempts = 3;
+  };
+  static absl::StatusOr<std::unique_ptr<JobStore>> Open(const std::string& path, Options options);
+
+  /// Queues a job. The same (tenant, request_id) returns the first job unchanged.
+  absl::StatusOr<v1::Job> Submit(const std::string& tenant, const v1::Recipe& recipe,
+                                 int priority, const std::string& request_id);
+  /// NotFound for unknown ids and for other tenants' jobs.
+  absl::StatusOr<v1::Job> Get(const std::string& tenant, const std::string& id);
+  absl::StatusOr<v1::ListJobsResponse> List(const std::string& tenant, v1::JobState state,
+                                            int page_size, const std::string& page_token);
+  /// Queued jobs end at once; running ones when their worker next heartbeats.
+  absl::StatusOr<v1::Job> Cancel(const std::string& tenant, const std::string& id);
+  absl::StatusOr<std::vector<v1::JobEvent>> Events(const std::string& tenant,
+                                                   const std::string& id, int64_t after);
+  absl::StatusOr<std::string> Report(const std::string& tenant, const std::string& id);
+  /// Artifact of a tenant's job by name.
+  absl::StatusOr<v1::Artifact> GetArtifact(const std::string& tenant, const std::string& id,
+                                           const std::string& name);
+
+  /// Blocks until an event after `after` exists for the job, the job ends, or timeout.
+  void WaitForEvent(const std::string& id, int64_t after, int timeout_ms);
+
+  // Workers.
+  /// The next queued job by priority then age, or NotFound after `wait_ms`.
+  absl::StatusOr<LeaseGrant> Lease(const std::string& worker_id, int wait_ms);
+  /// Extends the lease and records progress; returns true when the job was cancelled.
+  absl::StatusOr<std::pair<bool, int64_t>> Heartbeat(const v1::HeartbeatRequest& hb);
+  absl::Status AddArtifact(const std::string& job_id, const std::string& lease_id,
+                           const v1::Artifact& artifact);
+  absl::Status Complete(const std::string& job_id, const std::string& lease_id,
+                        const std::string& report_json);
+  absl::Status Fail(const std::string& job_id, const std::string& lease_id,
+                    const std::string& error);
+  /// Requeues (or fails, past max_attempts) running jobs whose lease expired; returns
+  /// how many expired.
+  absl::StatusOr<int> ExpireLeases();
+
+  /// Jobs per state, for metrics.
+  absl::StatusOr<std::vector<std::pair<v1::JobState, int64_t>>> CountByState();
+
+ private:
+  JobStore(std::unique_ptr<Database> db, Options options) : db_(std::move(db)), options_(options) {}
+  absl::Status Migrate();
+  /// Runs `body` in a write transaction, rolled back when it fails. Caller holds mu_.
+  absl::Status Transaction(const std::function<absl::Status()>& body);
+  absl::StatusOr<v1::Job> Load(const std::string& id);
+  absl::Status AppendEvent(const std::string& id, v1::JobState state, const std::string& stage,
+                           double progress, double eta, const std::string& message);
+  absl::Status CheckLease(const std::string& job_id, const std::string& lease_id);
+
+  std::unique_ptr<Database> db_;
+  Options options_;
+  std::mutex mu_;
+  std::condition_variable changed_;
+};
+
+int64_t NowUnixMs();
+
+}  // namespace qopt::server

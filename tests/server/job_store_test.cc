@@ -1,0 +1,169 @@
+// The job store: queue order, idempotent submit, leases and their expiry, cancellation,
+// tenant isolation and resumable events, on a real SQLite file.
+#include "store/job_store.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <thread>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+namespace qopt::server {
+namespace {
+
+class JobStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() / ("qopt_store_" + std::to_string(getpid()));
+    std::filesystem::create_directories(dir_);
+    Reopen();
+  }
+  void TearDown() override {
+    store_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+  void Reopen(JobStore::Options o = {200, 2}) {
+    store_.reset();
+    auto s = JobStore::Open((dir_ / "jobs.db").string(), o);
+    ASSERT_TRUE(s.ok()) << s.status();
+    store_ = std::move(*s);
+  }
+  v1::Recipe Recipe(const std::string& name) {
+    v1::Recipe r;
+    r.set_name(name);
+    return r;
+  }
+  std::filesystem::path dir_;
+  std::unique_ptr<JobStore> store_;
+};
+
+TEST_F(JobStoreTest, SubmitIsIdempotentByRequestId) {
+  auto a = store_->Submit("t", Recipe("a"), 0, "req-1");
+  auto b = store_->Submit("t", Recipe("b"), 0, "req-1");
+  auto c = store_->Submit("other", Recipe("c"), 0, "req-1");
+  ASSERT_TRUE(a.ok() && b.ok() && c.ok());
+  EXPECT_EQ(a->id(), b->id());
+  EXPECT_EQ(b->recipe().name(), "a");
+  EXPECT_NE(a->id(), c->id()) << "request ids are per tenant";
+  EXPECT_EQ(a->state(), v1::QUEUED);
+}
+
+TEST_F(JobStoreTest, LeasesByPriorityThenAge) {
+  auto low = store_->Submit("t", Recipe("low"), 0, "");
+  auto high = store_->Submit("t", Recipe("high"), 5, "");
+  auto later = store_->Submit("t", Recipe("later"), 0, "");
+  auto first = store_->Lease("w", 0);
+  ASSERT_TRUE(first.ok());
+  EXPECT_EQ(first->job_id, high->id());
+  EXPECT_EQ(store_->Lease("w", 0)->job_id, low->id());
+  EXPECT_EQ(store_->Lease("w", 0)->job_id, later->id());
+  EXPECT_TRUE(absl::IsNotFound(store_->Lease("w", 50).status()));
+}
+
+TEST_F(JobStoreTest, LongPollWakesOnSubmit) {
+  std::thread submitter([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    store_->Submit("t", Recipe("x"), 0, "").IgnoreError();
+  });
+  const auto start = std::chrono::steady_clock::now();
+  auto lease = store_->Lease("w", 5000);
+  submitter.join();
+  ASSERT_TRUE(lease.ok()) << lease.status();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(4));
+}
+
+TEST_F(JobStoreTest, ExpiredLeaseRequeuesThenFails) {
+  auto job = store_->Submit("t", Recipe("x"), 0, "");
+  ASSERT_TRUE(store_->Lease("w1", 0).ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  EXPECT_EQ(*store_->ExpireLeases(), 1);
+  EXPECT_EQ(store_->Get("t", job->id())->state(), v1::QUEUED);
+  auto second = store_->Lease("w2", 0);
+  ASSERT_TRUE(second.ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  EXPECT_EQ(*store_->ExpireLeases(), 1);
+  auto failed = store_->Get("t", job->id());
+  EXPECT_EQ(failed->state(), v1::FAILED) << "max_attempts is 2";
+  EXPECT_THAT(failed->error(), ::testing::HasSubstr("lease expired"));
+  // The stale worker can no longer report.
+  EXPECT_TRUE(absl::IsFailedPrecondition(store_->Complete(job->id(), second->lease_id, "{}")));
+}
+
+TEST_F(JobStoreTest, HeartbeatsExtendTheLeaseAndCarryCancellation) {
+  auto job = store_->Submit("t", Recipe("x"), 0, "");
+  auto lease = store_->Lease("w", 0);
+  v1::HeartbeatRequest hb;
+  hb.set_job_id(job->id());
+  hb.set_lease_id(lease->lease_id);
+  hb.set_stage("calibrate");
+  hb.set_progress(0.5);
+  for (int i = 0; i < 3; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(120));
+    auto r = store_->Heartbeat(hb);
+    ASSERT_TRUE(r.ok());
+    EXPECT_FALSE(r->first);
+    EXPECT_EQ(*store_->ExpireLeases(), 0);
+  }
+  EXPECT_EQ(store_->Get("t", job->id())->progress(), 0.5);
+  ASSERT_TRUE(store_->Cancel("t", job->id()).ok());
+  auto r = store_->Heartbeat(hb);
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE(r->first);
+  EXPECT_EQ(store_->Get("t", job->id())->state(), v1::CANCELLED);
+}
+
+TEST_F(JobStoreTest, CancelledJobWhoseWorkerDiedEndsCancelled) {
+  auto job = store_->Submit("t", Recipe("x"), 0, "");
+  ASSERT_TRUE(store_->Lease("w", 0).ok());
+  ASSERT_TRUE(store_->Cancel("t", job->id()).ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  EXPECT_EQ(*store_->ExpireLeases(), 1);
+  EXPECT_EQ(store_->Get("t", job->id())->state(), v1::CANCELLED);
+}
+
+TEST_F(JobStoreTest, TenantsSeeOnlyTheirJobs) {
+  auto job = store_->Submit("a", Recipe("x"), 0, "");
+  EXPECT_TRUE(absl::IsNotFound(store_->Get("b", job->id()).status()));
+  EXPECT_TRUE(absl::IsNotFound(store_->Cancel("b", job->id()).status()));
+  EXPECT_TRUE(absl::IsNotFound(store_->Events("b", job->id(), 0).status()));
+  EXPECT_EQ(store_->List("b", v1::JOB_STATE_UNSPECIFIED, 10, "")->jobs_size(), 0);
+  EXPECT_EQ(store_->List("a", v1::JOB_STATE_UNSPECIFIED, 10, "")->jobs_size(), 1);
+}
+
+TEST_F(JobStoreTest, EventsResumeFromASequenceAndSurviveRestart) {
+  auto job = store_->Submit("t", Recipe("x"), 0, "");
+  auto lease = store_->Lease("w", 0);
+  ASSERT_TRUE(store_->Complete(job->id(), lease->lease_id, R"({"ok": true})").ok());
+  auto all = store_->Events("t", job->id(), 0);
+  ASSERT_TRUE(all.ok());
+  ASSERT_EQ(all->size(), 3u);  // queued, leased, succeeded
+  for (size_t i = 0; i < all->size(); ++i) EXPECT_EQ((*all)[i].sequence(), static_cast<int64_t>(i + 1));
+  Reopen();
+  auto tail = store_->Events("t", job->id(), 2);
+  ASSERT_TRUE(tail.ok());
+  ASSERT_EQ(tail->size(), 1u);
+  EXPECT_EQ((*tail)[0].state(), v1::SUCCEEDED);
+  EXPECT_EQ(*store_->Report("t", job->id()), R"({"ok": true})");
+}
+
+TEST_F(JobStoreTest, ListPagesAndFilters) {
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(store_->Submit("t", Recipe("x"), 0, "").ok());
+  ASSERT_TRUE(store_->Lease("w", 0).ok());
+  auto page = store_->List("t", v1::JOB_STATE_UNSPECIFIED, 2, "");
+  ASSERT_TRUE(page.ok());
+  EXPECT_EQ(page->jobs_size(), 2);
+  int seen = page->jobs_size();
+  while (!page->next_page_token().empty()) {
+    page = store_->List("t", v1::JOB_STATE_UNSPECIFIED, 2, page->next_page_token());
+    seen += page->jobs_size();
+  }
+  EXPECT_EQ(seen, 5);
+  EXPECT_EQ(store_->List("t", v1::RUNNING, 10, "")->jobs_size(), 1);
+  EXPECT_EQ(store_->List("t", v1::QUEUED, 10, "")->jobs_size(), 4);
+}
+
+}  // namespace
+}  // namespace qopt::server

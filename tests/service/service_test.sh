@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# The service end to end with real processes on loopback: qopt-server with a local
+# worker, the qopt CLI, a job through to its artifacts, a corrupt model, a worker killed
+# with SIGKILL mid-job, unknown ids, and tenants with bearer tokens.
+set -u
+server_bin=${QOPT_SERVER_BIN:?}
+cli=${QOPT_CLI:?}
+fx=${QOPT_FIXTURES:?}
+src=${QOPT_SOURCE_DIR:?}
+python=${QOPT_PYTHON:-/usr/bin/python3}
+tmp=$(mktemp -d)
+server_pid=""
+failures=0
+
+cleanup() {
+  [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+fail() { echo "FAIL $*"; failures=$((failures + 1)); }
+
+# start_server DATA_DIR [extra args]: sets QOPT_SERVER to the address it listens on.
+start_server() {
+  local data=$1
+  shift
+  "$server_bin" --listen 127.0.0.1:0 --data-dir "$data" --local-workers 1 --lease-ms 2000 "$@" \
+    > "$tmp/server.log" 2>&1 &
+  server_pid=$!
+  for _ in $(seq 100); do
+    addr=$(sed -n 's/^qopt-server listening on \([^,]*\),.*/\1/p' "$tmp/server.log")
+    [ -n "$addr" ] && break
+    sleep 0.1
+  done
+  [ -n "$addr" ] || { echo "server did not start"; cat "$tmp/server.log"; exit 1; }
+  export QOPT_SERVER=$addr
+}
+
+stop_server() {
+  kill "$server_pid" 2>/dev/null
+  wait "$server_pid" 2>/dev/null
+  server_pid=""
+}
+
+job_field() {  # job_field JOB_ID FIELD: a field of `qopt status --output json`
+  "$cli" status "$1" --output json | "$python" -c "import json,sys; print(json.load(sys.stdin).get('$2', ''))"
+}
+
+start_server "$tmp/data"
+
+# 1. A job end to end: the bundled recipe, files uploaded by the CLI, live watch,
+#    artifacts downloaded and loaded by stock PyTorch.
+job=$("$cli" submit "$src/examples/recipes/fashion_mnist_w8a8.json" --request-id e2e-1)
+[ -n "$job" ] || fail "submit printed no job id"
+"$cli" watch "$job" > "$tmp/watch.log" 2>&1 || fail "watch of $job did not end in SUCCEEDED: $(tail -3 "$tmp/watch.log")"
+[ "$(job_field "$job" state)" = SUCCEEDED ] || fail "job $job is $(job_field "$job" state)"
+again=$("$cli" submit "$src/examples/recipes/fashion_mnist_w8a8.json" --request-id e2e-1)
+[ "$again" = "$job" ] || fail "resubmitting request_id e2e-1 made a new job $again"
+"$cli" download "$job" model.pt -o "$tmp/model.pt" || fail "download model.pt"
+"$cli" report "$job" > "$tmp/report.json" || fail "report"
+"$python" - "$tmp/model.pt" "$tmp/report.json" <<'PY' || fail "artifacts of $job"
+import json, sys, torch
+model = torch.jit.load(sys.argv[1])
+y = model(torch.zeros(2, 1, 28, 28))
+assert y.shape == (2, 10), y.shape
+m = json.load(open(sys.argv[2]))["metrics"]
+assert m["top1"] > 0.85 and abs(m["top1"] - m["fp32_top1"]) < 0.01, m
+print("ok   e2e: W8A8 top-1 %.4f (FP32 %.4f)" % (m["top1"], m["fp32_top1"]))
+PY
+
+# 2. Unknown ids are NOT_FOUND.
+"$cli" status job-does-not-exist > /dev/null 2> "$tmp/err"
+rc=$?
+{ [ $rc -eq 1 ] && grep -q NOT_FOUND "$tmp/err"; } || fail "unknown job: rc $rc, $(cat "$tmp/err")"
+
+# 3. A corrupt model fails its job with the engine's message; the service carries on.
+bad=$("$cli" submit "$src/examples/recipes/fashion_mnist_w8a8.json" --model "$fx/not_torchscript.pt")
+"$cli" watch "$bad" > /dev/null 2>&1
+rc=$?
+[ $rc -eq 3 ] || fail "corrupt model job: watch exit $rc, expected 3"
+job_field "$bad" error | grep -q "not a TorchScript model" || fail "corrupt model error: $(job_field "$bad" error)"
+echo "ok   corrupt model: $(job_field "$bad" error)"
+
+# 4. kill -9 of the worker mid-job: the lease expires, the job is leased again and succeeds.
+slow=$("$cli" submit "$src/examples/recipes/fashion_mnist_w8a8.json" --model "$src/zoo/resnet18.pt")
+for _ in $(seq 300); do
+  [ "$(job_field "$slow" state)" = RUNNING ] && break
+  sleep 0.1
+done
+sleep 1
+pkill -9 -f "qopt-worker --server $QOPT_SERVER" || fail "no worker process to kill"
+"$cli" watch "$slow" > /dev/null 2>&1 || fail "job $slow did not succeed after its worker was killed"
+attempts=$(job_field "$slow" attempts)
+[ "$attempts" -ge 2 ] 2>/dev/null || fail "job $slow ran $attempts times; expected a second lease"
+echo "ok   worker killed: job $slow succeeded on attempt $attempts"
+stop_server
+
+# 5. Tenants: bearer tokens, no token, another tenant's job.
+cat > "$tmp/auth.json" <<'JSON'
+{"tenants": {"token-a": "team-a", "token-b": "team-b"}, "worker_tokens": ["token-w"]}
+JSON
+start_server "$tmp/data2" --auth-file "$tmp/auth.json"
+"$cli" list > /dev/null 2> "$tmp/err"
+grep -q UNAUTHENTICATED "$tmp/err" || fail "no token: $(cat "$tmp/err")"
+QOPT_TOKEN=wrong "$cli" list > /dev/null 2> "$tmp/err"
+grep -q UNAUTHENTICATED "$tmp/err" || fail "wrong token: $(cat "$tmp/err")"
+mine=$(QOPT_TOKEN=token-a "$cli" submit "$src/examples/recipes/fashion_mnist_w8a8.json")
+QOPT_TOKEN=token-b "$cli" status "$mine" > /dev/null 2> "$tmp/err"
+grep -q NOT_FOUND "$tmp/err" || fail "other tenant's job: $(cat "$tmp/err")"
+QOPT_TOKEN=token-a "$cli" watch "$mine" > /dev/null 2>&1 || fail "tenant a's job with a worker token"
+echo "ok   tenants: no/wrong token UNAUTHENTICATED, other tenant NOT_FOUND"
+
+echo "$failures failed"
+[ "$failures" -eq 0 ]

@@ -1,0 +1,260 @@
+#include "runtime/lease_loop.h"
+
+#include <openssl/evp.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <thread>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/strings/str_cat.h"
+#include "qopt/v1/service.grpc.pb.h"
+#include "recipe/recipe.h"
+#include "recipe/runner.h"
+
+namespace qopt::worker {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string Sha256Hex(const std::string& path) {
+  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+  EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr);
+  std::ifstream in(path, std::ios::binary);
+  std::vector<char> buf(1 << 20);
+  while (in) {
+    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+    EVP_DigestUpdate(ctx, buf.data(), static_cast<size_t>(in.gcount()));
+  }
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_DigestFinal_ex(ctx, digest, &len);
+  EVP_MD_CTX_free(ctx);
+  static const char* hex = "0123456789abcdef";
+  std::string out;
+  for (unsigned int i = 0; i < len; ++i) {
+    out += hex[digest[i] >> 4];
+    out += hex[digest[i] & 15];
+  }
+  return out;
+}
+
+class Worker {
+ public:
+  explicit Worker(const LeaseLoopOptions& o)
+      : o_(o), stub_(v1::WorkerService::NewStub(grpc::CreateChannel(o.server, grpc::InsecureChannelCredentials()))) {}
+
+  void Context(grpc::ClientContext* ctx, int deadline_ms) const {
+    if (!o_.token.empty()) ctx->AddMetadata("authorization", "Bearer " + o_.token);
+    ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(deadline_ms));
+  }
+
+  // Local path of a blob, fetched into the cache on first use.
+  absl::StatusOr<std::string> Fetch(const std::string& sha256) {
+    const fs::path path = fs::path(o_.cache_dir) / sha256;
+    std::error_code ec;
+    if (fs::exists(path, ec)) return path.string();
+    const fs::path tmp = path.string() + ".partial";
+    {
+      grpc::ClientContext ctx;
+      Context(&ctx, 600000);
+      v1::ReadBlobRequest req;
+      req.set_sha256(sha256);
+      auto reader = stub_->ReadBlob(&ctx, req);
+      std::ofstream out(tmp, std::ios::binary);
+      v1::Chunk chunk;
+      while (reader->Read(&chunk)) out.write(chunk.data().data(), static_cast<std::streamsize>(chunk.data().size()));
+      grpc::Status s = reader->Finish();
+      if (!s.ok()) return absl::UnavailableError(absl::StrCat("fetching blob ", sha256, ": ", s.error_message()));
+    }
+    if (Sha256Hex(tmp.string()) != sha256) {
+      fs::remove(tmp, ec);
+      return absl::DataLossError(absl::StrCat("blob ", sha256, " arrived corrupted"));
+    }
+    fs::rename(tmp, path, ec);
+    return path.string();
+  }
+
+  absl::Status Localize(v1::Recipe* recipe) {
+    for (std::string* p : {recipe->mutable_model()->mutable_path(),
+                           recipe->mutable_calibration_data()->mutable_path(),
+                           recipe->mutable_calibration_data()->mutable_labels_path(),
+                           recipe->mutable_evaluation_data()->mutable_path(),
+                           recipe->mutable_evaluation_data()->mutable_labels_path()}) {
+      if (p->empty()) continue;
+      auto local = Fetch(*p);
+      if (!local.ok()) return local.status();
+      *p = *local;
+    }
+    recipe->set_device(o_.device);
+    return absl::OkStatus();
+  }
+
+  grpc::Status PutArtifact(const v1::LeaseResponse& lease, const std::string& path, const std::string& name) {
+    grpc::ClientContext ctx;
+    Context(&ctx, 600000);
+    v1::PutArtifactResponse resp;
+    auto writer = stub_->PutArtifact(&ctx, &resp);
+    v1::PutArtifactRequest msg;
+    msg.set_job_id(lease.job_id());
+    msg.set_lease_id(lease.lease_id());
+    msg.mutable_header()->set_name(name);
+    msg.mutable_header()->set_sha256(Sha256Hex(path));
+    msg.mutable_header()->set_size(static_cast<int64_t>(fs::file_size(path)));
+    writer->Write(msg);
+    std::ifstream in(path, std::ios::binary);
+    std::string buf(1 << 20, '\0');
+    while (in) {
+      in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+      if (in.gcount() <= 0) break;
+      v1::PutArtifactRequest chunk;
+      chunk.set_chunk(buf.data(), static_cast<size_t>(in.gcount()));
+      if (!writer->Write(chunk)) break;
+    }
+    writer->WritesDone();
+    return writer->Finish();
+  }
+
+  void RunJob(const v1::LeaseResponse& lease) {
+    std::printf("worker %s: job %s leased\n", o_.worker_id.c_str(), lease.job_id().c_str());
+    std::fflush(stdout);
+    std::mutex mu;
+    std::condition_variable done_cv;
+    bool done = false;
+    std::atomic<bool> cancelled{false};
+    Progress latest;
+    latest.stage = "starting";
+    const auto started = std::chrono::steady_clock::now();
+
+    // Heartbeats extend the lease, carry the latest progress and bring cancellation.
+    std::thread heartbeat([&] {
+      std::unique_lock<std::mutex> lock(mu);
+      while (!done) {
+        v1::HeartbeatRequest hb;
+        hb.set_job_id(lease.job_id());
+        hb.set_lease_id(lease.lease_id());
+        const double overall =
+            latest.num_steps > 0 ? (std::max(0, latest.step - 1) + latest.fraction) / latest.num_steps : 0.0;
+        hb.set_stage(latest.stage);
+        hb.set_progress(overall);
+        const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+        hb.set_eta_seconds(overall > 0.01 ? elapsed * (1.0 - overall) / overall : 0.0);
+        hb.set_message(latest.message);
+        lock.unlock();
+        grpc::ClientContext ctx;
+        Context(&ctx, 5000);
+        v1::HeartbeatResponse resp;
+        const grpc::Status s = stub_->Heartbeat(&ctx, hb, &resp);
+        if ((s.ok() && resp.cancelled()) || s.error_code() == grpc::StatusCode::FAILED_PRECONDITION) {
+          cancelled = true;  // cancelled, or the lease was lost: stop working on it
+        }
+        lock.lock();
+        done_cv.wait_for(lock, std::chrono::milliseconds(o_.heartbeat_ms), [&] { return done; });
+      }
+    });
+
+    v1::Recipe recipe = lease.recipe();
+    const std::string out_dir = (fs::path(o_.work_dir) / lease.job_id()).string();
+    absl::StatusOr<RunSummary> summary = absl::UnknownError("not run");
+    if (absl::Status s = Localize(&recipe); !s.ok()) {
+      summary = s;
+    } else {
+      RunOptions run;
+      run.out_dir = out_dir;
+      run.on_progress = [&](const Progress& p) {
+        std::lock_guard<std::mutex> lock(mu);
+        latest = p;
+      };
+      run.cancelled = [&] { return cancelled.load(); };
+      summary = RunRecipe(recipe, run);
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      done = true;
+    }
+    done_cv.notify_all();
+    heartbeat.join();
+
+    if (cancelled) {
+      std::printf("worker %s: job %s cancelled\n", o_.worker_id.c_str(), lease.job_id().c_str());
+    } else if (!summary.ok()) {
+      v1::FailRequest fail;
+      fail.set_job_id(lease.job_id());
+      fail.set_lease_id(lease.lease_id());
+      fail.set_error(std::string(summary.status().message()));
+      grpc::ClientContext ctx;
+      Context(&ctx, 10000);
+      v1::Empty empty;
+      stub_->Fail(&ctx, fail, &empty);
+      std::printf("worker %s: job %s failed: %s\n", o_.worker_id.c_str(), lease.job_id().c_str(),
+                  fail.error().c_str());
+    } else {
+      grpc::Status s = grpc::Status::OK;
+      for (const auto& name : summary->artifacts) {
+        s = PutArtifact(lease, (fs::path(out_dir) / name).string(), name);
+        if (!s.ok()) break;
+      }
+      grpc::ClientContext ctx;
+      Context(&ctx, 10000);
+      v1::Empty empty;
+      if (s.ok()) {
+        v1::CompleteRequest complete;
+        complete.set_job_id(lease.job_id());
+        complete.set_lease_id(lease.lease_id());
+        complete.set_report_json(summary->report_json);
+        s = stub_->Complete(&ctx, complete, &empty);
+      }
+      std::printf("worker %s: job %s %s\n", o_.worker_id.c_str(), lease.job_id().c_str(),
+                  s.ok() ? "succeeded" : ("could not report: " + s.error_message()).c_str());
+    }
+    std::fflush(stdout);
+    std::error_code ec;
+    fs::remove_all(out_dir, ec);
+  }
+
+  int Loop(const std::atomic<bool>& stop) {
+    std::error_code ec;
+    fs::create_directories(o_.cache_dir, ec);
+    fs::create_directories(o_.work_dir, ec);
+    int failures = 0;
+    while (!stop) {
+      grpc::ClientContext ctx;
+      Context(&ctx, 15000);
+      v1::LeaseRequest req;
+      req.set_worker_id(o_.worker_id);
+      req.set_device(o_.device);
+      req.set_wait_ms(5000);
+      v1::LeaseResponse lease;
+      const grpc::Status s = stub_->Lease(&ctx, req, &lease);
+      if (!s.ok()) {
+        if (s.error_code() == grpc::StatusCode::UNAUTHENTICATED) {
+          std::fprintf(stderr, "error: UNAUTHENTICATED: %s\n", s.error_message().c_str());
+          return 1;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(std::min(5000, 200 << std::min(failures++, 5))));
+        continue;
+      }
+      failures = 0;
+      if (!lease.job_id().empty()) RunJob(lease);
+    }
+    return 0;
+  }
+
+ private:
+  LeaseLoopOptions o_;
+  std::unique_ptr<v1::WorkerService::Stub> stub_;
+};
+
+}  // namespace
+
+int RunLeaseLoop(const LeaseLoopOptions& options, const std::atomic<bool>& stop) {
+  Worker worker(options);
+  return worker.Loop(stop);
+}
+
+}  // namespace qopt::worker
