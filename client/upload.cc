@@ -69,7 +69,9 @@ absl::Status SendFrom(Connection& connection, const std::string& path, const Fil
 }  // namespace
 
 absl::StatusOr<FileDigest> UploadFile(Connection& connection, const std::string& path) {
-  ASSIGN_OR_RETURN(FileDigest digest, Sha256File(path));
+  absl::StatusOr<FileDigest> hashed = Sha256File(path);
+  if (!hashed.ok()) return UsageError(hashed.status().message());
+  const FileDigest digest = *hashed;
   absl::Status last;
   for (int attempt = 0; attempt < kMaxAttempts; ++attempt) {
     if (attempt > 0) std::this_thread::sleep_for(std::chrono::seconds(1 << (attempt - 1)));

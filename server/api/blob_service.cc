@@ -46,7 +46,7 @@ grpc::Status BlobServiceImpl::GetUploadStatus(grpc::ServerContext* ctx,
                                               v1::GetUploadStatusResponse* response) {
   std::string tenant;
   if (grpc::Status s = auth_->Tenant(ctx, &tenant); !s.ok()) return s;
-  if (!IsSha256(request->sha256())) {
+  if (!IsSha256Hex(request->sha256())) {
     return {grpc::StatusCode::INVALID_ARGUMENT, "sha256 must be 64 lowercase hex digits"};
   }
   response->set_complete(blobs_->Exists(request->sha256()));

@@ -24,7 +24,7 @@ grpc::Status CheckBlobRefs(const v1::Recipe& recipe, const BlobStore& blobs) {
   if (recipe.steps().empty()) return {grpc::StatusCode::INVALID_ARGUMENT, "recipe has no steps"};
   for (const auto& [field, value] : refs) {
     if (value->empty()) continue;
-    if (!IsSha256(*value)) {
+    if (!IsSha256Hex(*value)) {
       return {grpc::StatusCode::INVALID_ARGUMENT,
               absl::StrCat(field, " must be the sha256 of an uploaded blob, got '", *value, "'")};
     }

@@ -1,7 +1,6 @@
 #include "store/blob_store.h"
 
 #include <fcntl.h>
-#include <openssl/evp.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -12,34 +11,6 @@
 namespace qopt::server {
 
 namespace fs = std::filesystem;
-
-class Sha256Hasher {
- public:
-  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
-  Sha256Hasher() { EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr); }
-  ~Sha256Hasher() { EVP_MD_CTX_free(ctx); }
-  void Update(const void* data, size_t n) { EVP_DigestUpdate(ctx, data, n); }
-  std::string Hex() {
-    unsigned char digest[EVP_MAX_MD_SIZE];
-    unsigned int len = 0;
-    EVP_DigestFinal_ex(ctx, digest, &len);
-    static const char* hex = "0123456789abcdef";
-    std::string out;
-    for (unsigned int i = 0; i < len; ++i) {
-      out += hex[digest[i] >> 4];
-      out += hex[digest[i] & 15];
-    }
-    return out;
-  }
-};
-
-bool IsSha256(const std::string& s) {
-  if (s.size() != 64) return false;
-  for (char c : s) {
-    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
-  }
-  return true;
-}
 
 absl::StatusOr<std::unique_ptr<BlobStore>> BlobStore::Open(const std::string& root) {
   std::error_code ec;
@@ -55,7 +26,7 @@ std::string BlobStore::Path(const std::string& sha256) const {
 
 bool BlobStore::Exists(const std::string& sha256) const {
   std::error_code ec;
-  return IsSha256(sha256) && fs::is_regular_file(Path(sha256), ec);
+  return IsSha256Hex(sha256) && fs::is_regular_file(Path(sha256), ec);
 }
 
 int64_t BlobStore::Size(const std::string& sha256) const {
@@ -72,7 +43,7 @@ int64_t BlobStore::PartialSize(const std::string& sha256) const {
 
 absl::StatusOr<std::unique_ptr<BlobUpload>> BlobStore::Begin(const std::string& sha256,
                                                              int64_t size, int64_t offset) {
-  if (!IsSha256(sha256)) {
+  if (!IsSha256Hex(sha256)) {
     return absl::InvalidArgumentError(absl::StrCat("'", sha256, "' is not a sha256 (64 lowercase hex digits)"));
   }
   if (size < 0 || offset < 0 || offset > size) {
@@ -88,7 +59,7 @@ absl::StatusOr<std::unique_ptr<BlobUpload>> BlobStore::Begin(const std::string& 
   up->size_ = size;
   up->part_path_ = (fs::path(root_) / "uploads" / (sha256 + ".part")).string();
   up->final_path_ = Path(sha256);
-  up->hasher_ = std::make_unique<Sha256Hasher>();
+  up->hasher_ = std::make_unique<Sha256>();
   up->fd_ = open(up->part_path_.c_str(), O_WRONLY | O_CREAT | (offset == 0 ? O_TRUNC : O_APPEND), 0644);
   if (up->fd_ < 0) return absl::InternalError(absl::StrCat("cannot open ", up->part_path_));
   if (offset > 0) {
@@ -97,7 +68,7 @@ absl::StatusOr<std::unique_ptr<BlobUpload>> BlobStore::Begin(const std::string& 
     std::vector<char> buf(1 << 20);
     while (in) {
       in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
-      up->hasher_->Update(buf.data(), static_cast<size_t>(in.gcount()));
+      up->hasher_->Update(absl::string_view(buf.data(), static_cast<size_t>(in.gcount())));
     }
   }
   up->offset_ = offset;
@@ -118,7 +89,7 @@ absl::Status BlobUpload::Write(const std::string& bytes) {
     if (n < 0) return absl::InternalError(absl::StrCat("write to ", part_path_, " failed"));
     done += static_cast<size_t>(n);
   }
-  hasher_->Update(bytes.data(), bytes.size());
+  hasher_->Update(bytes);
   offset_ += static_cast<int64_t>(bytes.size());
   return absl::OkStatus();
 }
@@ -130,7 +101,7 @@ absl::Status BlobUpload::Commit() {
   if (fsync(fd_) != 0) return absl::InternalError(absl::StrCat("fsync of ", part_path_, " failed"));
   close(fd_);
   fd_ = -1;
-  const std::string actual = hasher_->Hex();
+  const std::string actual = hasher_->HexDigest();
   std::error_code ec;
   if (actual != sha256_) {
     fs::remove(part_path_, ec);
@@ -146,18 +117,6 @@ absl::Status BlobUpload::Commit() {
     close(dir);
   }
   return absl::OkStatus();
-}
-
-absl::StatusOr<std::string> Sha256File(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
-  Sha256Hasher h;
-  std::vector<char> buf(1 << 20);
-  while (in) {
-    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
-    h.Update(buf.data(), static_cast<size_t>(in.gcount()));
-  }
-  return h.Hex();
 }
 
 }  // namespace qopt::server

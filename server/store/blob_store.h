@@ -10,14 +10,11 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "sha256.h"
 
 namespace qopt::server {
 
-/// True for 64 lowercase hex digits.
-bool IsSha256(const std::string& s);
-
 class BlobStore;
-class Sha256Hasher;
 
 /// One upload in progress; Commit() or drop it (the .part file stays for resuming).
 class BlobUpload {
@@ -35,7 +32,7 @@ class BlobUpload {
   std::string sha256_, part_path_, final_path_;
   int64_t size_ = 0, offset_ = 0;
   int fd_ = -1;
-  std::unique_ptr<Sha256Hasher> hasher_;
+  std::unique_ptr<Sha256> hasher_;
 };
 
 class BlobStore {
@@ -56,8 +53,5 @@ class BlobStore {
   explicit BlobStore(std::string root) : root_(std::move(root)) {}
   std::string root_;
 };
-
-/// sha256 of a file, lowercase hex.
-absl::StatusOr<std::string> Sha256File(const std::string& path);
 
 }  // namespace qopt::server

@@ -37,7 +37,8 @@ TEST_F(BlobStoreTest, UploadPublishesOnlyVerifiedBytes) {
   EXPECT_TRUE(store_->Exists(kHello));
   EXPECT_EQ(store_->Size(kHello), 11);
   auto hash = Sha256File(store_->Path(kHello));
-  EXPECT_EQ(*hash, kHello);
+  ASSERT_TRUE(hash.ok());
+  EXPECT_EQ(hash->sha256, kHello);
 }
 
 TEST_F(BlobStoreTest, HashMismatchIsRejected) {

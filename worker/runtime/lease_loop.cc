@@ -1,7 +1,5 @@
 #include "runtime/lease_loop.h"
 
-#include <openssl/evp.h>
-
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -16,33 +14,12 @@
 #include "qopt/v1/service.grpc.pb.h"
 #include "recipe/recipe.h"
 #include "recipe/runner.h"
+#include "sha256.h"
 
 namespace qopt::worker {
 namespace {
 
 namespace fs = std::filesystem;
-
-std::string Sha256Hex(const std::string& path) {
-  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
-  EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr);
-  std::ifstream in(path, std::ios::binary);
-  std::vector<char> buf(1 << 20);
-  while (in) {
-    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
-    EVP_DigestUpdate(ctx, buf.data(), static_cast<size_t>(in.gcount()));
-  }
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  EVP_DigestFinal_ex(ctx, digest, &len);
-  EVP_MD_CTX_free(ctx);
-  static const char* hex = "0123456789abcdef";
-  std::string out;
-  for (unsigned int i = 0; i < len; ++i) {
-    out += hex[digest[i] >> 4];
-    out += hex[digest[i] & 15];
-  }
-  return out;
-}
 
 class Worker {
  public:
@@ -72,7 +49,8 @@ class Worker {
       grpc::Status s = reader->Finish();
       if (!s.ok()) return absl::UnavailableError(absl::StrCat("fetching blob ", sha256, ": ", s.error_message()));
     }
-    if (Sha256Hex(tmp.string()) != sha256) {
+    auto digest = Sha256File(tmp.string());
+    if (!digest.ok() || digest->sha256 != sha256) {
       fs::remove(tmp, ec);
       return absl::DataLossError(absl::StrCat("blob ", sha256, " arrived corrupted"));
     }
@@ -104,8 +82,10 @@ class Worker {
     msg.set_job_id(lease.job_id());
     msg.set_lease_id(lease.lease_id());
     msg.mutable_header()->set_name(name);
-    msg.mutable_header()->set_sha256(Sha256Hex(path));
-    msg.mutable_header()->set_size(static_cast<int64_t>(fs::file_size(path)));
+    auto digest = Sha256File(path);
+    if (!digest.ok()) return grpc::Status(grpc::StatusCode::INTERNAL, std::string(digest.status().message()));
+    msg.mutable_header()->set_sha256(digest->sha256);
+    msg.mutable_header()->set_size(digest->size);
     writer->Write(msg);
     std::ifstream in(path, std::ios::binary);
     std::string buf(1 << 20, '\0');

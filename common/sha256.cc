@@ -6,9 +6,8 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "errors.h"
 
-namespace qopt::cli {
+namespace qopt {
 
 struct Sha256::Ctx {
   EVP_MD_CTX* md = EVP_MD_CTX_new();
@@ -41,7 +40,7 @@ std::string Sha256::HexDigest() {
 
 absl::StatusOr<FileDigest> Sha256File(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) return UsageError(absl::StrCat("cannot read ", path));
+  if (!in) return absl::InvalidArgumentError(absl::StrCat("cannot read ", path));
   Sha256 hash;
   FileDigest result;
   std::vector<char> buffer(1 << 20);
@@ -52,7 +51,7 @@ absl::StatusOr<FileDigest> Sha256File(const std::string& path) {
     hash.Update(absl::string_view(buffer.data(), static_cast<size_t>(n)));
     result.size += n;
   }
-  if (in.bad()) return UsageError(absl::StrCat("error reading ", path));
+  if (in.bad()) return absl::InvalidArgumentError(absl::StrCat("error reading ", path));
   result.sha256 = hash.HexDigest();
   return result;
 }
@@ -65,4 +64,4 @@ bool IsSha256Hex(absl::string_view text) {
   return true;
 }
 
-}  // namespace qopt::cli
+}  // namespace qopt

@@ -1,4 +1,5 @@
 // SHA-256 with OpenSSL's EVP interface: blobs and artifacts are named by their hash.
+// Shared by the server (upload verification), the worker and the CLI.
 #pragma once
 
 #include <cstdint>
@@ -8,9 +9,9 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 
-namespace qopt::cli {
+namespace qopt {
 
-/// An incremental hash, for data that arrives in chunks (downloads).
+/// An incremental hash, for data that arrives in chunks.
 class Sha256 {
  public:
   Sha256();
@@ -32,10 +33,10 @@ struct FileDigest {
   int64_t size = 0;    // bytes
 };
 
-/// Hashes a whole file. Fails with a usage error when it cannot be read.
+/// Hashes a whole file. InvalidArgument when it cannot be read.
 [[nodiscard]] absl::StatusOr<FileDigest> Sha256File(const std::string& path);
 
 /// True for 64 lowercase hex digits, the service's blob names.
 bool IsSha256Hex(absl::string_view text);
 
-}  // namespace qopt::cli
+}  // namespace qopt
