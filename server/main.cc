@@ -1,6 +1,7 @@
 // qopt-server: the job service. Stores jobs in SQLite (WAL) and blobs as content-addressed
 // files under --data-dir, leases jobs to workers, and optionally runs local workers.
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -14,6 +15,7 @@
 #include <CLI/CLI.hpp>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <prometheus/exposer.h>
 
 #include "api/services.h"
 
@@ -36,6 +38,8 @@ pid_t StartWorker(const std::string& binary, const std::string& server, int inde
                   const std::string& token) {
   const pid_t pid = fork();
   if (pid == 0) {
+    // Local workers end with the server, even one killed with SIGKILL.
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
     if (!token.empty()) setenv("QOPT_TOKEN", token.c_str(), 1);
     const std::string id = "local-" + std::to_string(index);
     execl(binary.c_str(), binary.c_str(), "--server", server.c_str(), "--worker-id", id.c_str(),
@@ -51,7 +55,8 @@ pid_t StartWorker(const std::string& binary, const std::string& server, int inde
 int main(int argc, char** argv) {
   using namespace qopt::server;
   CLI::App app{"qopt-server: the qopt job service"};
-  std::string listen = "127.0.0.1:50051", data_dir, auth_file, worker_binary = DefaultWorkerBinary();
+  std::string listen = "127.0.0.1:50051", data_dir, auth_file, metrics_listen,
+              worker_binary = DefaultWorkerBinary();
   int local_workers = 0;
   JobStore::Options store_options;
   ServerLimits limits;
@@ -64,6 +69,7 @@ int main(int argc, char** argv) {
   app.add_option("--lease-ms", store_options.lease_ms, "Worker lease length");
   app.add_option("--max-attempts", store_options.max_attempts, "Leases per job before it fails");
   app.add_option("--max-upload-bytes", limits.max_upload_bytes, "Largest blob accepted");
+  app.add_option("--metrics-listen", metrics_listen, "HOST:PORT serving Prometheus /metrics");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -89,9 +95,21 @@ int main(int argc, char** argv) {
     auth = *a;
   }
 
-  BlobServiceImpl blob_service(blobs->get(), &auth, limits);
-  JobServiceImpl job_service(jobs->get(), blobs->get(), &auth);
-  WorkerServiceImpl worker_service(jobs->get(), blobs->get(), &auth, limits);
+  Metrics metrics;
+  (*jobs)->set_on_finished([&metrics](const qopt::v1::Job& job) { metrics.JobFinished(job); });
+  std::unique_ptr<prometheus::Exposer> exposer;
+  if (!metrics_listen.empty()) {
+    try {
+      exposer = std::make_unique<prometheus::Exposer>(metrics_listen);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "error: cannot serve metrics on %s: %s\n", metrics_listen.c_str(), e.what());
+      return 1;
+    }
+    exposer->RegisterCollectable(metrics.registry());
+  }
+  BlobServiceImpl blob_service(blobs->get(), &auth, &metrics, limits);
+  JobServiceImpl job_service(jobs->get(), blobs->get(), &auth, &metrics);
+  WorkerServiceImpl worker_service(jobs->get(), blobs->get(), &auth, &metrics, limits);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -109,6 +127,11 @@ int main(int argc, char** argv) {
   // With port 0 the system picks one; say which, so scripts can connect.
   const std::string address = listen.substr(0, listen.rfind(':') + 1) + std::to_string(port);
   std::printf("qopt-server listening on %s, data in %s\n", address.c_str(), data_dir.c_str());
+  if (exposer) {
+    const auto ports = exposer->GetListeningPorts();
+    std::printf("qopt-server metrics on %s:%d/metrics\n",
+                metrics_listen.substr(0, metrics_listen.rfind(':')).c_str(), ports.empty() ? 0 : ports[0]);
+  }
   std::fflush(stdout);
 
   signal(SIGINT, OnSignal);
@@ -117,7 +140,11 @@ int main(int argc, char** argv) {
   while (!g_stop) {
     if (auto expired = (*jobs)->ExpireLeases(); !expired.ok()) {
       std::fprintf(stderr, "lease expiry: %s\n", std::string(expired.status().message()).c_str());
+    } else {
+      metrics.LeaseExpired(*expired);
     }
+    if (auto counts = (*jobs)->CountByState(); counts.ok()) metrics.SetJobCounts(*counts);
+    metrics.UpdateLiveWorkers();
     // Local workers that exit are started again.
     for (int i = 0; i < local_workers; ++i) {
       if (workers[i] > 0 && waitpid(workers[i], nullptr, WNOHANG) == 0) continue;

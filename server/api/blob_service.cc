@@ -10,6 +10,7 @@ constexpr size_t kMaxChunk = 1 << 20;
 grpc::Status BlobServiceImpl::Upload(grpc::ServerContext* ctx,
                                      grpc::ServerReader<v1::UploadRequest>* reader,
                                      v1::UploadResponse* response) {
+  Metrics::RpcTimer timer(metrics_, "Upload");
   std::string tenant;
   if (grpc::Status s = auth_->Tenant(ctx, &tenant); !s.ok()) return s;
   v1::UploadRequest msg;
@@ -36,6 +37,7 @@ grpc::Status BlobServiceImpl::Upload(grpc::ServerContext* ctx,
       return {grpc::StatusCode::INVALID_ARGUMENT, "upload chunks must be at most 1 MiB"};
     }
     if (absl::Status s = (*upload)->Write(msg.chunk()); !s.ok()) return ToGrpc(s);
+    metrics_->BytesIn(static_cast<int64_t>(msg.chunk().size()));
   }
   if (ctx->IsCancelled()) return {grpc::StatusCode::CANCELLED, "upload cancelled; resume it later"};
   return ToGrpc((*upload)->Commit());
@@ -44,6 +46,7 @@ grpc::Status BlobServiceImpl::Upload(grpc::ServerContext* ctx,
 grpc::Status BlobServiceImpl::GetUploadStatus(grpc::ServerContext* ctx,
                                               const v1::GetUploadStatusRequest* request,
                                               v1::GetUploadStatusResponse* response) {
+  Metrics::RpcTimer timer(metrics_, "GetUploadStatus");
   std::string tenant;
   if (grpc::Status s = auth_->Tenant(ctx, &tenant); !s.ok()) return s;
   if (!IsSha256Hex(request->sha256())) {
@@ -56,7 +59,7 @@ grpc::Status BlobServiceImpl::GetUploadStatus(grpc::ServerContext* ctx,
 }
 
 grpc::Status StreamBlob(const BlobStore& blobs, const std::string& sha256,
-                        grpc::ServerWriter<v1::Chunk>* writer) {
+                        grpc::ServerWriter<v1::Chunk>* writer, Metrics* metrics) {
   if (!blobs.Exists(sha256)) return {grpc::StatusCode::NOT_FOUND, absl::StrCat("blob ", sha256, " not found")};
   std::ifstream in(blobs.Path(sha256), std::ios::binary);
   std::string buf(kMaxChunk, '\0');
@@ -67,6 +70,7 @@ grpc::Status StreamBlob(const BlobStore& blobs, const std::string& sha256,
     if (n <= 0) break;
     chunk.set_data(buf.data(), static_cast<size_t>(n));
     if (!writer->Write(chunk)) return {grpc::StatusCode::CANCELLED, "reader went away"};
+    metrics->BytesOut(n);
   }
   return grpc::Status::OK;
 }

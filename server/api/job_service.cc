@@ -40,6 +40,7 @@ grpc::Status CheckBlobRefs(const v1::Recipe& recipe, const BlobStore& blobs) {
 
 grpc::Status JobServiceImpl::SubmitJob(grpc::ServerContext* ctx, const v1::SubmitJobRequest* request,
                                        v1::Job* response) {
+  Metrics::RpcTimer timer(metrics_, "SubmitJob");
   std::string tenant;
   if (grpc::Status s = auth_->Tenant(ctx, &tenant); !s.ok()) return s;
   if (grpc::Status s = CheckBlobRefs(request->recipe(), *blobs_); !s.ok()) return s;
@@ -51,6 +52,7 @@ grpc::Status JobServiceImpl::SubmitJob(grpc::ServerContext* ctx, const v1::Submi
 
 grpc::Status JobServiceImpl::GetJob(grpc::ServerContext* ctx, const v1::GetJobRequest* request,
                                     v1::Job* response) {
+  Metrics::RpcTimer timer(metrics_, "GetJob");
   std::string tenant;
   if (grpc::Status s = auth_->Tenant(ctx, &tenant); !s.ok()) return s;
   auto job = jobs_->Get(tenant, request->id());
@@ -61,6 +63,7 @@ grpc::Status JobServiceImpl::GetJob(grpc::ServerContext* ctx, const v1::GetJobRe
 
 grpc::Status JobServiceImpl::ListJobs(grpc::ServerContext* ctx, const v1::ListJobsRequest* request,
                                       v1::ListJobsResponse* response) {
+  Metrics::RpcTimer timer(metrics_, "ListJobs");
   std::string tenant;
   if (grpc::Status s = auth_->Tenant(ctx, &tenant); !s.ok()) return s;
   auto list = jobs_->List(tenant, request->state(), request->page_size(), request->page_token());
@@ -71,6 +74,7 @@ grpc::Status JobServiceImpl::ListJobs(grpc::ServerContext* ctx, const v1::ListJo
 
 grpc::Status JobServiceImpl::CancelJob(grpc::ServerContext* ctx, const v1::CancelJobRequest* request,
                                        v1::Job* response) {
+  Metrics::RpcTimer timer(metrics_, "CancelJob");
   std::string tenant;
   if (grpc::Status s = auth_->Tenant(ctx, &tenant); !s.ok()) return s;
   auto job = jobs_->Cancel(tenant, request->id());
@@ -81,6 +85,7 @@ grpc::Status JobServiceImpl::CancelJob(grpc::ServerContext* ctx, const v1::Cance
 
 grpc::Status JobServiceImpl::WatchJob(grpc::ServerContext* ctx, const v1::WatchJobRequest* request,
                                       grpc::ServerWriter<v1::JobEvent>* writer) {
+  Metrics::RpcTimer timer(metrics_, "WatchJob");
   std::string tenant;
   if (grpc::Status s = auth_->Tenant(ctx, &tenant); !s.ok()) return s;
   int64_t after = request->after_sequence();
@@ -99,6 +104,7 @@ grpc::Status JobServiceImpl::WatchJob(grpc::ServerContext* ctx, const v1::WatchJ
 
 grpc::Status JobServiceImpl::GetReport(grpc::ServerContext* ctx, const v1::GetReportRequest* request,
                                        v1::Report* response) {
+  Metrics::RpcTimer timer(metrics_, "GetReport");
   std::string tenant;
   if (grpc::Status s = auth_->Tenant(ctx, &tenant); !s.ok()) return s;
   auto report = jobs_->Report(tenant, request->id());
@@ -110,11 +116,12 @@ grpc::Status JobServiceImpl::GetReport(grpc::ServerContext* ctx, const v1::GetRe
 grpc::Status JobServiceImpl::DownloadArtifact(grpc::ServerContext* ctx,
                                               const v1::DownloadArtifactRequest* request,
                                               grpc::ServerWriter<v1::Chunk>* writer) {
+  Metrics::RpcTimer timer(metrics_, "DownloadArtifact");
   std::string tenant;
   if (grpc::Status s = auth_->Tenant(ctx, &tenant); !s.ok()) return s;
   auto artifact = jobs_->GetArtifact(tenant, request->job_id(), request->name());
   if (!artifact.ok()) return ToGrpc(artifact.status());
-  return StreamBlob(*blobs_, artifact->sha256(), writer);
+  return StreamBlob(*blobs_, artifact->sha256(), writer, metrics_);
 }
 
 }  // namespace qopt::server

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "api/auth.h"
+#include "api/metrics.h"
 #include "qopt/v1/service.grpc.pb.h"
 #include "store/blob_store.h"
 #include "store/job_store.h"
@@ -19,8 +20,8 @@ struct ServerLimits {
 
 class BlobServiceImpl final : public v1::BlobService::Service {
  public:
-  BlobServiceImpl(BlobStore* blobs, const Authenticator* auth, ServerLimits limits)
-      : blobs_(blobs), auth_(auth), limits_(limits) {}
+  BlobServiceImpl(BlobStore* blobs, const Authenticator* auth, Metrics* metrics, ServerLimits limits)
+      : blobs_(blobs), auth_(auth), metrics_(metrics), limits_(limits) {}
   grpc::Status Upload(grpc::ServerContext* ctx, grpc::ServerReader<v1::UploadRequest>* reader,
                       v1::UploadResponse* response) override;
   grpc::Status GetUploadStatus(grpc::ServerContext* ctx, const v1::GetUploadStatusRequest* request,
@@ -29,13 +30,14 @@ class BlobServiceImpl final : public v1::BlobService::Service {
  private:
   BlobStore* blobs_;
   const Authenticator* auth_;
+  Metrics* metrics_;
   ServerLimits limits_;
 };
 
 class JobServiceImpl final : public v1::JobService::Service {
  public:
-  JobServiceImpl(JobStore* jobs, BlobStore* blobs, const Authenticator* auth)
-      : jobs_(jobs), blobs_(blobs), auth_(auth) {}
+  JobServiceImpl(JobStore* jobs, BlobStore* blobs, const Authenticator* auth, Metrics* metrics)
+      : jobs_(jobs), blobs_(blobs), auth_(auth), metrics_(metrics) {}
   grpc::Status SubmitJob(grpc::ServerContext* ctx, const v1::SubmitJobRequest* request,
                          v1::Job* response) override;
   grpc::Status GetJob(grpc::ServerContext* ctx, const v1::GetJobRequest* request,
@@ -55,12 +57,14 @@ class JobServiceImpl final : public v1::JobService::Service {
   JobStore* jobs_;
   BlobStore* blobs_;
   const Authenticator* auth_;
+  Metrics* metrics_;
 };
 
 class WorkerServiceImpl final : public v1::WorkerService::Service {
  public:
-  WorkerServiceImpl(JobStore* jobs, BlobStore* blobs, const Authenticator* auth, ServerLimits limits)
-      : jobs_(jobs), blobs_(blobs), auth_(auth), limits_(limits) {}
+  WorkerServiceImpl(JobStore* jobs, BlobStore* blobs, const Authenticator* auth, Metrics* metrics,
+                    ServerLimits limits)
+      : jobs_(jobs), blobs_(blobs), auth_(auth), metrics_(metrics), limits_(limits) {}
   grpc::Status Lease(grpc::ServerContext* ctx, const v1::LeaseRequest* request,
                      v1::LeaseResponse* response) override;
   grpc::Status Heartbeat(grpc::ServerContext* ctx, const v1::HeartbeatRequest* request,
@@ -78,11 +82,12 @@ class WorkerServiceImpl final : public v1::WorkerService::Service {
   JobStore* jobs_;
   BlobStore* blobs_;
   const Authenticator* auth_;
+  Metrics* metrics_;
   ServerLimits limits_;
 };
 
-/// Streams a stored blob in chunks of at most 1 MiB.
+/// Streams a stored blob in chunks of at most 1 MiB, counting the bytes sent.
 grpc::Status StreamBlob(const BlobStore& blobs, const std::string& sha256,
-                        grpc::ServerWriter<v1::Chunk>* writer);
+                        grpc::ServerWriter<v1::Chunk>* writer, Metrics* metrics);
 
 }  // namespace qopt::server

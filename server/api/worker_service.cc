@@ -7,7 +7,9 @@ namespace qopt::server {
 
 grpc::Status WorkerServiceImpl::Lease(grpc::ServerContext* ctx, const v1::LeaseRequest* request,
                                       v1::LeaseResponse* response) {
+  Metrics::RpcTimer timer(metrics_, "Lease");
   if (grpc::Status s = auth_->Worker(ctx); !s.ok()) return s;
+  metrics_->WorkerSeen(request->worker_id());
   const int wait = std::clamp(request->wait_ms(), 0, limits_.max_lease_wait_ms);
   auto grant = jobs_->Lease(request->worker_id(), wait);
   if (absl::IsNotFound(grant.status())) return grpc::Status::OK;  // nothing queued: empty reply
@@ -22,7 +24,9 @@ grpc::Status WorkerServiceImpl::Lease(grpc::ServerContext* ctx, const v1::LeaseR
 grpc::Status WorkerServiceImpl::Heartbeat(grpc::ServerContext* ctx,
                                           const v1::HeartbeatRequest* request,
                                           v1::HeartbeatResponse* response) {
+  Metrics::RpcTimer timer(metrics_, "Heartbeat");
   if (grpc::Status s = auth_->Worker(ctx); !s.ok()) return s;
+  metrics_->WorkerSeen(request->worker_id());
   auto result = jobs_->Heartbeat(*request);
   if (!result.ok()) return ToGrpc(result.status());
   response->set_cancelled(result->first);
@@ -32,13 +36,15 @@ grpc::Status WorkerServiceImpl::Heartbeat(grpc::ServerContext* ctx,
 
 grpc::Status WorkerServiceImpl::ReadBlob(grpc::ServerContext* ctx, const v1::ReadBlobRequest* request,
                                          grpc::ServerWriter<v1::Chunk>* writer) {
+  Metrics::RpcTimer timer(metrics_, "ReadBlob");
   if (grpc::Status s = auth_->Worker(ctx); !s.ok()) return s;
-  return StreamBlob(*blobs_, request->sha256(), writer);
+  return StreamBlob(*blobs_, request->sha256(), writer, metrics_);
 }
 
 grpc::Status WorkerServiceImpl::PutArtifact(grpc::ServerContext* ctx,
                                             grpc::ServerReader<v1::PutArtifactRequest>* reader,
                                             v1::PutArtifactResponse* response) {
+  Metrics::RpcTimer timer(metrics_, "PutArtifact");
   if (grpc::Status s = auth_->Worker(ctx); !s.ok()) return s;
   v1::PutArtifactRequest msg;
   if (!reader->Read(&msg) || !msg.has_header()) {
@@ -54,6 +60,7 @@ grpc::Status WorkerServiceImpl::PutArtifact(grpc::ServerContext* ctx,
     if (!upload.ok()) return ToGrpc(upload.status());
     while (reader->Read(&msg)) {
       if (absl::Status s = (*upload)->Write(msg.chunk()); !s.ok()) return ToGrpc(s);
+      metrics_->BytesIn(static_cast<int64_t>(msg.chunk().size()));
     }
     if (absl::Status s = (*upload)->Commit(); !s.ok()) return ToGrpc(s);
   } else {
@@ -65,12 +72,14 @@ grpc::Status WorkerServiceImpl::PutArtifact(grpc::ServerContext* ctx,
 
 grpc::Status WorkerServiceImpl::Complete(grpc::ServerContext* ctx, const v1::CompleteRequest* request,
                                          v1::Empty*) {
+  Metrics::RpcTimer timer(metrics_, "Complete");
   if (grpc::Status s = auth_->Worker(ctx); !s.ok()) return s;
   return ToGrpc(jobs_->Complete(request->job_id(), request->lease_id(), request->report_json()));
 }
 
 grpc::Status WorkerServiceImpl::Fail(grpc::ServerContext* ctx, const v1::FailRequest* request,
                                      v1::Empty*) {
+  Metrics::RpcTimer timer(metrics_, "Fail");
   if (grpc::Status s = auth_->Worker(ctx); !s.ok()) return s;
   return ToGrpc(jobs_->Fail(request->job_id(), request->lease_id(), request->error()));
 }

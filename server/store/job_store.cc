@@ -247,6 +247,7 @@ absl::StatusOr<v1::Job> JobStore::Cancel(const std::string& tenant, const std::s
       if (state == v1::QUEUED) return AppendEvent(id, v1::CANCELLED, "cancelled", 0, 0, "cancelled");
       return AppendEvent(id, v1::RUNNING, "cancelling", 0, 0, "cancellation requested");
     }));
+    if (state == v1::QUEUED) NotifyFinished(id);
   }
   changed_.notify_all();
   std::lock_guard<std::mutex> lock(mu_);
@@ -350,6 +351,11 @@ absl::StatusOr<LeaseGrant> JobStore::Lease(const std::string& worker_id, int wai
   }
 }
 
+void JobStore::NotifyFinished(const std::string& id) {
+  if (!on_finished_) return;
+  if (auto job = Load(id); job.ok()) on_finished_(*job);
+}
+
 absl::Status JobStore::CheckLease(const std::string& job_id, const std::string& lease_id) {
   ASSIGN_OR_RETURN(Statement st, db_->Prepare("SELECT state, lease_id FROM jobs WHERE id = ?"));
   st.Bind(1, job_id);
@@ -383,6 +389,7 @@ absl::StatusOr<std::pair<bool, int64_t>> JobStore::Heartbeat(const v1::Heartbeat
       return AppendEvent(hb.job_id(), v1::RUNNING, hb.stage(), hb.progress(), hb.eta_seconds(),
                          hb.message());
     }));
+    if (cancel) NotifyFinished(hb.job_id());
     changed_.notify_all();
     return std::make_pair(cancel, expires);
   }
@@ -412,6 +419,7 @@ absl::Status JobStore::Complete(const std::string& job_id, const std::string& le
       RETURN_IF_ERROR(up.Run());
       return AppendEvent(job_id, v1::SUCCEEDED, "done", 1.0, 0.0, "succeeded");
     }));
+    NotifyFinished(job_id);
   }
   changed_.notify_all();
   return absl::OkStatus();
@@ -429,6 +437,7 @@ absl::Status JobStore::Fail(const std::string& job_id, const std::string& lease_
       RETURN_IF_ERROR(up.Run());
       return AppendEvent(job_id, v1::FAILED, "failed", 0.0, 0.0, error);
     }));
+    NotifyFinished(job_id);
   }
   changed_.notify_all();
   return absl::OkStatus();
@@ -472,6 +481,7 @@ absl::StatusOr<int> JobStore::ExpireLeases() {
           default: return AppendEvent(id, next, "queued", 0, 0, "lease expired; queued again");
         }
       }));
+      if (next != v1::QUEUED) NotifyFinished(id);
       ++expired;
     }
   }

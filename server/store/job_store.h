@@ -68,6 +68,9 @@ class JobStore {
   /// how many expired.
   absl::StatusOr<int> ExpireLeases();
 
+  /// Called (under the store's lock; keep it short) whenever a job reaches a final state.
+  void set_on_finished(std::function<void(const v1::Job&)> f) { on_finished_ = std::move(f); }
+
   /// Jobs per state, for metrics.
   absl::StatusOr<std::vector<std::pair<v1::JobState, int64_t>>> CountByState();
 
@@ -80,11 +83,13 @@ class JobStore {
   absl::Status AppendEvent(const std::string& id, v1::JobState state, const std::string& stage,
                            double progress, double eta, const std::string& message);
   absl::Status CheckLease(const std::string& job_id, const std::string& lease_id);
+  void NotifyFinished(const std::string& id);
 
   std::unique_ptr<Database> db_;
   Options options_;
   std::mutex mu_;
   std::condition_variable changed_;
+  std::function<void(const v1::Job&)> on_finished_;
 };
 
 int64_t NowUnixMs();

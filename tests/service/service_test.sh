@@ -29,6 +29,7 @@ start_server() {
   server_pid=$!
   for _ in $(seq 100); do
     addr=$(sed -n 's/^qopt-server listening on \([^,]*\),.*/\1/p' "$tmp/server.log")
+    metrics_url=$(sed -n 's/^qopt-server metrics on \(.*\)$/http:\/\/\1/p' "$tmp/server.log")
     [ -n "$addr" ] && break
     sleep 0.1
   done
@@ -46,7 +47,17 @@ job_field() {  # job_field JOB_ID FIELD: a field of `qopt status --output json`
   "$cli" status "$1" --output json | "$python" -c "import json,sys; print(json.load(sys.stdin).get('$2', ''))"
 }
 
-start_server "$tmp/data"
+# metric NAME_WITH_LABELS: its value on the server's /metrics page (0 when absent).
+metric() {
+  "$python" - "$metrics_url" "$1" <<'PY'
+import sys, urllib.request
+text = urllib.request.urlopen(sys.argv[1], timeout=5).read().decode()
+values = [float(l.rsplit(" ", 1)[1]) for l in text.splitlines() if l.startswith(sys.argv[2] + " ")]
+print(values[0] if values else 0)
+PY
+}
+
+start_server "$tmp/data" --metrics-listen 127.0.0.1:0
 
 # 1. A job end to end: the bundled recipe, files uploaded by the CLI, live watch,
 #    artifacts downloaded and loaded by stock PyTorch.
@@ -93,9 +104,19 @@ pkill -9 -f "qopt-worker --server $QOPT_SERVER" || fail "no worker process to ki
 attempts=$(job_field "$slow" attempts)
 [ "$attempts" -ge 2 ] 2>/dev/null || fail "job $slow ran $attempts times; expected a second lease"
 echo "ok   worker killed: job $slow succeeded on attempt $attempts"
+
+# 5. Metrics on their own port.
+sleep 0.5
+for m in 'qopt_jobs{state="SUCCEEDED"}' 'qopt_jobs{state="FAILED"}' 'qopt_lease_expiries_total' \
+         'qopt_bytes_total{direction="in"}' 'qopt_bytes_total{direction="out"}' 'qopt_live_workers' \
+         'qopt_rpc_duration_seconds_count{method="SubmitJob"}' 'qopt_job_duration_seconds_count{state="SUCCEEDED"}'; do
+  v=$(metric "$m")
+  "$python" -c "import sys; sys.exit(0 if float('$v') >= 1 else 1)" || fail "metric $m is $v"
+done
+echo "ok   metrics: SUCCEEDED $(metric 'qopt_jobs{state="SUCCEEDED"}'), lease expiries $(metric qopt_lease_expiries_total), bytes in $(metric 'qopt_bytes_total{direction="in"}')"
 stop_server
 
-# 5. Tenants: bearer tokens, no token, another tenant's job.
+# 6. Tenants: bearer tokens, no token, another tenant's job.
 cat > "$tmp/auth.json" <<'JSON'
 {"tenants": {"token-a": "team-a", "token-b": "team-b"}, "worker_tokens": ["token-w"]}
 JSON

@@ -118,6 +118,7 @@ class Worker {
         v1::HeartbeatRequest hb;
         hb.set_job_id(lease.job_id());
         hb.set_lease_id(lease.lease_id());
+        hb.set_worker_id(o_.worker_id);
         const double overall =
             latest.num_steps > 0 ? (std::max(0, latest.step - 1) + latest.fraction) / latest.num_steps : 0.0;
         hb.set_stage(latest.stage);

@@ -1,0 +1,78 @@
+#include "api/metrics.h"
+
+namespace qopt::server {
+
+Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
+  jobs_ = &prometheus::BuildGauge().Name("qopt_jobs").Help("Jobs by state").Register(*registry_);
+  queue_depth_ = &prometheus::BuildGauge()
+                      .Name("qopt_queue_depth")
+                      .Help("Jobs waiting for a worker")
+                      .Register(*registry_)
+                      .Add({});
+  job_seconds_ = &prometheus::BuildHistogram()
+                      .Name("qopt_job_duration_seconds")
+                      .Help("Submission to final state, by final state")
+                      .Register(*registry_);
+  lease_expiries_ = &prometheus::BuildCounter()
+                         .Name("qopt_lease_expiries_total")
+                         .Help("Leases that expired (worker lost)")
+                         .Register(*registry_)
+                         .Add({});
+  live_workers_ = &prometheus::BuildGauge()
+                       .Name("qopt_live_workers")
+                       .Help("Workers heard from in the last 30 s")
+                       .Register(*registry_)
+                       .Add({});
+  auto& bytes = prometheus::BuildCounter().Name("qopt_bytes_total").Help("Blob bytes by direction").Register(*registry_);
+  bytes_in_ = &bytes.Add({{"direction", "in"}});
+  bytes_out_ = &bytes.Add({{"direction", "out"}});
+  rpc_seconds_ = &prometheus::BuildHistogram()
+                      .Name("qopt_rpc_duration_seconds")
+                      .Help("RPC handler time by method")
+                      .Register(*registry_);
+}
+
+void Metrics::SetJobCounts(const std::vector<std::pair<v1::JobState, int64_t>>& counts) {
+  double queued = 0;
+  for (int s = v1::QUEUED; s <= v1::CANCELLED; ++s) {
+    double n = 0;
+    for (const auto& [state, count] : counts) {
+      if (state == s) n = static_cast<double>(count);
+    }
+    jobs_->Add({{"state", v1::JobState_Name(static_cast<v1::JobState>(s))}}).Set(n);
+    if (s == v1::QUEUED) queued = n;
+  }
+  queue_depth_->Set(queued);
+}
+
+void Metrics::JobFinished(const v1::Job& job) {
+  static const prometheus::Histogram::BucketBoundaries kBuckets = {1, 5, 15, 60, 300, 900, 3600, 14400};
+  job_seconds_->Add({{"state", v1::JobState_Name(job.state())}}, kBuckets)
+      .Observe(static_cast<double>(job.updated_unix_ms() - job.created_unix_ms()) / 1000.0);
+}
+
+void Metrics::LeaseExpired(int count) {
+  if (count > 0) lease_expiries_->Increment(count);
+}
+
+void Metrics::WorkerSeen(const std::string& worker_id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  workers_[worker_id] = std::chrono::steady_clock::now();
+}
+
+void Metrics::UpdateLiveWorkers() {
+  std::lock_guard<std::mutex> lock(mu_);
+  const auto cutoff = std::chrono::steady_clock::now() - std::chrono::seconds(30);
+  for (auto it = workers_.begin(); it != workers_.end();) {
+    it = it->second < cutoff ? workers_.erase(it) : std::next(it);
+  }
+  live_workers_->Set(static_cast<double>(workers_.size()));
+}
+
+void Metrics::ObserveRpc(const std::string& method, double seconds) {
+  static const prometheus::Histogram::BucketBoundaries kBuckets = {
+      0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5, 30};
+  rpc_seconds_->Add({{"method", method}}, kBuckets).Observe(seconds);
+}
+
+}  // namespace qopt::server
