@@ -4,10 +4,6 @@
 namespace qopt::server {
 namespace {
 
-bool Finished(v1::JobState s) {
-  return s == v1::SUCCEEDED || s == v1::FAILED || s == v1::CANCELLED;
-}
-
 // A job's files are blobs named by sha256; the server checks they exist but never opens
 // a model (workers do, in their own processes).
 grpc::Status CheckBlobRefs(const v1::Recipe& recipe, const BlobStore& blobs) {
@@ -95,7 +91,7 @@ grpc::Status JobServiceImpl::WatchJob(grpc::ServerContext* ctx, const v1::WatchJ
     for (const auto& e : *events) {
       if (!writer->Write(e)) return grpc::Status::OK;  // watcher went away
       after = e.sequence();
-      if (Finished(e.state())) return grpc::Status::OK;
+      if (IsFinal(e.state())) return grpc::Status::OK;
     }
     jobs_->WaitForEvent(request->id(), after, 1000);
   }

@@ -65,10 +65,6 @@ std::string RandomId(const char* prefix) {
   return id;
 }
 
-bool Finished(v1::JobState s) {
-  return s == v1::SUCCEEDED || s == v1::FAILED || s == v1::CANCELLED;
-}
-
 constexpr char kJobColumns[] =
     "id, state, priority, recipe, attempts, stage, progress, eta, error, created_ms, updated_ms";
 
@@ -233,7 +229,7 @@ absl::StatusOr<v1::Job> JobStore::Cancel(const std::string& tenant, const std::s
     ASSIGN_OR_RETURN(bool row, st.Step());
     if (!row || st.Text(0) != tenant) return absl::NotFoundError(absl::StrCat("job ", id, " not found"));
     const auto state = static_cast<v1::JobState>(st.Int(1));
-    if (internal_store::Finished(state)) {
+    if (IsFinal(state)) {
       return absl::FailedPreconditionError(
           absl::StrCat("job ", id, " already ended (", v1::JobState_Name(state), ")"));
     }

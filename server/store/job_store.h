@@ -94,4 +94,9 @@ class JobStore {
 
 int64_t NowUnixMs();
 
+/// SUCCEEDED, FAILED and CANCELLED are final.
+inline bool IsFinal(v1::JobState s) {
+  return s == v1::SUCCEEDED || s == v1::FAILED || s == v1::CANCELLED;
+}
+
 }  // namespace qopt::server
