@@ -17,6 +17,8 @@ struct ClientOptions {
   std::string server;
   /// Sent as "authorization: Bearer <token>" when non-empty.
   std::string token;
+  /// PEM certificate(s) to trust; when set the channel uses TLS.
+  std::string tls_ca_pem;
   /// Print machine-readable JSON instead of text.
   bool json = false;
 };

@@ -8,6 +8,7 @@
 
 #include "absl/strings/ascii.h"
 #include "commands.h"
+#include "file_text.h"
 #include "errors.h"
 
 namespace {
@@ -30,6 +31,7 @@ int main(int argc, char** argv) {
       "Environment:\n"
       "  QOPT_SERVER  default for --server\n"
       "  QOPT_TOKEN   bearer token sent with every call\n"
+      "  QOPT_TLS_CA  default for --tls-ca\n"
       "Exit codes: 0 ok, 1 RPC error, 2 usage or input error; watch: 3 job FAILED, 4 CANCELLED");
   app.require_subcommand(1);
   // Global options may follow the subcommand: `qopt status job-1 --output json`.
@@ -41,6 +43,10 @@ int main(int argc, char** argv) {
   app.add_option("--server", options.server, "HOST:PORT of qopt-server")
       ->envname("QOPT_SERVER")
       ->capture_default_str();
+  std::string tls_ca;
+  app.add_option("--tls-ca", tls_ca, "PEM certificate to trust; connects with TLS")
+      ->envname("QOPT_TLS_CA")
+      ->check(CLI::ExistingFile);
   app.add_option("--output", output, "Output format")
       ->check(CLI::IsMember({"text", "json"}))
       ->capture_default_str();
@@ -113,6 +119,11 @@ int main(int argc, char** argv) {
 
   options.json = output == "json";
   if (const char* token = std::getenv("QOPT_TOKEN")) options.token = token;
+  if (!tls_ca.empty()) {
+    absl::StatusOr<std::string> pem = qopt::ReadTextFile(tls_ca);
+    if (!pem.ok()) return ReportError(UsageError(pem.status().message()));
+    options.tls_ca_pem = *pem;
+  }
   Connection connection(options);
   absl::StatusOr<int> result = command(connection);
   return result.ok() ? *result : ReportError(result.status());

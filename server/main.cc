@@ -18,6 +18,7 @@
 #include <prometheus/exposer.h>
 
 #include "api/services.h"
+#include "file_text.h"
 
 namespace {
 
@@ -35,12 +36,14 @@ std::string DefaultWorkerBinary() {
 }
 
 pid_t StartWorker(const std::string& binary, const std::string& server, int index,
-                  const std::string& token) {
+                  const std::string& token, const std::string& tls_ca) {
   const pid_t pid = fork();
   if (pid == 0) {
     // Local workers end with the server, even one killed with SIGKILL.
     prctl(PR_SET_PDEATHSIG, SIGTERM);
     if (!token.empty()) setenv("QOPT_TOKEN", token.c_str(), 1);
+    // The server's own certificate is what its local workers trust.
+    if (!tls_ca.empty()) setenv("QOPT_TLS_CA", tls_ca.c_str(), 1);
     const std::string id = "local-" + std::to_string(index);
     execl(binary.c_str(), binary.c_str(), "--server", server.c_str(), "--worker-id", id.c_str(),
           "--device", "cpu", static_cast<char*>(nullptr));
@@ -55,7 +58,7 @@ pid_t StartWorker(const std::string& binary, const std::string& server, int inde
 int main(int argc, char** argv) {
   using namespace qopt::server;
   CLI::App app{"qopt-server: the qopt job service"};
-  std::string listen = "127.0.0.1:50051", data_dir, auth_file, metrics_listen,
+  std::string listen = "127.0.0.1:50051", data_dir, auth_file, metrics_listen, tls_cert, tls_key,
               worker_binary = DefaultWorkerBinary();
   int local_workers = 0;
   JobStore::Options store_options;
@@ -70,6 +73,9 @@ int main(int argc, char** argv) {
   app.add_option("--max-attempts", store_options.max_attempts, "Leases per job before it fails");
   app.add_option("--max-upload-bytes", limits.max_upload_bytes, "Largest blob accepted");
   app.add_option("--metrics-listen", metrics_listen, "HOST:PORT serving Prometheus /metrics");
+  app.add_option("--tls-cert", tls_cert, "PEM certificate chain: serve gRPC over TLS")
+      ->check(CLI::ExistingFile);
+  app.add_option("--tls-key", tls_key, "PEM private key of --tls-cert")->check(CLI::ExistingFile);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -112,9 +118,26 @@ int main(int argc, char** argv) {
   WorkerServiceImpl worker_service(jobs->get(), blobs->get(), &auth, &metrics, limits);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
+  if (tls_cert.empty() != tls_key.empty()) {
+    std::fprintf(stderr, "error: --tls-cert and --tls-key go together\n");
+    return 2;
+  }
+  if (!tls_cert.empty()) {
+    auto cert = qopt::ReadTextFile(tls_cert);
+    auto key = qopt::ReadTextFile(tls_key);
+    if (!cert.ok() || !key.ok()) {
+      std::fprintf(stderr, "error: %s\n",
+                   std::string((cert.ok() ? key.status() : cert.status()).message()).c_str());
+      return 2;
+    }
+    grpc::SslServerCredentialsOptions ssl;
+    ssl.pem_key_cert_pairs.push_back({*key, *cert});
+    credentials = grpc::SslServerCredentials(ssl);
+  }
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(listen, credentials, &port);
   builder.SetMaxReceiveMessageSize(2 << 20);
   builder.RegisterService(&blob_service);
   builder.RegisterService(&job_service);
@@ -148,7 +171,7 @@ int main(int argc, char** argv) {
     // Local workers that exit are started again.
     for (int i = 0; i < local_workers; ++i) {
       if (workers[i] > 0 && waitpid(workers[i], nullptr, WNOHANG) == 0) continue;
-      workers[i] = StartWorker(worker_binary, address, i, auth.AnyWorkerToken());
+      workers[i] = StartWorker(worker_binary, address, i, auth.AnyWorkerToken(), tls_cert);
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }

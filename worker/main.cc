@@ -10,6 +10,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "file_text.h"
 #include "recipe/recipe.h"
 #include "recipe/runner.h"
 #if QOPT_WORKER_SERVICE
@@ -63,11 +64,13 @@ int main(int argc, char** argv) {
   CLI::App app{"qopt-worker: quantization and compression jobs for TorchScript models.\n"
                 "Either `qopt-worker run ...` (offline, one recipe) or "
                 "`qopt-worker --server HOST:PORT` (serve jobs from qopt-server)."};
-  std::string server, worker_id, cache_dir, service_device = "cpu";
+  std::string server, worker_id, cache_dir, tls_ca, service_device = "cpu";
   app.add_option("--server", server, "qopt-server to lease jobs from (token: QOPT_TOKEN)");
   app.add_option("--worker-id", worker_id, "Name shown in job events (default: host-pid)");
   app.add_option("--cache-dir", cache_dir, "Blob cache (default: $TMPDIR/qopt-worker-cache)");
   app.add_option("--device", service_device, "cpu or cuda:N for leased jobs");
+  app.add_option("--tls-ca", tls_ca, "PEM certificate to trust: connect with TLS")
+      ->envname("QOPT_TLS_CA");
 
   std::string model, recipe, data, out, device;
   int threads = 0;
@@ -101,6 +104,14 @@ int main(int argc, char** argv) {
   options.token = std::getenv("QOPT_TOKEN") ? std::getenv("QOPT_TOKEN") : "";
   options.worker_id = worker_id.empty() ? std::string(host) + "-" + std::to_string(getpid()) : worker_id;
   options.device = service_device;
+  if (!tls_ca.empty()) {
+    auto pem = qopt::ReadTextFile(tls_ca);
+    if (!pem.ok()) {
+      std::fprintf(stderr, "error: %s\n", std::string(pem.status().message()).c_str());
+      return 2;
+    }
+    options.tls_ca_pem = *pem;
+  }
   const std::string tmp = std::getenv("TMPDIR") ? std::getenv("TMPDIR") : "/tmp";
   options.cache_dir = cache_dir.empty() ? tmp + "/qopt-worker-cache" : cache_dir;
   options.work_dir = tmp + "/qopt-worker-" + std::to_string(getpid());

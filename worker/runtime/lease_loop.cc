@@ -23,8 +23,15 @@ namespace fs = std::filesystem;
 
 class Worker {
  public:
-  explicit Worker(const LeaseLoopOptions& o)
-      : o_(o), stub_(v1::WorkerService::NewStub(grpc::CreateChannel(o.server, grpc::InsecureChannelCredentials()))) {}
+  explicit Worker(const LeaseLoopOptions& o) : o_(o) {
+    std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
+    if (!o.tls_ca_pem.empty()) {
+      grpc::SslCredentialsOptions ssl;
+      ssl.pem_root_certs = o.tls_ca_pem;
+      credentials = grpc::SslCredentials(ssl);
+    }
+    stub_ = v1::WorkerService::NewStub(grpc::CreateChannel(o.server, credentials));
+  }
 
   void Context(grpc::ClientContext* ctx, int deadline_ms) const {
     if (!o_.token.empty()) ctx->AddMetadata("authorization", "Bearer " + o_.token);

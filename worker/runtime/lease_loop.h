@@ -11,6 +11,7 @@ namespace qopt::worker {
 struct LeaseLoopOptions {
   std::string server;     // HOST:PORT
   std::string token;      // worker token (QOPT_TOKEN), may be empty
+  std::string tls_ca_pem; // PEM certificate to trust (QOPT_TLS_CA); empty = plaintext
   std::string worker_id;
   std::string device = "cpu";
   std::string cache_dir;  // blobs fetched from the server, by sha256
