@@ -130,6 +130,17 @@ QOPT_TOKEN=token-b "$cli" status "$mine" > /dev/null 2> "$tmp/err"
 grep -q NOT_FOUND "$tmp/err" || fail "other tenant's job: $(cat "$tmp/err")"
 QOPT_TOKEN=token-a "$cli" watch "$mine" > /dev/null 2>&1 || fail "tenant a's job with a worker token"
 echo "ok   tenants: no/wrong token UNAUTHENTICATED, other tenant NOT_FOUND"
+stop_server
+
+# 7. Uploads over the server's size limit are RESOURCE_EXHAUSTED.
+start_server "$tmp/data3" --max-upload-bytes 4096
+head -c 5000 /dev/urandom > "$tmp/too_big.bin"
+"$cli" upload "$tmp/too_big.bin" > /dev/null 2> "$tmp/err"
+rc=$?
+{ [ $rc -eq 1 ] && grep -q RESOURCE_EXHAUSTED "$tmp/err"; } || fail "oversized upload: rc $rc, $(cat "$tmp/err")"
+head -c 4000 /dev/urandom > "$tmp/small.bin"
+"$cli" upload "$tmp/small.bin" > /dev/null || fail "upload under the limit"
+echo "ok   upload limit: $(cat "$tmp/err")"
 
 echo "$failures failed"
 [ "$failures" -eq 0 ]
