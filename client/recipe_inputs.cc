@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "errors.h"
 #include "sha256.h"
+#include "yaml_json.h"
 #include "status.h"
 #include "upload.h"
 
@@ -59,11 +60,18 @@ absl::StatusOr<v1::Recipe> LoadRecipe(const std::string& path, const RecipeOverr
   if (!in) return UsageError(absl::StrCat("cannot read recipe ", path));
   std::stringstream text;
   text << in.rdbuf();
+  std::string json = text.str();
+  const std::string ext = fs::path(path).extension().string();
+  if (ext == ".yaml" || ext == ".yml") {
+    absl::StatusOr<std::string> converted = YamlToJson(json);
+    if (!converted.ok()) return UsageError(absl::StrCat(path, ": ", converted.status().message()));
+    json = *converted;
+  }
 
   v1::Recipe recipe;
   google::protobuf::util::JsonParseOptions options;
   options.ignore_unknown_fields = false;
-  const auto parsed = google::protobuf::util::JsonStringToMessage(text.str(), &recipe, options);
+  const auto parsed = google::protobuf::util::JsonStringToMessage(json, &recipe, options);
   if (!parsed.ok()) {
     return UsageError(absl::StrCat(path, ": invalid recipe: ", parsed.message().as_string()));
   }

@@ -125,7 +125,7 @@ start_server "$tmp/data2" --auth-file "$tmp/auth.json"
 grep -q UNAUTHENTICATED "$tmp/err" || fail "no token: $(cat "$tmp/err")"
 QOPT_TOKEN=wrong "$cli" list > /dev/null 2> "$tmp/err"
 grep -q UNAUTHENTICATED "$tmp/err" || fail "wrong token: $(cat "$tmp/err")"
-mine=$(QOPT_TOKEN=token-a "$cli" submit "$src/examples/recipes/fashion_mnist_w8a8.json")
+mine=$(QOPT_TOKEN=token-a "$cli" submit "$src/examples/recipes/fashion_mnist_w8a8.yaml")
 QOPT_TOKEN=token-b "$cli" status "$mine" > /dev/null 2> "$tmp/err"
 grep -q NOT_FOUND "$tmp/err" || fail "other tenant's job: $(cat "$tmp/err")"
 QOPT_TOKEN=token-a "$cli" watch "$mine" > /dev/null 2>&1 || fail "tenant a's job with a worker token"

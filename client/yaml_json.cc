@@ -1,0 +1,44 @@
+#include "yaml_json.h"
+
+#include <nlohmann/json.hpp>
+#include <yaml-cpp/yaml.h>
+
+#include "absl/strings/str_cat.h"
+
+namespace qopt::cli {
+namespace {
+
+nlohmann::json Convert(const YAML::Node& node) {
+  switch (node.Type()) {
+    case YAML::NodeType::Map: {
+      nlohmann::json object = nlohmann::json::object();
+      for (const auto& kv : node) object[kv.first.as<std::string>()] = Convert(kv.second);
+      return object;
+    }
+    case YAML::NodeType::Sequence: {
+      nlohmann::json array = nlohmann::json::array();
+      for (const auto& item : node) array.push_back(Convert(item));
+      return array;
+    }
+    case YAML::NodeType::Scalar: {
+      const std::string text = node.Scalar();
+      const bool quoted = node.Tag() == "!";
+      if (!quoted && (text == "true" || text == "false")) return text == "true";
+      return text;
+    }
+    default:
+      return nullptr;
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> YamlToJson(const std::string& yaml_text) {
+  try {
+    return Convert(YAML::Load(yaml_text)).dump();
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat("invalid YAML: ", e.what()));
+  }
+}
+
+}  // namespace qopt::cli
