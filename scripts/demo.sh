@@ -12,18 +12,10 @@ out=${QOPT_DEMO_DIR:-$root/out/demo}
 bash "$root/scripts/build.sh"
 
 mkdir -p "$out"
-log="$out/server.log"
-"$build/server/qopt-server" --listen 127.0.0.1:0 --data-dir "$out/server-data" --local-workers 1 \
-  > "$log" 2>&1 &
-server_pid=$!
-trap 'kill $server_pid 2>/dev/null; wait $server_pid 2>/dev/null || true' EXIT
-for _ in $(seq 100); do
-  QOPT_SERVER=$(sed -n 's/^qopt-server listening on \([^,]*\),.*/\1/p' "$log")
-  [ -n "$QOPT_SERVER" ] && break
-  sleep 0.1
-done
-[ -n "$QOPT_SERVER" ] || { echo "qopt-server did not start:"; cat "$log"; exit 1; }
-export QOPT_SERVER
+source "$root/scripts/qopt_server.sh"
+start_qopt_server "$build/server/qopt-server" "$out/server.log" \
+  --listen 127.0.0.1:0 --data-dir "$out/server-data" --local-workers 1
+trap 'kill $QOPT_SERVER_PID 2>/dev/null; wait $QOPT_SERVER_PID 2>/dev/null || true' EXIT
 echo "== qopt-server on $QOPT_SERVER with one local worker"
 
 qopt="$build/client/qopt"

@@ -16,17 +16,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$server_bin" --listen 127.0.0.1:0 --data-dir "$tmp/data" --local-workers 1 \
-  --metrics-listen 127.0.0.1:0 > "$tmp/server.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do
-  addr=$(sed -n 's/^qopt-server listening on \([^,]*\),.*/\1/p' "$tmp/server.log")
-  metrics=$(sed -n 's/^qopt-server metrics on \([^/]*\)\/metrics$/\1/p' "$tmp/server.log")
-  [ -n "$addr" ] && [ -n "$metrics" ] && break
-  sleep 0.1
-done
-[ -n "$metrics" ] || { echo "server did not start"; cat "$tmp/server.log"; exit 1; }
-export QOPT_SERVER=$addr
+source "$src/scripts/qopt_server.sh"
+start_qopt_server "$server_bin" "$tmp/server.log" --listen 127.0.0.1:0 --data-dir "$tmp/data" \
+  --local-workers 1 --metrics-listen 127.0.0.1:0 || exit 1
+pids+=("$QOPT_SERVER_PID")
+metrics=$QOPT_METRICS
+[ -n "$metrics" ] || { echo "server serves no metrics"; cat "$tmp/server.log"; exit 1; }
 
 job=$("$cli" submit "$src/examples/recipes/fashion_mnist_w8a8.json" --watch --output json | tail -1)
 [ -n "$job" ] || { echo "job did not run"; exit 1; }

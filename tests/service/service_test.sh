@@ -20,21 +20,16 @@ trap cleanup EXIT
 
 fail() { echo "FAIL $*"; failures=$((failures + 1)); }
 
-# start_server DATA_DIR [extra args]: sets QOPT_SERVER to the address it listens on.
+source "$src/scripts/qopt_server.sh"
+
+# start_server DATA_DIR [extra args]: a server with one local worker; sets QOPT_SERVER.
 start_server() {
   local data=$1
   shift
-  "$server_bin" --listen 127.0.0.1:0 --data-dir "$data" --local-workers 1 --lease-ms 2000 "$@" \
-    > "$tmp/server.log" 2>&1 &
-  server_pid=$!
-  for _ in $(seq 100); do
-    addr=$(sed -n 's/^qopt-server listening on \([^,]*\),.*/\1/p' "$tmp/server.log")
-    metrics_url=$(sed -n 's/^qopt-server metrics on \(.*\)$/http:\/\/\1/p' "$tmp/server.log")
-    [ -n "$addr" ] && break
-    sleep 0.1
-  done
-  [ -n "$addr" ] || { echo "server did not start"; cat "$tmp/server.log"; exit 1; }
-  export QOPT_SERVER=$addr
+  start_qopt_server "$server_bin" "$tmp/server.log" --listen 127.0.0.1:0 --data-dir "$data" \
+    --local-workers 1 --lease-ms 2000 "$@" || exit 1
+  server_pid=$QOPT_SERVER_PID
+  metrics_url=http://$QOPT_METRICS/metrics
 }
 
 stop_server() {

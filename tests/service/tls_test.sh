@@ -16,16 +16,10 @@ trap cleanup EXIT
 openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost \
   -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" \
   -keyout "$tmp/key.pem" -out "$tmp/cert.pem" 2> /dev/null || { echo "openssl failed"; exit 1; }
-"$server_bin" --listen 127.0.0.1:0 --data-dir "$tmp/data" --local-workers 1 \
-  --tls-cert "$tmp/cert.pem" --tls-key "$tmp/key.pem" > "$tmp/server.log" 2>&1 &
-server_pid=$!
-for _ in $(seq 100); do
-  addr=$(sed -n 's/^qopt-server listening on \([^,]*\),.*/\1/p' "$tmp/server.log")
-  [ -n "$addr" ] && break
-  sleep 0.1
-done
-[ -n "$addr" ] || { echo "server did not start"; cat "$tmp/server.log"; exit 1; }
-export QOPT_SERVER=$addr
+source "$src/scripts/qopt_server.sh"
+start_qopt_server "$server_bin" "$tmp/server.log" --listen 127.0.0.1:0 --data-dir "$tmp/data" \
+  --local-workers 1 --tls-cert "$tmp/cert.pem" --tls-key "$tmp/key.pem" || exit 1
+server_pid=$QOPT_SERVER_PID
 
 if "$cli" list > /dev/null 2> "$tmp/err"; then
   echo "FAIL a plaintext client was served"; exit 1
