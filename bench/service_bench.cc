@@ -1,0 +1,213 @@
+// Service benchmark against a running qopt-server (no local workers; this program plays
+// the workers):
+//   upload of a large blob, submit-to-lease latency with an idle worker, throughput of
+//   trivial jobs (lease + complete at once), and many concurrent WatchJob streams.
+//
+//   service_bench --server HOST:PORT --file BIG_FILE [--jobs 1000] [--watchers 200]
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <grpcpp/grpcpp.h>
+
+#include "qopt/v1/service.grpc.pb.h"
+#include "sha256.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double Seconds(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
+
+double Percentile(std::vector<double> v, double p) {
+  std::sort(v.begin(), v.end());
+  return v[std::min(v.size() - 1, static_cast<size_t>(p * (v.size() - 1) + 0.5))];
+}
+
+qopt::v1::Recipe TrivialRecipe(const std::string& model_sha) {
+  qopt::v1::Recipe r;
+  r.set_name("trivial");
+  r.mutable_model()->set_path(model_sha);
+  r.add_steps()->mutable_export_();
+  return r;
+}
+
+std::string Upload(qopt::v1::BlobService::Stub& blobs, const std::string& path, const std::string& sha, int64_t size) {
+  grpc::ClientContext ctx;
+  qopt::v1::UploadResponse resp;
+  auto writer = blobs.Upload(&ctx, &resp);
+  qopt::v1::UploadRequest header;
+  header.mutable_header()->set_sha256(sha);
+  header.mutable_header()->set_size(size);
+  writer->Write(header);
+  std::ifstream in(path, std::ios::binary);
+  std::string buf(1 << 20, '\0');
+  qopt::v1::UploadRequest chunk;
+  while (in) {
+    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+    if (in.gcount() <= 0) break;
+    chunk.set_chunk(buf.data(), static_cast<size_t>(in.gcount()));
+    if (!writer->Write(chunk)) break;
+  }
+  writer->WritesDone();
+  grpc::Status s = writer->Finish();
+  return s.ok() ? "" : s.error_message();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string server, file;
+  int jobs = 1000, watchers = 200;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string flag = argv[i];
+    if (flag == "--server") server = argv[i + 1];
+    else if (flag == "--file") file = argv[i + 1];
+    else if (flag == "--jobs") jobs = std::stoi(argv[i + 1]);
+    else if (flag == "--watchers") watchers = std::stoi(argv[i + 1]);
+  }
+  if (server.empty() || file.empty()) {
+    std::fprintf(stderr, "usage: service_bench --server HOST:PORT --file BIG_FILE [--jobs N] [--watchers N]\n");
+    return 2;
+  }
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(64 << 20);
+  auto channel = grpc::CreateCustomChannel(server, grpc::InsecureChannelCredentials(), args);
+  auto blobs = qopt::v1::BlobService::NewStub(channel);
+  auto job_api = qopt::v1::JobService::NewStub(channel);
+  auto worker_api = qopt::v1::WorkerService::NewStub(channel);
+
+  // 1. Upload (the file's hash is computed first: the server hashes while receiving).
+  auto digest = qopt::Sha256File(file);
+  if (!digest.ok()) {
+    std::fprintf(stderr, "error: %s\n", std::string(digest.status().message()).c_str());
+    return 1;
+  }
+  auto t0 = Clock::now();
+  const std::string err = Upload(*blobs, file, digest->sha256, digest->size);
+  const double upload_s = Seconds(t0);
+  if (!err.empty()) {
+    std::fprintf(stderr, "error: upload: %s\n", err.c_str());
+    return 1;
+  }
+  std::printf("upload %.0f MiB: %.2f s (%.0f MiB/s)\n", digest->size / 1048576.0, upload_s,
+              digest->size / 1048576.0 / upload_s);
+  std::fflush(stdout);
+
+  // 2. Submit-to-lease latency with an idle worker long-polling.
+  std::vector<double> latency;
+  for (int i = 0; i < 200; ++i) {
+    std::atomic<bool> leased{false};
+    Clock::time_point submitted;
+    std::thread worker([&] {
+      grpc::ClientContext ctx;
+      qopt::v1::LeaseRequest req;
+      req.set_worker_id("bench");
+      req.set_wait_ms(5000);
+      qopt::v1::LeaseResponse lease;
+      worker_api->Lease(&ctx, req, &lease);
+      latency.push_back(Seconds(submitted) * 1000.0);
+      grpc::ClientContext c2;
+      qopt::v1::CompleteRequest done;
+      done.set_job_id(lease.job_id());
+      done.set_lease_id(lease.lease_id());
+      qopt::v1::Empty empty;
+      worker_api->Complete(&c2, done, &empty);
+      leased = true;
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));  // the worker is waiting
+    grpc::ClientContext ctx;
+    qopt::v1::SubmitJobRequest req;
+    *req.mutable_recipe() = TrivialRecipe(digest->sha256);
+    qopt::v1::Job job;
+    submitted = Clock::now();
+    job_api->SubmitJob(&ctx, req, &job);
+    worker.join();
+  }
+  std::printf("submit-to-lease latency over %zu jobs: p50 %.2f ms, p99 %.2f ms\n", latency.size(),
+              Percentile(latency, 0.5), Percentile(latency, 0.99));
+  std::fflush(stdout);
+
+  // 3. Throughput: submit N trivial jobs, 4 workers lease and complete them.
+  t0 = Clock::now();
+  std::atomic<int> completed{0};
+  std::vector<std::thread> workers;
+  for (int w = 0; w < 4; ++w) {
+    workers.emplace_back([&, w] {
+      while (completed < jobs) {
+        grpc::ClientContext ctx;
+        qopt::v1::LeaseRequest req;
+        req.set_worker_id("bench-" + std::to_string(w));
+        req.set_wait_ms(200);
+        qopt::v1::LeaseResponse lease;
+        if (!worker_api->Lease(&ctx, req, &lease).ok() || lease.job_id().empty()) continue;
+        grpc::ClientContext c2;
+        qopt::v1::CompleteRequest done;
+        done.set_job_id(lease.job_id());
+        done.set_lease_id(lease.lease_id());
+        qopt::v1::Empty empty;
+        if (worker_api->Complete(&c2, done, &empty).ok()) ++completed;
+      }
+    });
+  }
+  for (int i = 0; i < jobs; ++i) {
+    grpc::ClientContext ctx;
+    qopt::v1::SubmitJobRequest req;
+    *req.mutable_recipe() = TrivialRecipe(digest->sha256);
+    qopt::v1::Job job;
+    job_api->SubmitJob(&ctx, req, &job);
+  }
+  for (auto& t : workers) t.join();
+  const double throughput_s = Seconds(t0);
+  std::printf("%d trivial jobs submitted, leased and completed: %.2f s (%.0f jobs/s)\n", jobs,
+              throughput_s, jobs / throughput_s);
+  std::fflush(stdout);
+
+  // 4. Concurrent watchers of one job, from submission to the final event.
+  qopt::v1::Job job;
+  {
+    grpc::ClientContext ctx;
+    qopt::v1::SubmitJobRequest req;
+    *req.mutable_recipe() = TrivialRecipe(digest->sha256);
+    job_api->SubmitJob(&ctx, req, &job);
+  }
+  std::atomic<int> finished{0};
+  std::vector<std::thread> streams;
+  for (int i = 0; i < watchers; ++i) {
+    streams.emplace_back([&] {
+      grpc::ClientContext ctx;
+      qopt::v1::WatchJobRequest req;
+      req.set_id(job.id());
+      auto reader = job_api->WatchJob(&ctx, req);
+      qopt::v1::JobEvent e;
+      while (reader->Read(&e)) {
+        if (e.state() == qopt::v1::SUCCEEDED) ++finished;
+      }
+      reader->Finish();
+    });
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  t0 = Clock::now();
+  {
+    grpc::ClientContext ctx;
+    qopt::v1::LeaseRequest req;
+    req.set_worker_id("bench");
+    req.set_wait_ms(5000);
+    qopt::v1::LeaseResponse lease;
+    worker_api->Lease(&ctx, req, &lease);
+    grpc::ClientContext c2;
+    qopt::v1::CompleteRequest done;
+    done.set_job_id(lease.job_id());
+    done.set_lease_id(lease.lease_id());
+    qopt::v1::Empty empty;
+    worker_api->Complete(&c2, done, &empty);
+  }
+  for (auto& t : streams) t.join();
+  std::printf("%d concurrent WatchJob streams: %d saw SUCCEEDED, %.2f s from lease to the last stream's end\n",
+              watchers, finished.load(), Seconds(t0));
+  return 0;
+}
