@@ -36,6 +36,37 @@ qopt::v1::Recipe TrivialRecipe(const std::string& model_sha) {
   return r;
 }
 
+// One trivial job queued.
+qopt::v1::Job Submit(qopt::v1::JobService::Stub& jobs, const std::string& model_sha) {
+  grpc::ClientContext ctx;
+  qopt::v1::SubmitJobRequest req;
+  *req.mutable_recipe() = TrivialRecipe(model_sha);
+  qopt::v1::Job job;
+  jobs.SubmitJob(&ctx, req, &job);
+  return job;
+}
+
+// A worker's lease (empty job_id when none arrived in `wait_ms`).
+qopt::v1::LeaseResponse Lease(qopt::v1::WorkerService::Stub& workers, const std::string& id, int wait_ms) {
+  grpc::ClientContext ctx;
+  qopt::v1::LeaseRequest req;
+  req.set_worker_id(id);
+  req.set_wait_ms(wait_ms);
+  qopt::v1::LeaseResponse lease;
+  if (!workers.Lease(&ctx, req, &lease).ok()) lease.Clear();
+  return lease;
+}
+
+// Completes a leased job at once, as a worker with nothing to do would.
+bool Complete(qopt::v1::WorkerService::Stub& workers, const qopt::v1::LeaseResponse& lease) {
+  grpc::ClientContext ctx;
+  qopt::v1::CompleteRequest done;
+  done.set_job_id(lease.job_id());
+  done.set_lease_id(lease.lease_id());
+  qopt::v1::Empty empty;
+  return workers.Complete(&ctx, done, &empty).ok();
+}
+
 std::string Upload(qopt::v1::BlobService::Stub& blobs, const std::string& path, const std::string& sha, int64_t size) {
   grpc::ClientContext ctx;
   qopt::v1::UploadResponse resp;
@@ -101,31 +132,15 @@ int main(int argc, char** argv) {
   // 2. Submit-to-lease latency with an idle worker long-polling.
   std::vector<double> latency;
   for (int i = 0; i < 200; ++i) {
-    std::atomic<bool> leased{false};
     Clock::time_point submitted;
     std::thread worker([&] {
-      grpc::ClientContext ctx;
-      qopt::v1::LeaseRequest req;
-      req.set_worker_id("bench");
-      req.set_wait_ms(5000);
-      qopt::v1::LeaseResponse lease;
-      worker_api->Lease(&ctx, req, &lease);
+      const qopt::v1::LeaseResponse lease = Lease(*worker_api, "bench", 5000);
       latency.push_back(Seconds(submitted) * 1000.0);
-      grpc::ClientContext c2;
-      qopt::v1::CompleteRequest done;
-      done.set_job_id(lease.job_id());
-      done.set_lease_id(lease.lease_id());
-      qopt::v1::Empty empty;
-      worker_api->Complete(&c2, done, &empty);
-      leased = true;
+      Complete(*worker_api, lease);
     });
     std::this_thread::sleep_for(std::chrono::milliseconds(5));  // the worker is waiting
-    grpc::ClientContext ctx;
-    qopt::v1::SubmitJobRequest req;
-    *req.mutable_recipe() = TrivialRecipe(digest->sha256);
-    qopt::v1::Job job;
     submitted = Clock::now();
-    job_api->SubmitJob(&ctx, req, &job);
+    Submit(*job_api, digest->sha256);
     worker.join();
   }
   std::printf("submit-to-lease latency over %zu jobs: p50 %.2f ms, p99 %.2f ms\n", latency.size(),
@@ -139,28 +154,12 @@ int main(int argc, char** argv) {
   for (int w = 0; w < 4; ++w) {
     workers.emplace_back([&, w] {
       while (completed < jobs) {
-        grpc::ClientContext ctx;
-        qopt::v1::LeaseRequest req;
-        req.set_worker_id("bench-" + std::to_string(w));
-        req.set_wait_ms(200);
-        qopt::v1::LeaseResponse lease;
-        if (!worker_api->Lease(&ctx, req, &lease).ok() || lease.job_id().empty()) continue;
-        grpc::ClientContext c2;
-        qopt::v1::CompleteRequest done;
-        done.set_job_id(lease.job_id());
-        done.set_lease_id(lease.lease_id());
-        qopt::v1::Empty empty;
-        if (worker_api->Complete(&c2, done, &empty).ok()) ++completed;
+        const qopt::v1::LeaseResponse lease = Lease(*worker_api, "bench-" + std::to_string(w), 200);
+        if (!lease.job_id().empty() && Complete(*worker_api, lease)) ++completed;
       }
     });
   }
-  for (int i = 0; i < jobs; ++i) {
-    grpc::ClientContext ctx;
-    qopt::v1::SubmitJobRequest req;
-    *req.mutable_recipe() = TrivialRecipe(digest->sha256);
-    qopt::v1::Job job;
-    job_api->SubmitJob(&ctx, req, &job);
-  }
+  for (int i = 0; i < jobs; ++i) Submit(*job_api, digest->sha256);
   for (auto& t : workers) t.join();
   const double throughput_s = Seconds(t0);
   std::printf("%d trivial jobs submitted, leased and completed: %.2f s (%.0f jobs/s)\n", jobs,
@@ -168,13 +167,7 @@ int main(int argc, char** argv) {
   std::fflush(stdout);
 
   // 4. Concurrent watchers of one job, from submission to the final event.
-  qopt::v1::Job job;
-  {
-    grpc::ClientContext ctx;
-    qopt::v1::SubmitJobRequest req;
-    *req.mutable_recipe() = TrivialRecipe(digest->sha256);
-    job_api->SubmitJob(&ctx, req, &job);
-  }
+  const qopt::v1::Job job = Submit(*job_api, digest->sha256);
   std::atomic<int> finished{0};
   std::vector<std::thread> streams;
   for (int i = 0; i < watchers; ++i) {
@@ -192,20 +185,7 @@ int main(int argc, char** argv) {
   }
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
   t0 = Clock::now();
-  {
-    grpc::ClientContext ctx;
-    qopt::v1::LeaseRequest req;
-    req.set_worker_id("bench");
-    req.set_wait_ms(5000);
-    qopt::v1::LeaseResponse lease;
-    worker_api->Lease(&ctx, req, &lease);
-    grpc::ClientContext c2;
-    qopt::v1::CompleteRequest done;
-    done.set_job_id(lease.job_id());
-    done.set_lease_id(lease.lease_id());
-    qopt::v1::Empty empty;
-    worker_api->Complete(&c2, done, &empty);
-  }
+  Complete(*worker_api, Lease(*worker_api, "bench", 5000));
   for (auto& t : streams) t.join();
   std::printf("%d concurrent WatchJob streams: %d saw SUCCEEDED, %.2f s from lease to the last stream's end\n",
               watchers, finished.load(), Seconds(t0));

@@ -47,13 +47,12 @@ void ResolveRelativePaths(const std::string& base_dir, v1::Recipe* recipe) {
   resolve(recipe->mutable_quantization()->mutable_freeze_encodings_path());
 }
 
-absl::Status ValidateRecipe(const v1::Recipe& recipe) {
+absl::StatusOr<QuantSimOptions> ValidateRecipe(const v1::Recipe& recipe) {
   if (recipe.model().path().empty()) {
     return absl::InvalidArgumentError("recipe names no model (model.path or --model)");
   }
   if (recipe.steps().empty()) return absl::InvalidArgumentError("recipe has no steps");
   ASSIGN_OR_RETURN(QuantSimOptions options, QuantSimOptionsFromRecipe(recipe));
-  (void)options;
 
   bool calibrated = false;
   bool needs_data = false;
@@ -100,7 +99,7 @@ absl::Status ValidateRecipe(const v1::Recipe& recipe) {
   if (recipe.calibration_data().batch_size() < 0 || recipe.calibration_data().max_samples() < 0) {
     return absl::InvalidArgumentError("calibration_data: batch_size and max_samples must be >= 0");
   }
-  return absl::OkStatus();
+  return options;
 }
 
 absl::StatusOr<QuantSimOptions> QuantSimOptionsFromRecipe(const v1::Recipe& recipe) {

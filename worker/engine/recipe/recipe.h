@@ -17,8 +17,9 @@ absl::StatusOr<v1::Recipe> LoadRecipeFile(const std::string& path);
 /// Makes every relative file path of `recipe` relative to `base_dir`.
 void ResolveRelativePaths(const std::string& base_dir, v1::Recipe* recipe);
 
-/// Checks a recipe before it runs: bitwidths, calibration methods, data and step order.
-absl::Status ValidateRecipe(const v1::Recipe& recipe);
+/// Checks a recipe before it runs (bitwidths, calibration methods, data, step order) and
+/// returns the QuantSim options it implies, so the config file is read once.
+absl::StatusOr<QuantSimOptions> ValidateRecipe(const v1::Recipe& recipe);
 
 /// QuantSim options from the recipe's quantization settings (config file loaded).
 absl::StatusOr<QuantSimOptions> QuantSimOptionsFromRecipe(const v1::Recipe& recipe);

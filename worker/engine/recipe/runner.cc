@@ -140,8 +140,7 @@ const char* StepName(const v1::Step& s) {
 
 absl::StatusOr<RunSummary> RunRecipe(const v1::Recipe& recipe, const RunOptions& options) {
   using namespace internal_runner;
-  RETURN_IF_ERROR(ValidateRecipe(recipe));
-  ASSIGN_OR_RETURN(QuantSimOptions sim_options, QuantSimOptionsFromRecipe(recipe));
+  ASSIGN_OR_RETURN(QuantSimOptions sim_options, ValidateRecipe(recipe));
   ASSIGN_OR_RETURN(c10::Device device, ParseDevice(recipe.device()));
   const int threads = recipe.num_threads() > 0
                           ? recipe.num_threads()
