@@ -24,6 +24,8 @@ Connection::Connection(ClientOptions options) : options_(std::move(options)) {
   channel_ = grpc::CreateCustomChannel(options_.server, credentials, args);
   jobs_ = v1::JobService::NewStub(channel_);
   blobs_ = v1::BlobService::NewStub(channel_);
+  models_ = v1::ModelService::NewStub(channel_);
+  datasets_ = v1::DatasetService::NewStub(channel_);
 }
 
 std::unique_ptr<grpc::ClientContext> Connection::StreamContext() const {

@@ -30,6 +30,8 @@ class Connection {
   const ClientOptions& options() const { return options_; }
   v1::JobService::Stub& jobs() { return *jobs_; }
   v1::BlobService::Stub& blobs() { return *blobs_; }
+  v1::ModelService::Stub& models() { return *models_; }
+  v1::DatasetService::Stub& datasets() { return *datasets_; }
 
   /// A fresh context for one unary call: token plus a deadline, so a hung server cannot
   /// hang a script.
@@ -43,6 +45,8 @@ class Connection {
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::JobService::Stub> jobs_;
   std::unique_ptr<v1::BlobService::Stub> blobs_;
+  std::unique_ptr<v1::ModelService::Stub> models_;
+  std::unique_ptr<v1::DatasetService::Stub> datasets_;
 };
 
 /// Keeps the code (gRPC and Abseil share the numbering) and the message.

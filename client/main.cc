@@ -7,6 +7,7 @@
 #include <CLI/CLI.hpp>
 
 #include "absl/strings/ascii.h"
+#include "catalog_commands.h"
 #include "commands.h"
 #include "file_text.h"
 #include "errors.h"
@@ -20,6 +21,40 @@ CLI::App* AddJobCommand(CLI::App& app, const char* name, const char* help, std::
   CLI::App* sub = app.add_subcommand(name, help);
   sub->add_option("JOB_ID", *job_id, "Job id, as printed by submit")->required();
   return sub;
+}
+
+// `qopt models ...` / `qopt datasets ...`: create, get, list, delete.
+void AddRecordCommands(CLI::App& app, qopt::cli::RecordKind kind, Command* command,
+                       qopt::cli::RecordArgs* args) {
+  using namespace qopt::cli;
+  const bool model = kind == RecordKind::kModel;
+  CLI::App* group = app.add_subcommand(
+      model ? "models" : "datasets",
+      model ? "Named models (TorchScript files) that recipes refer to by model.name"
+            : "Named datasets that recipes refer to by calibration_data.name / evaluation_data.name");
+  group->require_subcommand(1);
+  CLI::App* create = group->add_subcommand(
+      "create", model ? "Upload a model file (or name a blob) under a name"
+                      : "Upload a data file (or name a blob) under a name");
+  create->add_option("NAME", args->name, "Record name: [A-Za-z0-9._-], up to 128")->required();
+  create->add_option("FILE", args->file, "Local file, or the sha256 of an uploaded blob")->required();
+  create->add_option("--description", args->description, "Free text shown by list");
+  create->add_flag("--replace", args->replace, "Point an existing name at the new file");
+  if (!model) {
+    create->add_option("--labels", args->labels, "Labels file (IDX or .npy) or blob sha256");
+    create->add_option("--format", args->format, "Data format (default: detect from content)")
+        ->check(CLI::IsMember({"auto", "idx", "npy", "npz", "torch"}));
+  }
+  create->final_callback([=] { *command = [=](Connection& c) { return RunCreateRecord(c, kind, *args); }; });
+  CLI::App* get = group->add_subcommand("get", "Show one record");
+  get->add_option("NAME", args->name, "Record name")->required();
+  get->final_callback([=] { *command = [=](Connection& c) { return RunGetRecord(c, kind, args->name); }; });
+  CLI::App* list = group->add_subcommand("list", "List records by name");
+  list->final_callback([=] { *command = [=](Connection& c) { return RunListRecords(c, kind); }; });
+  CLI::App* del = group->add_subcommand(
+      "delete", "Forget a record (its file is freed once no job or record uses it)");
+  del->add_option("NAME", args->name, "Record name")->required();
+  del->final_callback([=] { *command = [=](Connection& c) { return RunDeleteRecord(c, kind, args->name); }; });
 }
 
 }  // namespace
@@ -106,6 +141,17 @@ int main(int argc, char** argv) {
   download->final_callback([&] {
     command = [&](Connection& c) { return RunDownload(c, job_id, name, path); };
   });
+
+  CLI::App* del = AddJobCommand(
+      app, "delete", "Delete a finished job with its events and artifacts, freeing storage", &job_id);
+  del->final_callback([&] { command = [&](Connection& c) { return RunDeleteJob(c, job_id); }; });
+
+  RecordArgs model_args, dataset_args;
+  AddRecordCommands(app, RecordKind::kModel, &command, &model_args);
+  AddRecordCommands(app, RecordKind::kDataset, &command, &dataset_args);
+
+  CLI::App* usage = app.add_subcommand("usage", "Storage this tenant holds, against its quota");
+  usage->final_callback([&] { command = [&](Connection& c) { return RunUsage(c); }; });
 
   CLI::App* report = AddJobCommand(app, "report", "Print a finished job's JSON report", &job_id);
   report->final_callback([&] { command = [&](Connection& c) { return RunReport(c, job_id); }; });

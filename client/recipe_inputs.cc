@@ -41,6 +41,11 @@ std::vector<InputField> InputFields(v1::Recipe* recipe) {
     fields.push_back({"evaluation_data.path", data->mutable_path()});
     fields.push_back({"evaluation_data.labels_path", data->mutable_labels_path()});
   }
+  if (recipe->has_quantization()) {
+    auto* q = recipe->mutable_quantization();
+    fields.push_back({"quantization.config_path", q->mutable_config_path()});
+    fields.push_back({"quantization.freeze_encodings_path", q->mutable_freeze_encodings_path()});
+  }
   return fields;
 }
 

@@ -62,6 +62,7 @@ int main(int argc, char** argv) {
               worker_binary = DefaultWorkerBinary();
   int local_workers = 0;
   JobStore::Options store_options;
+  Catalog::Options catalog_options;
   ServerLimits limits;
   app.add_option("--listen", listen, "HOST:PORT to serve gRPC on");
   app.add_option("--data-dir", data_dir, "Directory for the database and blobs")->required();
@@ -72,6 +73,8 @@ int main(int argc, char** argv) {
   app.add_option("--lease-ms", store_options.lease_ms, "Worker lease length");
   app.add_option("--max-attempts", store_options.max_attempts, "Leases per job before it fails");
   app.add_option("--max-upload-bytes", limits.max_upload_bytes, "Largest blob accepted");
+  app.add_option("--quota-bytes", catalog_options.quota_bytes,
+                 "Storage per tenant (uploads and artifacts); 0 = unlimited");
   app.add_option("--metrics-listen", metrics_listen, "HOST:PORT serving Prometheus /metrics");
   app.add_option("--tls-cert", tls_cert, "PEM certificate chain: serve gRPC over TLS")
       ->check(CLI::ExistingFile);
@@ -84,13 +87,19 @@ int main(int argc, char** argv) {
 
   std::error_code ec;
   std::filesystem::create_directories(data_dir, ec);
-  auto jobs = JobStore::Open(data_dir + "/qopt.db", store_options);
+  auto db = StoreDb::Open(data_dir + "/qopt.db");
   auto blobs = BlobStore::Open(data_dir);
-  if (!jobs.ok() || !blobs.ok()) {
+  if (!db.ok() || !blobs.ok()) {
     std::fprintf(stderr, "error: %s\n",
-                 std::string((jobs.ok() ? blobs.status() : jobs.status()).message()).c_str());
+                 std::string((db.ok() ? blobs.status() : db.status()).message()).c_str());
     return 1;
   }
+  auto jobs = JobStore::Open(*db, store_options);
+  if (!jobs.ok()) {
+    std::fprintf(stderr, "error: %s\n", std::string(jobs.status().message()).c_str());
+    return 1;
+  }
+  Catalog catalog(*db, blobs->get(), catalog_options);
   Authenticator auth = Authenticator::Open();
   if (!auth_file.empty()) {
     auto a = Authenticator::FromFile(auth_file);
@@ -113,8 +122,10 @@ int main(int argc, char** argv) {
     }
     exposer->RegisterCollectable(metrics.registry());
   }
-  BlobServiceImpl blob_service(blobs->get(), &auth, &metrics, limits);
-  JobServiceImpl job_service(jobs->get(), blobs->get(), &auth, &metrics);
+  BlobServiceImpl blob_service(blobs->get(), &catalog, &auth, &metrics, limits);
+  ModelServiceImpl model_service(&catalog, &auth, &metrics);
+  DatasetServiceImpl dataset_service(&catalog, &auth, &metrics);
+  JobServiceImpl job_service(jobs->get(), blobs->get(), &catalog, &auth, &metrics);
   WorkerServiceImpl worker_service(jobs->get(), blobs->get(), &auth, &metrics, limits);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -140,6 +151,8 @@ int main(int argc, char** argv) {
   builder.AddListeningPort(listen, credentials, &port);
   builder.SetMaxReceiveMessageSize(2 << 20);
   builder.RegisterService(&blob_service);
+  builder.RegisterService(&model_service);
+  builder.RegisterService(&dataset_service);
   builder.RegisterService(&job_service);
   builder.RegisterService(&worker_service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();

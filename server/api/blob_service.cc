@@ -7,6 +7,12 @@ namespace qopt::server {
 
 constexpr size_t kMaxChunk = 1 << 20;
 
+std::string TenantKey(const std::string& tenant) {
+  Sha256 hash;
+  hash.Update(tenant);
+  return hash.HexDigest().substr(0, 16);
+}
+
 grpc::Status BlobServiceImpl::Upload(grpc::ServerContext* ctx,
                                      grpc::ServerReader<v1::UploadRequest>* reader,
                                      v1::UploadResponse* response) {
@@ -18,6 +24,10 @@ grpc::Status BlobServiceImpl::Upload(grpc::ServerContext* ctx,
     return {grpc::StatusCode::INVALID_ARGUMENT, "an upload starts with a header message"};
   }
   const v1::UploadHeader header = msg.header();
+  if (!IsSha256Hex(header.sha256())) {
+    return {grpc::StatusCode::INVALID_ARGUMENT,
+            absl::StrCat("'", header.sha256(), "' is not a sha256 (64 lowercase hex digits)")};
+  }
   if (header.size() > limits_.max_upload_bytes) {
     return {grpc::StatusCode::RESOURCE_EXHAUSTED,
             absl::StrCat("upload of ", header.size(), " bytes exceeds the limit of ",
@@ -25,14 +35,38 @@ grpc::Status BlobServiceImpl::Upload(grpc::ServerContext* ctx,
   }
   response->set_sha256(header.sha256());
   response->set_size(header.size());
-  if (blobs_->Exists(header.sha256())) {
+  // Only the tenant's own blobs deduplicate: anyone else proves they hold the bytes by
+  // sending them, so a hash alone never grants access to another tenant's data.
+  auto owned = catalog_->Owns(tenant, header.sha256());
+  if (!owned.ok()) return ToGrpc(owned.status());
+  if (*owned) {
     response->set_deduplicated(true);
     return grpc::Status::OK;
   }
-  auto upload = blobs_->Begin(header.sha256(), header.size(), header.offset());
+  if (absl::Status s = catalog_->CheckQuota(tenant, header.size()); !s.ok()) return ToGrpc(s);
+  const std::string owner = TenantKey(tenant);
+  const std::string slot = absl::StrCat(header.sha256(), ".", owner);
+  {
+    std::lock_guard<std::mutex> lock(active_mu_);
+    if (!active_.insert(slot).second) {
+      return {grpc::StatusCode::ABORTED,
+              absl::StrCat("an upload of ", header.sha256(), " is already in progress; retry later")};
+    }
+  }
+  struct Release {
+    BlobServiceImpl* self;
+    std::string slot;
+    ~Release() {
+      std::lock_guard<std::mutex> lock(self->active_mu_);
+      self->active_.erase(slot);
+    }
+  } release{this, slot};
+  auto upload = blobs_->Begin(header.sha256(), header.size(), header.offset(), owner);
   if (!upload.ok()) return ToGrpc(upload.status());
   while (reader->Read(&msg)) {
-    if (!msg.has_chunk() && msg.chunk().empty()) continue;
+    if (!msg.has_chunk()) {
+      return {grpc::StatusCode::INVALID_ARGUMENT, "only the first upload message is a header"};
+    }
     if (msg.chunk().size() > kMaxChunk) {
       return {grpc::StatusCode::INVALID_ARGUMENT, "upload chunks must be at most 1 MiB"};
     }
@@ -40,7 +74,8 @@ grpc::Status BlobServiceImpl::Upload(grpc::ServerContext* ctx,
     metrics_->BytesIn(static_cast<int64_t>(msg.chunk().size()));
   }
   if (ctx->IsCancelled()) return {grpc::StatusCode::CANCELLED, "upload cancelled; resume it later"};
-  return ToGrpc((*upload)->Commit());
+  if (absl::Status s = (*upload)->Seal(); !s.ok()) return ToGrpc(s);
+  return ToGrpc(catalog_->PublishUpload(tenant, **upload, header.sha256()));
 }
 
 grpc::Status BlobServiceImpl::GetUploadStatus(grpc::ServerContext* ctx,
@@ -52,9 +87,23 @@ grpc::Status BlobServiceImpl::GetUploadStatus(grpc::ServerContext* ctx,
   if (!IsSha256Hex(request->sha256())) {
     return {grpc::StatusCode::INVALID_ARGUMENT, "sha256 must be 64 lowercase hex digits"};
   }
-  response->set_complete(blobs_->Exists(request->sha256()));
-  response->set_committed_offset(response->complete() ? blobs_->Size(request->sha256())
-                                                      : blobs_->PartialSize(request->sha256()));
+  auto owned = catalog_->Owns(tenant, request->sha256());
+  if (!owned.ok()) return ToGrpc(owned.status());
+  response->set_complete(*owned);
+  response->set_committed_offset(*owned ? blobs_->Size(request->sha256())
+                                        : blobs_->PartialSize(request->sha256(), TenantKey(tenant)));
+  return grpc::Status::OK;
+}
+
+grpc::Status BlobServiceImpl::GetUsage(grpc::ServerContext* ctx, const v1::GetUsageRequest*,
+                                       v1::Usage* response) {
+  Metrics::RpcTimer timer(metrics_, "GetUsage");
+  std::string tenant;
+  if (grpc::Status s = auth_->Tenant(ctx, &tenant); !s.ok()) return s;
+  auto used = catalog_->UsedBytes(tenant);
+  if (!used.ok()) return ToGrpc(used.status());
+  response->set_used_bytes(*used);
+  response->set_quota_bytes(catalog_->quota_bytes());
   return grpc::Status::OK;
 }
 

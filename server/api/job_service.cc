@@ -2,45 +2,22 @@
 #include "api/services.h"
 
 namespace qopt::server {
-namespace {
-
-// A job's files are blobs named by sha256; the server checks they exist but never opens
-// a model (workers do, in their own processes).
-grpc::Status CheckBlobRefs(const v1::Recipe& recipe, const BlobStore& blobs) {
-  const std::pair<const char*, const std::string*> refs[] = {
-      {"model.path", &recipe.model().path()},
-      {"calibration_data.path", &recipe.calibration_data().path()},
-      {"calibration_data.labels_path", &recipe.calibration_data().labels_path()},
-      {"evaluation_data.path", &recipe.evaluation_data().path()},
-      {"evaluation_data.labels_path", &recipe.evaluation_data().labels_path()},
-  };
-  if (recipe.model().path().empty()) {
-    return {grpc::StatusCode::INVALID_ARGUMENT, "recipe names no model (model.path = blob sha256)"};
-  }
-  if (recipe.steps().empty()) return {grpc::StatusCode::INVALID_ARGUMENT, "recipe has no steps"};
-  for (const auto& [field, value] : refs) {
-    if (value->empty()) continue;
-    if (!IsSha256Hex(*value)) {
-      return {grpc::StatusCode::INVALID_ARGUMENT,
-              absl::StrCat(field, " must be the sha256 of an uploaded blob, got '", *value, "'")};
-    }
-    if (!blobs.Exists(*value)) {
-      return {grpc::StatusCode::FAILED_PRECONDITION,
-              absl::StrCat(field, ": blob ", *value, " has not been uploaded")};
-    }
-  }
-  return grpc::Status::OK;
-}
-
-}  // namespace
-
 grpc::Status JobServiceImpl::SubmitJob(grpc::ServerContext* ctx, const v1::SubmitJobRequest* request,
                                        v1::Job* response) {
   Metrics::RpcTimer timer(metrics_, "SubmitJob");
   std::string tenant;
   if (grpc::Status s = auth_->Tenant(ctx, &tenant); !s.ok()) return s;
-  if (grpc::Status s = CheckBlobRefs(request->recipe(), *blobs_); !s.ok()) return s;
-  auto job = jobs_->Submit(tenant, request->recipe(), request->priority(), request->request_id());
+  // The server checks the recipe's shape and its blobs but never opens a model: workers
+  // do, in their own processes.
+  v1::Recipe recipe = request->recipe();
+  if (recipe.steps().empty()) return {grpc::StatusCode::INVALID_ARGUMENT, "recipe has no steps"};
+  if (absl::Status s = catalog_->ResolveRecipe(tenant, &recipe); !s.ok()) return ToGrpc(s);
+  if (absl::Status s = catalog_->CheckQuota(tenant, 0); !s.ok()) return ToGrpc(s);
+  std::vector<std::string> inputs;
+  for (const auto& [field, sha] : RecipeBlobFields(recipe)) {
+    if (!sha.empty()) inputs.push_back(sha);
+  }
+  auto job = jobs_->Submit(tenant, recipe, request->priority(), request->request_id(), inputs);
   if (!job.ok()) return ToGrpc(job.status());
   *response = *job;
   return grpc::Status::OK;
@@ -77,6 +54,16 @@ grpc::Status JobServiceImpl::CancelJob(grpc::ServerContext* ctx, const v1::Cance
   if (!job.ok()) return ToGrpc(job.status());
   *response = *job;
   return grpc::Status::OK;
+}
+
+grpc::Status JobServiceImpl::DeleteJob(grpc::ServerContext* ctx, const v1::DeleteJobRequest* request,
+                                       v1::Empty*) {
+  Metrics::RpcTimer timer(metrics_, "DeleteJob");
+  std::string tenant;
+  if (grpc::Status s = auth_->Tenant(ctx, &tenant); !s.ok()) return s;
+  auto blobs = jobs_->Delete(tenant, request->id());
+  if (!blobs.ok()) return ToGrpc(blobs.status());
+  return ToGrpc(catalog_->Release(tenant, *blobs));
 }
 
 grpc::Status JobServiceImpl::WatchJob(grpc::ServerContext* ctx, const v1::WatchJobRequest* request,

@@ -3,12 +3,15 @@
 #pragma once
 
 #include <atomic>
+#include <mutex>
+#include <set>
 #include <string>
 
 #include "api/auth.h"
 #include "api/metrics.h"
 #include "qopt/v1/service.grpc.pb.h"
 #include "store/blob_store.h"
+#include "store/catalog.h"
 #include "store/job_store.h"
 
 namespace qopt::server {
@@ -20,24 +23,71 @@ struct ServerLimits {
 
 class BlobServiceImpl final : public v1::BlobService::Service {
  public:
-  BlobServiceImpl(BlobStore* blobs, const Authenticator* auth, Metrics* metrics, ServerLimits limits)
-      : blobs_(blobs), auth_(auth), metrics_(metrics), limits_(limits) {}
+  BlobServiceImpl(BlobStore* blobs, Catalog* catalog, const Authenticator* auth, Metrics* metrics,
+                  ServerLimits limits)
+      : blobs_(blobs), catalog_(catalog), auth_(auth), metrics_(metrics), limits_(limits) {}
   grpc::Status Upload(grpc::ServerContext* ctx, grpc::ServerReader<v1::UploadRequest>* reader,
                       v1::UploadResponse* response) override;
   grpc::Status GetUploadStatus(grpc::ServerContext* ctx, const v1::GetUploadStatusRequest* request,
                                v1::GetUploadStatusResponse* response) override;
+  grpc::Status GetUsage(grpc::ServerContext* ctx, const v1::GetUsageRequest* request,
+                        v1::Usage* response) override;
 
  private:
   BlobStore* blobs_;
+  Catalog* catalog_;
   const Authenticator* auth_;
   Metrics* metrics_;
   ServerLimits limits_;
+  // Uploads streaming now, by sha256 and tenant key: one at a time per partial file.
+  std::mutex active_mu_;
+  std::set<std::string> active_;
+};
+
+/// Models and datasets share one implementation over the catalog's records.
+class ModelServiceImpl final : public v1::ModelService::Service {
+ public:
+  ModelServiceImpl(Catalog* catalog, const Authenticator* auth, Metrics* metrics)
+      : catalog_(catalog), auth_(auth), metrics_(metrics) {}
+  grpc::Status CreateModel(grpc::ServerContext* ctx, const v1::CreateModelRequest* request,
+                           v1::Model* response) override;
+  grpc::Status GetModel(grpc::ServerContext* ctx, const v1::GetModelRequest* request,
+                        v1::Model* response) override;
+  grpc::Status ListModels(grpc::ServerContext* ctx, const v1::ListModelsRequest* request,
+                          v1::ListModelsResponse* response) override;
+  grpc::Status DeleteModel(grpc::ServerContext* ctx, const v1::DeleteModelRequest* request,
+                           v1::Empty* response) override;
+
+ private:
+  Catalog* catalog_;
+  const Authenticator* auth_;
+  Metrics* metrics_;
+};
+
+class DatasetServiceImpl final : public v1::DatasetService::Service {
+ public:
+  DatasetServiceImpl(Catalog* catalog, const Authenticator* auth, Metrics* metrics)
+      : catalog_(catalog), auth_(auth), metrics_(metrics) {}
+  grpc::Status CreateDataset(grpc::ServerContext* ctx, const v1::CreateDatasetRequest* request,
+                             v1::Dataset* response) override;
+  grpc::Status GetDataset(grpc::ServerContext* ctx, const v1::GetDatasetRequest* request,
+                          v1::Dataset* response) override;
+  grpc::Status ListDatasets(grpc::ServerContext* ctx, const v1::ListDatasetsRequest* request,
+                            v1::ListDatasetsResponse* response) override;
+  grpc::Status DeleteDataset(grpc::ServerContext* ctx, const v1::DeleteDatasetRequest* request,
+                             v1::Empty* response) override;
+
+ private:
+  Catalog* catalog_;
+  const Authenticator* auth_;
+  Metrics* metrics_;
 };
 
 class JobServiceImpl final : public v1::JobService::Service {
  public:
-  JobServiceImpl(JobStore* jobs, BlobStore* blobs, const Authenticator* auth, Metrics* metrics)
-      : jobs_(jobs), blobs_(blobs), auth_(auth), metrics_(metrics) {}
+  JobServiceImpl(JobStore* jobs, BlobStore* blobs, Catalog* catalog, const Authenticator* auth,
+                 Metrics* metrics)
+      : jobs_(jobs), blobs_(blobs), catalog_(catalog), auth_(auth), metrics_(metrics) {}
   grpc::Status SubmitJob(grpc::ServerContext* ctx, const v1::SubmitJobRequest* request,
                          v1::Job* response) override;
   grpc::Status GetJob(grpc::ServerContext* ctx, const v1::GetJobRequest* request,
@@ -46,6 +96,8 @@ class JobServiceImpl final : public v1::JobService::Service {
                         v1::ListJobsResponse* response) override;
   grpc::Status CancelJob(grpc::ServerContext* ctx, const v1::CancelJobRequest* request,
                          v1::Job* response) override;
+  grpc::Status DeleteJob(grpc::ServerContext* ctx, const v1::DeleteJobRequest* request,
+                         v1::Empty* response) override;
   grpc::Status WatchJob(grpc::ServerContext* ctx, const v1::WatchJobRequest* request,
                         grpc::ServerWriter<v1::JobEvent>* writer) override;
   grpc::Status GetReport(grpc::ServerContext* ctx, const v1::GetReportRequest* request,
@@ -56,6 +108,7 @@ class JobServiceImpl final : public v1::JobService::Service {
  private:
   JobStore* jobs_;
   BlobStore* blobs_;
+  Catalog* catalog_;
   const Authenticator* auth_;
   Metrics* metrics_;
 };

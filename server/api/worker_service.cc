@@ -56,7 +56,7 @@ grpc::Status WorkerServiceImpl::PutArtifact(grpc::ServerContext* ctx,
     return {grpc::StatusCode::RESOURCE_EXHAUSTED, absl::StrCat("artifact of ", header.size(), " bytes is too large")};
   }
   if (!blobs_->Exists(header.sha256())) {
-    auto upload = blobs_->Begin(header.sha256(), header.size(), 0);
+    auto upload = blobs_->Begin(header.sha256(), header.size(), 0, job_id);
     if (!upload.ok()) return ToGrpc(upload.status());
     while (reader->Read(&msg)) {
       if (absl::Status s = (*upload)->Write(msg.chunk()); !s.ok()) return ToGrpc(s);

@@ -35,21 +35,37 @@ int64_t BlobStore::Size(const std::string& sha256) const {
   return ec ? -1 : static_cast<int64_t>(n);
 }
 
-int64_t BlobStore::PartialSize(const std::string& sha256) const {
+std::string BlobStore::PartPath(const std::string& sha256, const std::string& owner) const {
+  return (fs::path(root_) / "uploads" / absl::StrCat(sha256, ".", owner, ".part")).string();
+}
+
+int64_t BlobStore::PartialSize(const std::string& sha256, const std::string& owner) const {
   std::error_code ec;
-  const auto n = fs::file_size(fs::path(root_) / "uploads" / (sha256 + ".part"), ec);
+  const auto n = fs::file_size(PartPath(sha256, owner), ec);
   return ec ? 0 : static_cast<int64_t>(n);
 }
 
+absl::Status BlobStore::Remove(const std::string& sha256) {
+  if (!IsSha256Hex(sha256)) return absl::InvalidArgumentError("not a sha256");
+  std::error_code ec;
+  fs::remove(Path(sha256), ec);
+  if (ec) return absl::InternalError(absl::StrCat("cannot delete blob ", sha256, ": ", ec.message()));
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::unique_ptr<BlobUpload>> BlobStore::Begin(const std::string& sha256,
-                                                             int64_t size, int64_t offset) {
+                                                             int64_t size, int64_t offset,
+                                                             const std::string& owner) {
   if (!IsSha256Hex(sha256)) {
     return absl::InvalidArgumentError(absl::StrCat("'", sha256, "' is not a sha256 (64 lowercase hex digits)"));
+  }
+  if (owner.empty() || owner.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") != std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat("bad upload owner key '", owner, "'"));
   }
   if (size < 0 || offset < 0 || offset > size) {
     return absl::InvalidArgumentError(absl::StrCat("bad upload range: offset ", offset, " of ", size, " bytes"));
   }
-  const int64_t on_disk = PartialSize(sha256);
+  const int64_t on_disk = PartialSize(sha256, owner);
   if (offset != 0 && offset != on_disk) {
     return absl::FailedPreconditionError(absl::StrCat(
         "upload of ", sha256, " can resume at offset ", on_disk, ", not ", offset));
@@ -57,7 +73,7 @@ absl::StatusOr<std::unique_ptr<BlobUpload>> BlobStore::Begin(const std::string& 
   std::unique_ptr<BlobUpload> up(new BlobUpload());
   up->sha256_ = sha256;
   up->size_ = size;
-  up->part_path_ = (fs::path(root_) / "uploads" / (sha256 + ".part")).string();
+  up->part_path_ = PartPath(sha256, owner);
   up->final_path_ = Path(sha256);
   up->hasher_ = std::make_unique<Sha256>();
   up->fd_ = open(up->part_path_.c_str(), O_WRONLY | O_CREAT | (offset == 0 ? O_TRUNC : O_APPEND), 0644);
@@ -94,7 +110,7 @@ absl::Status BlobUpload::Write(const std::string& bytes) {
   return absl::OkStatus();
 }
 
-absl::Status BlobUpload::Commit() {
+absl::Status BlobUpload::Seal() {
   if (offset_ != size_) {
     return absl::InvalidArgumentError(absl::StrCat("upload ended at ", offset_, " of ", size_, " bytes"));
   }
@@ -102,14 +118,27 @@ absl::Status BlobUpload::Commit() {
   close(fd_);
   fd_ = -1;
   const std::string actual = hasher_->HexDigest();
-  std::error_code ec;
   if (actual != sha256_) {
-    fs::remove(part_path_, ec);
+    Discard();
     return absl::InvalidArgumentError(absl::StrCat("sha256 mismatch: declared ", sha256_, ", received ", actual));
   }
+  sealed_ = true;
+  return absl::OkStatus();
+}
+
+void BlobUpload::Discard() {
+  std::error_code ec;
+  fs::remove(part_path_, ec);
+  sealed_ = false;
+}
+
+absl::Status BlobUpload::Publish() {
+  if (!sealed_) return absl::FailedPreconditionError("upload not sealed");
+  std::error_code ec;
   fs::create_directories(fs::path(final_path_).parent_path(), ec);
   fs::rename(part_path_, final_path_, ec);
   if (ec) return absl::InternalError(absl::StrCat("cannot publish blob ", sha256_, ": ", ec.message()));
+  sealed_ = false;
   // The rename is durable once the directory entry is.
   const int dir = open(fs::path(final_path_).parent_path().c_str(), O_RDONLY | O_DIRECTORY);
   if (dir >= 0) {
@@ -117,6 +146,11 @@ absl::Status BlobUpload::Commit() {
     close(dir);
   }
   return absl::OkStatus();
+}
+
+absl::Status BlobUpload::Commit() {
+  RETURN_IF_ERROR(Seal());
+  return Publish();
 }
 
 }  // namespace qopt::server

@@ -1,5 +1,6 @@
 // Content-addressed blob files: blobs/<first two hex>/<sha256>. Uploads are written to
-// uploads/<sha256>.part, hashed (OpenSSL SHA-256), fsync'd and renamed into place only
+// uploads/<sha256>.<owner>.part (one per uploader, so two tenants never share a partial
+// file), hashed (OpenSSL SHA-256) while streaming, fsync'd, and renamed into place only
 // when size and hash match, so a partial blob is never visible. An interrupted upload
 // resumes from the bytes its .part file holds.
 #pragma once
@@ -16,14 +17,21 @@ namespace qopt::server {
 
 class BlobStore;
 
-/// One upload in progress; Commit() or drop it (the .part file stays for resuming).
+/// One upload in progress; Commit() (or Seal() then Publish()) or drop it (the .part
+/// file stays for resuming).
 class BlobUpload {
  public:
   ~BlobUpload();
   absl::Status Write(const std::string& bytes);
   int64_t offset() const { return offset_; }
-  /// Verifies size and sha256, then publishes the blob. InvalidArgument on mismatch
-  /// (the partial data is discarded).
+  int64_t size() const { return size_; }
+  /// Verifies size and sha256 and makes the bytes durable (fsync). InvalidArgument on
+  /// mismatch (the partial data is discarded).
+  absl::Status Seal();
+  /// Renames a sealed upload into place (fast; callers may hold a lock around it).
+  absl::Status Publish();
+  /// Discards a sealed upload that will not be published.
+  void Discard();
   absl::Status Commit();
 
  private:
@@ -32,6 +40,7 @@ class BlobUpload {
   std::string sha256_, part_path_, final_path_;
   int64_t size_ = 0, offset_ = 0;
   int fd_ = -1;
+  bool sealed_ = false;
   std::unique_ptr<Sha256> hasher_;
 };
 
@@ -41,16 +50,19 @@ class BlobStore {
 
   bool Exists(const std::string& sha256) const;
   std::string Path(const std::string& sha256) const;
-  /// Bytes of an interrupted upload on disk (0 when none).
-  int64_t PartialSize(const std::string& sha256) const;
+  /// Bytes of `owner`'s interrupted upload on disk (0 when none). `owner` is a key of
+  /// [A-Za-z0-9_-] naming the uploader (a tenant's key, a job id).
+  int64_t PartialSize(const std::string& sha256, const std::string& owner) const;
   /// Starts (offset 0) or resumes (offset = PartialSize) an upload of `size` bytes.
   absl::StatusOr<std::unique_ptr<BlobUpload>> Begin(const std::string& sha256, int64_t size,
-                                                    int64_t offset);
-  /// Stores bytes computed here (artifacts from workers go through Begin too).
+                                                    int64_t offset, const std::string& owner);
   int64_t Size(const std::string& sha256) const;
+  /// Deletes a stored blob (the catalog decides when nothing refers to it).
+  absl::Status Remove(const std::string& sha256);
 
  private:
   explicit BlobStore(std::string root) : root_(std::move(root)) {}
+  std::string PartPath(const std::string& sha256, const std::string& owner) const;
   std::string root_;
 };
 

@@ -10,101 +10,22 @@
 namespace qopt::server {
 namespace internal_store {
 
-// Schema versions, applied in order; PRAGMA user_version records how many ran.
-const char* const kMigrations[] = {
-    R"sql(
-    CREATE TABLE jobs (
-      id TEXT PRIMARY KEY,
-      tenant TEXT NOT NULL,
-      request_id TEXT NOT NULL DEFAULT '',
-      state INTEGER NOT NULL,
-      priority INTEGER NOT NULL DEFAULT 0,
-      recipe BLOB NOT NULL,
-      attempts INTEGER NOT NULL DEFAULT 0,
-      lease_id TEXT NOT NULL DEFAULT '',
-      worker_id TEXT NOT NULL DEFAULT '',
-      lease_expires_ms INTEGER NOT NULL DEFAULT 0,
-      cancel_requested INTEGER NOT NULL DEFAULT 0,
-      stage TEXT NOT NULL DEFAULT '',
-      progress REAL NOT NULL DEFAULT 0,
-      eta REAL NOT NULL DEFAULT 0,
-      error TEXT NOT NULL DEFAULT '',
-      report TEXT NOT NULL DEFAULT '',
-      created_ms INTEGER NOT NULL,
-      updated_ms INTEGER NOT NULL,
-      next_seq INTEGER NOT NULL DEFAULT 1
-    );
-    CREATE UNIQUE INDEX jobs_request ON jobs(tenant, request_id) WHERE request_id != '';
-    CREATE INDEX jobs_queue ON jobs(state, priority DESC);
-    CREATE TABLE events (
-      job_id TEXT NOT NULL REFERENCES jobs(id),
-      seq INTEGER NOT NULL,
-      unix_ms INTEGER NOT NULL,
-      state INTEGER NOT NULL,
-      stage TEXT NOT NULL,
-      progress REAL NOT NULL,
-      eta REAL NOT NULL,
-      message TEXT NOT NULL,
-      PRIMARY KEY (job_id, seq)
-    );
-    CREATE TABLE artifacts (
-      job_id TEXT NOT NULL REFERENCES jobs(id),
-      name TEXT NOT NULL,
-      sha256 TEXT NOT NULL,
-      size INTEGER NOT NULL,
-      PRIMARY KEY (job_id, name)
-    );
-    )sql",
-};
-
-std::string RandomId(const char* prefix) {
-  static thread_local std::mt19937_64 rng{std::random_device{}()};
-  static const char* hex = "0123456789abcdef";
-  std::string id = prefix;
-  for (int i = 0; i < 16; ++i) id += hex[rng() % 16];
-  return id;
-}
-
 constexpr char kJobColumns[] =
     "id, state, priority, recipe, attempts, stage, progress, eta, error, created_ms, updated_ms";
 
 }  // namespace internal_store
 
-int64_t NowUnixMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
 absl::StatusOr<std::unique_ptr<JobStore>> JobStore::Open(const std::string& path, Options options) {
-  ASSIGN_OR_RETURN(auto db, Database::Open(path));
-  std::unique_ptr<JobStore> store(new JobStore(std::move(db), options));
-  RETURN_IF_ERROR(store->Migrate());
-  return store;
+  ASSIGN_OR_RETURN(std::shared_ptr<StoreDb> db, StoreDb::Open(path));
+  return Open(std::move(db), options);
 }
 
-absl::Status JobStore::Migrate() {
-  ASSIGN_OR_RETURN(Statement version, db_->Prepare("PRAGMA user_version"));
-  ASSIGN_OR_RETURN(bool row, version.Step());
-  const int64_t applied = row ? version.Int(0) : 0;
-  const int64_t total = static_cast<int64_t>(std::size(internal_store::kMigrations));
-  for (int64_t v = applied; v < total; ++v) {
-    RETURN_IF_ERROR(Annotate(Transaction([&]() -> absl::Status {
-                               RETURN_IF_ERROR(db_->Exec(internal_store::kMigrations[v]));
-                               return db_->Exec(absl::StrCat("PRAGMA user_version = ", v + 1));
-                             }),
-                             absl::StrCat("schema migration ", v + 1)));
-  }
-  return absl::OkStatus();
+absl::StatusOr<std::unique_ptr<JobStore>> JobStore::Open(std::shared_ptr<StoreDb> db, Options options) {
+  return std::unique_ptr<JobStore>(new JobStore(std::move(db), options));
 }
 
 absl::Status JobStore::Transaction(const std::function<absl::Status()>& body) {
-  RETURN_IF_ERROR(db_->Exec("BEGIN IMMEDIATE"));
-  if (absl::Status s = body(); !s.ok()) {
-    db_->Exec("ROLLBACK").IgnoreError();
-    return s;
-  }
-  return db_->Exec("COMMIT");
+  return store_->Transaction(body);
 }
 
 absl::StatusOr<v1::Job> JobStore::Load(const std::string& id) {
@@ -159,7 +80,8 @@ absl::Status JobStore::AppendEvent(const std::string& id, v1::JobState state,
 }
 
 absl::StatusOr<v1::Job> JobStore::Submit(const std::string& tenant, const v1::Recipe& recipe,
-                                         int priority, const std::string& request_id) {
+                                         int priority, const std::string& request_id,
+                                         const std::vector<std::string>& inputs) {
   std::lock_guard<std::mutex> lock(mu_);
   if (!request_id.empty()) {
     ASSIGN_OR_RETURN(Statement st, db_->Prepare(
@@ -168,7 +90,7 @@ absl::StatusOr<v1::Job> JobStore::Submit(const std::string& tenant, const v1::Re
     ASSIGN_OR_RETURN(bool row, st.Step());
     if (row) return Load(st.Text(0));
   }
-  const std::string id = internal_store::RandomId("job-");
+  const std::string id = RandomId("job-");
   const int64_t now = NowUnixMs();
   RETURN_IF_ERROR(Transaction([&]() -> absl::Status {
     ASSIGN_OR_RETURN(Statement st, db_->Prepare(
@@ -178,6 +100,12 @@ absl::StatusOr<v1::Job> JobStore::Submit(const std::string& tenant, const v1::Re
         .Bind(5, static_cast<int64_t>(priority)).BindBlob(6, recipe.SerializeAsString())
         .Bind(7, now).Bind(8, now);
     RETURN_IF_ERROR(st.Run());
+    for (const std::string& sha : inputs) {
+      ASSIGN_OR_RETURN(Statement in, db_->Prepare(
+          "INSERT OR IGNORE INTO job_inputs (job_id, sha256) VALUES (?, ?)"));
+      in.Bind(1, id).Bind(2, sha);
+      RETURN_IF_ERROR(in.Run());
+    }
     return AppendEvent(id, v1::QUEUED, "queued", 0.0, 0.0, "job queued");
   }));
   changed_.notify_all();
@@ -248,6 +176,40 @@ absl::StatusOr<v1::Job> JobStore::Cancel(const std::string& tenant, const std::s
   changed_.notify_all();
   std::lock_guard<std::mutex> lock(mu_);
   return Load(id);
+}
+
+absl::StatusOr<std::vector<std::string>> JobStore::Delete(const std::string& tenant,
+                                                          const std::string& id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  ASSIGN_OR_RETURN(Statement st, db_->Prepare("SELECT tenant, state FROM jobs WHERE id = ?"));
+  st.Bind(1, id);
+  ASSIGN_OR_RETURN(bool row, st.Step());
+  if (!row || st.Text(0) != tenant) return absl::NotFoundError(absl::StrCat("job ", id, " not found"));
+  const auto state = static_cast<v1::JobState>(st.Int(1));
+  if (!IsFinal(state)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "job ", id, " is ", v1::JobState_Name(state), "; cancel it before deleting it"));
+  }
+  std::vector<std::string> blobs;
+  RETURN_IF_ERROR(Transaction([&]() -> absl::Status {
+    for (const char* sql : {"DELETE FROM job_inputs WHERE job_id = ? RETURNING sha256",
+                            "DELETE FROM artifacts WHERE job_id = ? RETURNING sha256"}) {
+      ASSIGN_OR_RETURN(Statement del, db_->Prepare(sql));
+      del.Bind(1, id);
+      for (;;) {
+        ASSIGN_OR_RETURN(bool more, del.Step());
+        if (!more) break;
+        blobs.push_back(del.Text(0));
+      }
+    }
+    for (const char* sql : {"DELETE FROM events WHERE job_id = ?", "DELETE FROM jobs WHERE id = ?"}) {
+      ASSIGN_OR_RETURN(Statement del, db_->Prepare(sql));
+      del.Bind(1, id);
+      RETURN_IF_ERROR(del.Run());
+    }
+    return absl::OkStatus();
+  }));
+  return blobs;
 }
 
 absl::StatusOr<std::vector<v1::JobEvent>> JobStore::Events(const std::string& tenant,
@@ -322,7 +284,7 @@ absl::StatusOr<LeaseGrant> JobStore::Lease(const std::string& worker_id, int wai
       const std::string id = pick.Text(0);
       LeaseGrant grant;
       grant.job_id = id;
-      grant.lease_id = internal_store::RandomId("lease-");
+      grant.lease_id = RandomId("lease-");
       grant.expires_unix_ms = NowUnixMs() + options_.lease_ms;
       RETURN_IF_ERROR(Transaction([&]() -> absl::Status {
         ASSIGN_OR_RETURN(Statement up, db_->Prepare(

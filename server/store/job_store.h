@@ -15,7 +15,7 @@
 
 #include "absl/status/statusor.h"
 #include "qopt/v1/service.pb.h"
-#include "store/sqlite.h"
+#include "store/store_db.h"
 
 namespace qopt::server {
 
@@ -33,16 +33,23 @@ class JobStore {
     int max_attempts = 3;
   };
   static absl::StatusOr<std::unique_ptr<JobStore>> Open(const std::string& path, Options options);
+  /// Shares a database with other stores (the catalog).
+  static absl::StatusOr<std::unique_ptr<JobStore>> Open(std::shared_ptr<StoreDb> db, Options options);
 
   /// Queues a job. The same (tenant, request_id) returns the first job unchanged.
+  /// `inputs` are the blobs it reads (kept while the job exists).
   absl::StatusOr<v1::Job> Submit(const std::string& tenant, const v1::Recipe& recipe,
-                                 int priority, const std::string& request_id);
+                                 int priority, const std::string& request_id,
+                                 const std::vector<std::string>& inputs = {});
   /// NotFound for unknown ids and for other tenants' jobs.
   absl::StatusOr<v1::Job> Get(const std::string& tenant, const std::string& id);
   absl::StatusOr<v1::ListJobsResponse> List(const std::string& tenant, v1::JobState state,
                                             int page_size, const std::string& page_token);
   /// Queued jobs end at once; running ones when their worker next heartbeats.
   absl::StatusOr<v1::Job> Cancel(const std::string& tenant, const std::string& id);
+  /// Deletes a finished job with its events, report and artifacts; FailedPrecondition while
+  /// it is queued or running. Returns the blobs it used and produced (to release).
+  absl::StatusOr<std::vector<std::string>> Delete(const std::string& tenant, const std::string& id);
   absl::StatusOr<std::vector<v1::JobEvent>> Events(const std::string& tenant,
                                                    const std::string& id, int64_t after);
   absl::StatusOr<std::string> Report(const std::string& tenant, const std::string& id);
@@ -75,8 +82,8 @@ class JobStore {
   absl::StatusOr<std::vector<std::pair<v1::JobState, int64_t>>> CountByState();
 
  private:
-  JobStore(std::unique_ptr<Database> db, Options options) : db_(std::move(db)), options_(options) {}
-  absl::Status Migrate();
+  JobStore(std::shared_ptr<StoreDb> store, Options options)
+      : store_(std::move(store)), db_(store_->db()), mu_(store_->mu()), options_(options) {}
   /// Runs `body` in a write transaction, rolled back when it fails. Caller holds mu_.
   absl::Status Transaction(const std::function<absl::Status()>& body);
   absl::StatusOr<v1::Job> Load(const std::string& id);
@@ -85,14 +92,13 @@ class JobStore {
   absl::Status CheckLease(const std::string& job_id, const std::string& lease_id);
   void NotifyFinished(const std::string& id);
 
-  std::unique_ptr<Database> db_;
+  std::shared_ptr<StoreDb> store_;
+  Database* db_;
+  std::mutex& mu_;
   Options options_;
-  std::mutex mu_;
   std::condition_variable changed_;
   std::function<void(const v1::Job&)> on_finished_;
 };
-
-int64_t NowUnixMs();
 
 /// SUCCEEDED, FAILED and CANCELLED are final.
 inline bool IsFinal(v1::JobState s) {

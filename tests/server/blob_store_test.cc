@@ -28,7 +28,7 @@ class BlobStoreTest : public ::testing::Test {
 };
 
 TEST_F(BlobStoreTest, UploadPublishesOnlyVerifiedBytes) {
-  auto up = store_->Begin(kHello, 11, 0);
+  auto up = store_->Begin(kHello, 11, 0, "t1");
   ASSERT_TRUE(up.ok());
   ASSERT_TRUE((*up)->Write("hello ").ok());
   EXPECT_FALSE(store_->Exists(kHello)) << "partial data must not be visible";
@@ -42,25 +42,25 @@ TEST_F(BlobStoreTest, UploadPublishesOnlyVerifiedBytes) {
 }
 
 TEST_F(BlobStoreTest, HashMismatchIsRejected) {
-  auto up = store_->Begin(kHello, 11, 0);
+  auto up = store_->Begin(kHello, 11, 0, "t1");
   ASSERT_TRUE(up.ok());
   ASSERT_TRUE((*up)->Write("hello WORLD").ok());
   const absl::Status s = (*up)->Commit();
   EXPECT_TRUE(absl::IsInvalidArgument(s)) << s;
   EXPECT_NE(s.message().find("sha256 mismatch"), std::string::npos);
   EXPECT_FALSE(store_->Exists(kHello));
-  EXPECT_EQ(store_->PartialSize(kHello), 0);
+  EXPECT_EQ(store_->PartialSize(kHello, "t1"), 0);
 }
 
 TEST_F(BlobStoreTest, InterruptedUploadResumesFromItsPartialFile) {
   {
-    auto up = store_->Begin(kHello, 11, 0);
+    auto up = store_->Begin(kHello, 11, 0, "t1");
     ASSERT_TRUE(up.ok());
     ASSERT_TRUE((*up)->Write("hello").ok());
   }  // connection lost: no commit
-  EXPECT_EQ(store_->PartialSize(kHello), 5);
-  EXPECT_TRUE(absl::IsFailedPrecondition(store_->Begin(kHello, 11, 3).status()));
-  auto resumed = store_->Begin(kHello, 11, 5);
+  EXPECT_EQ(store_->PartialSize(kHello, "t1"), 5);
+  EXPECT_TRUE(absl::IsFailedPrecondition(store_->Begin(kHello, 11, 3, "t1").status()));
+  auto resumed = store_->Begin(kHello, 11, 5, "t1");
   ASSERT_TRUE(resumed.ok());
   ASSERT_TRUE((*resumed)->Write(" world").ok());
   ASSERT_TRUE((*resumed)->Commit().ok()) << "the hash covers the bytes sent before";
@@ -68,9 +68,9 @@ TEST_F(BlobStoreTest, InterruptedUploadResumesFromItsPartialFile) {
 }
 
 TEST_F(BlobStoreTest, RejectsBadNamesAndOversizedWrites) {
-  EXPECT_TRUE(absl::IsInvalidArgument(store_->Begin("../etc/passwd", 1, 0).status()));
-  EXPECT_TRUE(absl::IsInvalidArgument(store_->Begin(std::string(64, 'G'), 1, 0).status()));
-  auto up = store_->Begin(kHello, 3, 0);
+  EXPECT_TRUE(absl::IsInvalidArgument(store_->Begin("../etc/passwd", 1, 0, "t1").status()));
+  EXPECT_TRUE(absl::IsInvalidArgument(store_->Begin(std::string(64, 'G'), 1, 0, "t1").status()));
+  auto up = store_->Begin(kHello, 3, 0, "t1");
   ASSERT_TRUE(up.ok());
   EXPECT_TRUE(absl::IsInvalidArgument((*up)->Write("hello")));
 }

@@ -11,6 +11,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "qopt/v1/service.grpc.pb.h"
 #include "recipe/recipe.h"
 #include "recipe/runner.h"
@@ -65,15 +66,28 @@ class Worker {
     return path.string();
   }
 
-  absl::Status Localize(v1::Recipe* recipe) {
-    for (std::string* p : {recipe->mutable_model()->mutable_path(),
-                           recipe->mutable_calibration_data()->mutable_path(),
-                           recipe->mutable_calibration_data()->mutable_labels_path(),
-                           recipe->mutable_evaluation_data()->mutable_path(),
-                           recipe->mutable_evaluation_data()->mutable_labels_path()}) {
+  // Replaces the recipe's blob names with cached local files. `local_names` maps each
+  // local path back to the field and blob it came from, so errors can name those
+  // instead of this worker's cache.
+  absl::Status Localize(v1::Recipe* recipe, std::vector<std::pair<std::string, std::string>>* local_names) {
+    std::vector<std::pair<const char*, std::string*>> fields;
+    if (recipe->has_model()) fields.push_back({"model", recipe->mutable_model()->mutable_path()});
+    auto add_data = [&](const char* label, v1::DataRef* data) {
+      fields.push_back({label, data->mutable_path()});
+      fields.push_back({label, data->mutable_labels_path()});
+    };
+    if (recipe->has_calibration_data()) add_data("calibration_data", recipe->mutable_calibration_data());
+    if (recipe->has_evaluation_data()) add_data("evaluation_data", recipe->mutable_evaluation_data());
+    if (recipe->has_quantization()) {
+      fields.push_back({"quantization.config_path", recipe->mutable_quantization()->mutable_config_path()});
+      fields.push_back({"quantization.freeze_encodings_path",
+                        recipe->mutable_quantization()->mutable_freeze_encodings_path()});
+    }
+    for (auto& [label, p] : fields) {
       if (p->empty()) continue;
       auto local = Fetch(*p);
       if (!local.ok()) return local.status();
+      local_names->push_back({*local, absl::StrCat(label, " (blob ", p->substr(0, 12), ")")});
       *p = *local;
     }
     recipe->set_device(o_.device);
@@ -149,7 +163,8 @@ class Worker {
     v1::Recipe recipe = lease.recipe();
     const std::string out_dir = (fs::path(o_.work_dir) / lease.job_id()).string();
     absl::StatusOr<RunSummary> summary = absl::UnknownError("not run");
-    if (absl::Status s = Localize(&recipe); !s.ok()) {
+    std::vector<std::pair<std::string, std::string>> local_names;
+    if (absl::Status s = Localize(&recipe, &local_names); !s.ok()) {
       summary = s;
     } else {
       RunOptions run;
@@ -174,7 +189,9 @@ class Worker {
       v1::FailRequest fail;
       fail.set_job_id(lease.job_id());
       fail.set_lease_id(lease.lease_id());
-      fail.set_error(std::string(summary.status().message()));
+      std::string error(summary.status().message());
+      for (const auto& [local, name] : local_names) error = absl::StrReplaceAll(error, {{local, name}});
+      fail.set_error(error);
       grpc::ClientContext ctx;
       Context(&ctx, 10000);
       v1::Empty empty;
