@@ -76,12 +76,14 @@ std::string Upload(qopt::v1::BlobService::Stub& blobs, const std::string& path, 
   header.mutable_header()->set_size(size);
   writer->Write(header);
   std::ifstream in(path, std::ios::binary);
-  std::string buf(1 << 20, '\0');
+  // As the CLI does: read straight into the message.
   qopt::v1::UploadRequest chunk;
+  std::string* data = chunk.mutable_chunk();
   while (in) {
-    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+    data->resize(1 << 20);
+    in.read(data->data(), static_cast<std::streamsize>(data->size()));
     if (in.gcount() <= 0) break;
-    chunk.set_chunk(buf.data(), static_cast<size_t>(in.gcount()));
+    data->resize(static_cast<size_t>(in.gcount()));
     if (!writer->Write(chunk)) break;
   }
   writer->WritesDone();

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
@@ -99,13 +100,19 @@ absl::Status BlobUpload::Write(const std::string& bytes) {
   if (offset_ + static_cast<int64_t>(bytes.size()) > size_) {
     return absl::InvalidArgumentError(absl::StrCat("upload exceeds its declared size of ", size_, " bytes"));
   }
-  size_t done = 0;
-  while (done < bytes.size()) {
-    const ssize_t n = write(fd_, bytes.data() + done, bytes.size() - done);
-    if (n < 0) return absl::InternalError(absl::StrCat("write to ", part_path_, " failed"));
-    done += static_cast<size_t>(n);
+  // Hash and write in slices small enough to stay in the CPU cache between the two
+  // passes: one pass over a whole 1 MiB chunk each measured 2-3x slower (bench/).
+  constexpr size_t kSlice = 64 << 10;
+  for (size_t at = 0; at < bytes.size(); at += kSlice) {
+    const size_t len = std::min(kSlice, bytes.size() - at);
+    hasher_->Update(absl::string_view(bytes.data() + at, len));
+    size_t done = 0;
+    while (done < len) {
+      const ssize_t n = write(fd_, bytes.data() + at + done, len - done);
+      if (n < 0) return absl::InternalError(absl::StrCat("write to ", part_path_, " failed"));
+      done += static_cast<size_t>(n);
+    }
   }
-  hasher_->Update(bytes);
   offset_ += static_cast<int64_t>(bytes.size());
   return absl::OkStatus();
 }
