@@ -1,5 +1,6 @@
 #include "absl/strings/str_cat.h"
 #include "api/services.h"
+#include "recipe_check.h"
 
 namespace qopt::server {
 grpc::Status JobServiceImpl::SubmitJob(grpc::ServerContext* ctx, const v1::SubmitJobRequest* request,
@@ -10,7 +11,7 @@ grpc::Status JobServiceImpl::SubmitJob(grpc::ServerContext* ctx, const v1::Submi
   // The server checks the recipe's shape and its blobs but never opens a model: workers
   // do, in their own processes.
   v1::Recipe recipe = request->recipe();
-  if (recipe.steps().empty()) return {grpc::StatusCode::INVALID_ARGUMENT, "recipe has no steps"};
+  if (absl::Status s = CheckRecipe(recipe); !s.ok()) return ToGrpc(s);
   if (absl::Status s = catalog_->ResolveRecipe(tenant, &recipe); !s.ok()) return ToGrpc(s);
   if (absl::Status s = catalog_->CheckQuota(tenant, 0); !s.ok()) return ToGrpc(s);
   std::vector<std::string> inputs;

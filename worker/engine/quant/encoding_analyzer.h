@@ -10,15 +10,13 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "calibration_method.h"
+
 #include "absl/status/statusor.h"
 #include "quant/encoding.h"
 
 namespace qopt {
 
-enum class CalibrationMethod { kMinMax, kSqnr, kPercentile, kMse };
-
-absl::StatusOr<CalibrationMethod> ParseCalibrationMethod(std::string_view name);
-std::string_view CalibrationMethodName(CalibrationMethod m);
 /// AIMET's quant_scheme string for the encodings file ("post_training_tf_enhanced").
 std::string_view AimetQuantScheme(CalibrationMethod m);
 

@@ -7,6 +7,7 @@
 #include <google/protobuf/util/json_util.h>
 
 #include "absl/strings/str_cat.h"
+#include "recipe_check.h"
 #include "status.h"
 
 namespace qopt {
@@ -51,54 +52,8 @@ absl::StatusOr<QuantSimOptions> ValidateRecipe(const v1::Recipe& recipe) {
   if (recipe.model().path().empty()) {
     return absl::InvalidArgumentError("recipe names no model (model.path or --model)");
   }
-  if (recipe.steps().empty()) return absl::InvalidArgumentError("recipe has no steps");
+  RETURN_IF_ERROR(CheckRecipe(recipe));
   ASSIGN_OR_RETURN(QuantSimOptions options, QuantSimOptionsFromRecipe(recipe));
-
-  bool calibrated = false;
-  bool needs_data = false;
-  for (int i = 0; i < recipe.steps_size(); ++i) {
-    const v1::Step& step = recipe.steps(i);
-    const std::string where = absl::StrCat("steps[", i, "]");
-    switch (step.kind_case()) {
-      case v1::Step::kFoldBatchNorm:
-        if (calibrated) {
-          return absl::InvalidArgumentError(
-              where + ": fold_batch_norm must come before calibrate");
-        }
-        break;
-      case v1::Step::kCalibrate:
-        if (step.calibrate().num_batches() < 0) {
-          return absl::InvalidArgumentError(where + ": calibrate.num_batches must be >= 0");
-        }
-        calibrated = true;
-        needs_data = true;
-        break;
-      case v1::Step::kEvaluate:
-        needs_data = true;
-        if (!calibrated) {
-          return absl::InvalidArgumentError(where + ": evaluate needs a calibrate step before it");
-        }
-        break;
-      case v1::Step::kExport:
-        break;
-      case v1::Step::KIND_NOT_SET:
-        return absl::InvalidArgumentError(where + ": step names no operation");
-    }
-  }
-  if (needs_data && recipe.calibration_data().path().empty()) {
-    return absl::InvalidArgumentError(
-        "recipe needs calibration data: set calibration_data.path or pass --data");
-  }
-  for (const v1::DataRef* ref : {&recipe.calibration_data(), &recipe.evaluation_data()}) {
-    const v1::Preprocess& p = ref->preprocess();
-    if (p.resize() < 0 || p.center_crop() < 0 || (p.channels() != 0 && p.channels() != 1 && p.channels() != 3)) {
-      return absl::InvalidArgumentError(
-          "preprocess: resize and center_crop must be >= 0, channels 0, 1 or 3");
-    }
-  }
-  if (recipe.calibration_data().batch_size() < 0 || recipe.calibration_data().max_samples() < 0) {
-    return absl::InvalidArgumentError("calibration_data: batch_size and max_samples must be >= 0");
-  }
   return options;
 }
 

@@ -1,0 +1,122 @@
+#include "recipe_check.h"
+
+#include <algorithm>
+#include <iterator>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "calibration_method.h"
+#include "status.h"
+
+namespace qopt {
+namespace {
+
+absl::Status CheckSteps(const v1::Recipe& recipe) {
+  if (recipe.steps().empty()) return absl::InvalidArgumentError("recipe has no steps");
+  bool calibrated = false;
+  bool needs_data = false;
+  for (int i = 0; i < recipe.steps_size(); ++i) {
+    const v1::Step& step = recipe.steps(i);
+    const std::string where = absl::StrCat("steps[", i, "]");
+    switch (step.kind_case()) {
+      case v1::Step::kFoldBatchNorm:
+        if (calibrated) {
+          return absl::InvalidArgumentError(where + ": fold_batch_norm must come before calibrate");
+        }
+        break;
+      case v1::Step::kCalibrate:
+        if (step.calibrate().num_batches() < 0) {
+          return absl::InvalidArgumentError(where + ": calibrate.num_batches must be >= 0");
+        }
+        calibrated = true;
+        needs_data = true;
+        break;
+      case v1::Step::kEvaluate:
+        if (step.evaluate().num_batches() < 0) {
+          return absl::InvalidArgumentError(where + ": evaluate.num_batches must be >= 0");
+        }
+        needs_data = true;
+        if (!calibrated) {
+          return absl::InvalidArgumentError(where + ": evaluate needs a calibrate step before it");
+        }
+        break;
+      case v1::Step::kExport:
+        break;
+      case v1::Step::KIND_NOT_SET:
+        return absl::InvalidArgumentError(where + ": step names no operation");
+    }
+  }
+  if (needs_data && recipe.calibration_data().path().empty() && recipe.calibration_data().name().empty()) {
+    return absl::InvalidArgumentError(
+        "recipe needs calibration data: set calibration_data.path (or .name) or pass --data");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckData(absl::string_view field, const v1::DataRef& ref) {
+  const v1::Preprocess& p = ref.preprocess();
+  if (p.resize() < 0 || p.center_crop() < 0 || (p.channels() != 0 && p.channels() != 1 && p.channels() != 3)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        field, ".preprocess: resize and center_crop must be >= 0, channels 0, 1 or 3"));
+  }
+  for (double s : p.std()) {
+    if (!(s > 0)) return absl::InvalidArgumentError(absl::StrCat(field, ".preprocess.std must be > 0"));
+  }
+  if (ref.batch_size() < 0 || ref.max_samples() < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ": batch_size and max_samples must be >= 0"));
+  }
+  static constexpr absl::string_view kFormats[] = {"", "auto", "idx", "npy", "npz", "torch", "image_folder"};
+  if (std::find(std::begin(kFormats), std::end(kFormats), ref.format()) == std::end(kFormats)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        field, ".format '", ref.format(), "' is not one of auto, idx, npy, npz, torch, image_folder"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckQuantization(const v1::QuantizationSettings& q) {
+  for (const auto& [field, bits] : {std::pair<const char*, int>{"param_bitwidth", q.param_bitwidth()},
+                                    {"activation_bitwidth", q.activation_bitwidth()}}) {
+    if (bits != 0 && (bits < 2 || bits > 16)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("quantization.", field, " must be in 2..16, got ", bits));
+    }
+  }
+  for (const auto& [field, name] : {std::pair<const char*, std::string>{"param_calibration", q.param_calibration()},
+                                    {"activation_calibration", q.activation_calibration()}}) {
+    if (name.empty()) continue;
+    RETURN_IF_ERROR(Annotate(ParseCalibrationMethod(name).status(), absl::StrCat("quantization.", field)));
+  }
+  if (q.percentile() != 0.0 && !(q.percentile() > 50.0 && q.percentile() <= 100.0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("quantization.percentile must be in (50, 100], got ", q.percentile()));
+  }
+  for (const std::string& layer : q.exclude_layers()) {
+    if (layer.empty()) return absl::InvalidArgumentError("quantization.exclude_layers has an empty name");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckDevice(const std::string& device) {
+  if (device.empty() || device == "cpu" || device == "cuda") return absl::OkStatus();
+  int index = 0;
+  if (absl::StartsWith(device, "cuda:") && absl::SimpleAtoi(device.substr(5), &index) && index >= 0) {
+    return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError(absl::StrCat("device '", device, "' is not cpu or cuda:N"));
+}
+
+}  // namespace
+
+absl::Status CheckRecipe(const v1::Recipe& recipe) {
+  RETURN_IF_ERROR(CheckSteps(recipe));
+  RETURN_IF_ERROR(CheckData("calibration_data", recipe.calibration_data()));
+  RETURN_IF_ERROR(CheckData("evaluation_data", recipe.evaluation_data()));
+  RETURN_IF_ERROR(CheckQuantization(recipe.quantization()));
+  RETURN_IF_ERROR(CheckDevice(recipe.device()));
+  if (recipe.num_threads() < 0) return absl::InvalidArgumentError("num_threads must be >= 0");
+  return absl::OkStatus();
+}
+
+}  // namespace qopt

@@ -1,0 +1,83 @@
+// Recipe checks shared by the engine and the server: each malformed recipe is rejected
+// with a message that names the field.
+#include "recipe_check.h"
+
+#include <google/protobuf/text_format.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+namespace qopt {
+namespace {
+
+using ::testing::HasSubstr;
+
+v1::Recipe Parse(const std::string& text) {
+  v1::Recipe r;
+  EXPECT_TRUE(google::protobuf::TextFormat::ParseFromString(text, &r)) << text;
+  return r;
+}
+
+constexpr char kGood[] = R"pb(
+  model { path: "m.pt" }
+  calibration_data { path: "d.npy" batch_size: 8 }
+  quantization { param_bitwidth: 4 activation_bitwidth: 8 activation_calibration: "tf_enhanced" }
+  steps { fold_batch_norm {} }
+  steps { calibrate {} }
+  steps { evaluate {} }
+  steps { export {} }
+)pb";
+
+// The good recipe with `extra` merged over it (sub-messages merge, repeated fields append).
+absl::Status Check(const std::string& extra) {
+  v1::Recipe r = Parse(kGood);
+  EXPECT_TRUE(google::protobuf::TextFormat::MergeFromString(extra, &r)) << extra;
+  return CheckRecipe(r);
+}
+
+TEST(RecipeCheckTest, AcceptsAWellFormedRecipe) {
+  EXPECT_TRUE(CheckRecipe(Parse(kGood)).ok()) << CheckRecipe(Parse(kGood));
+  EXPECT_TRUE(Check(R"pb(device: "cuda:1")pb").ok());
+  v1::Recipe named = Parse(kGood);
+  named.mutable_calibration_data()->clear_path();
+  named.mutable_calibration_data()->set_name("fashion");
+  EXPECT_TRUE(CheckRecipe(named).ok()) << "a dataset record name stands in for a path";
+}
+
+TEST(RecipeCheckTest, RejectsMalformedRecipesNamingTheField) {
+  const std::pair<const char*, const char*> cases[] = {
+      {R"pb(quantization { param_bitwidth: 1 })pb", "quantization.param_bitwidth must be in 2..16"},
+      {R"pb(quantization { activation_bitwidth: 17 })pb", "quantization.activation_bitwidth"},
+      {R"pb(quantization { param_calibration: "entropy" })pb", "quantization.param_calibration: unknown calibration method 'entropy'"},
+      {R"pb(quantization { percentile: 40 })pb", "quantization.percentile must be in (50, 100]"},
+      {R"pb(quantization { exclude_layers: "" })pb", "exclude_layers has an empty name"},
+      {R"pb(calibration_data { preprocess { channels: 2 } })pb", "calibration_data.preprocess"},
+      {R"pb(evaluation_data { batch_size: -1 })pb", "evaluation_data: batch_size and max_samples must be >= 0"},
+      {R"pb(evaluation_data { preprocess { std: 0 } })pb", "evaluation_data.preprocess.std must be > 0"},
+      {R"pb(calibration_data { format: "csv" })pb", "calibration_data.format 'csv'"},
+      {R"pb(device: "tpu")pb", "device 'tpu' is not cpu or cuda:N"},
+      {R"pb(device: "cuda:x")pb", "device 'cuda:x'"},
+      {R"pb(num_threads: -2)pb", "num_threads must be >= 0"},
+      {R"pb(steps { fold_batch_norm {} })pb", "steps[4]: fold_batch_norm must come before calibrate"},
+      {R"pb(steps {})pb", "steps[4]: step names no operation"},
+      {R"pb(steps { calibrate { num_batches: -1 } })pb", "steps[4]: calibrate.num_batches must be >= 0"},
+  };
+  for (const auto& [extra, message] : cases) {
+    const absl::Status s = Check(extra);
+    EXPECT_TRUE(absl::IsInvalidArgument(s)) << extra << " -> " << s;
+    EXPECT_THAT(std::string(s.message()), HasSubstr(message)) << extra;
+  }
+}
+
+TEST(RecipeCheckTest, StepsNeedWhatComesBeforeThem) {
+  EXPECT_THAT(std::string(CheckRecipe(Parse(R"pb(model { path: "m" })pb")).message()), HasSubstr("no steps"));
+  EXPECT_THAT(std::string(CheckRecipe(Parse(R"pb(model { path: "m" } calibration_data { path: "d" }
+                                                  steps { evaluate {} })pb")).message()),
+              HasSubstr("steps[0]: evaluate needs a calibrate step before it"));
+  EXPECT_THAT(std::string(CheckRecipe(Parse(R"pb(model { path: "m" } steps { calibrate {} })pb")).message()),
+              HasSubstr("recipe needs calibration data"));
+  EXPECT_TRUE(CheckRecipe(Parse(R"pb(model { path: "m" } steps { export {} })pb")).ok())
+      << "export alone needs no data";
+}
+
+}  // namespace
+}  // namespace qopt
