@@ -59,6 +59,14 @@ m = json.load(sys.stdin)['metrics']
 assert 0.5 < m['top1'] <= 1.0, m
 print('ok   job from named records: top1', m['top1'])" || fail "report of the named-record job"
 
+# The server checks a recipe's shape at submit: nothing malformed is queued.
+jobs_before=$(a list | wc -l)
+sed 's/^steps:/quantization: {param_bitwidth: 1}\nsteps:/' "$tmp/named.yaml" > "$tmp/bad.yaml"
+a submit "$tmp/bad.yaml" > /dev/null 2> "$tmp/err"
+grep -q "INVALID_ARGUMENT.*quantization.param_bitwidth must be in 2..16" "$tmp/err" || fail "malformed recipe: $(cat "$tmp/err")"
+[ "$(a list | wc -l)" = "$jobs_before" ] || fail "a malformed recipe was queued"
+echo "ok   malformed recipe rejected at submit: $(cat "$tmp/err")"
+
 # 3. Tenant b sees none of it, by name or by hash.
 b models get small-cnn > /dev/null 2> "$tmp/err"
 grep -q NOT_FOUND "$tmp/err" || fail "b reads a's model: $(cat "$tmp/err")"
