@@ -39,6 +39,7 @@ class BlobUpload {
   BlobUpload() = default;
   std::string sha256_, part_path_, final_path_;
   int64_t size_ = 0, offset_ = 0;
+  int64_t flushed_ = 0;  // bytes handed to the disk with sync_file_range
   int fd_ = -1;
   bool sealed_ = false;
   std::unique_ptr<Sha256> hasher_;
