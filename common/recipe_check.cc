@@ -2,10 +2,12 @@
 
 #include <algorithm>
 #include <iterator>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
 #include "calibration_method.h"
 #include "status.h"
@@ -117,6 +119,17 @@ absl::Status CheckRecipe(const v1::Recipe& recipe) {
   RETURN_IF_ERROR(CheckDevice(recipe.device()));
   if (recipe.num_threads() < 0) return absl::InvalidArgumentError("num_threads must be >= 0");
   return absl::OkStatus();
+}
+
+std::string RecipeTechnique(const v1::Recipe& recipe) {
+  std::vector<std::string> names;
+  for (const v1::Step& step : recipe.steps()) {
+    const auto* field = step.GetReflection()->GetOneofFieldDescriptor(
+        step, step.GetDescriptor()->FindOneofByName("kind"));
+    if (field == nullptr || field->name() == "evaluate" || field->name() == "export") continue;
+    if (std::find(names.begin(), names.end(), field->name()) == names.end()) names.push_back(field->name());
+  }
+  return names.empty() ? "export" : absl::StrJoin(names, "+");
 }
 
 }  // namespace qopt

@@ -4,6 +4,8 @@
 // rejected with INVALID_ARGUMENT instead of failing on a worker later.
 #pragma once
 
+#include <string>
+
 #include "absl/status/status.h"
 #include "qopt/v1/recipe.pb.h"
 
@@ -12,5 +14,10 @@ namespace qopt {
 /// InvalidArgument naming the field (e.g. "steps[2]: evaluate needs a calibrate step
 /// before it"). Does not check that model or data files exist.
 absl::Status CheckRecipe(const v1::Recipe& recipe);
+
+/// What a recipe does, for metrics: its steps' names other than evaluate and export,
+/// in order, without repeats, joined by '+' ("fold_batch_norm+calibrate"); "export"
+/// for a recipe of evaluate / export steps only.
+std::string RecipeTechnique(const v1::Recipe& recipe);
 
 }  // namespace qopt

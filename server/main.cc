@@ -180,6 +180,11 @@ int main(int argc, char** argv) {
       metrics.LeaseExpired(*expired);
     }
     if (auto counts = (*jobs)->CountByState(); counts.ok()) metrics.SetJobCounts(*counts);
+    if (auto counts = (*jobs)->CountByTechnique(); counts.ok()) {
+      std::vector<std::tuple<qopt::v1::JobState, std::string, int64_t>> triples;
+      for (const auto& c : *counts) triples.emplace_back(c.state, c.technique, c.count);
+      metrics.SetTechniqueCounts(triples);
+    }
     metrics.UpdateLiveWorkers();
     // Local workers that exit are started again.
     for (int i = 0; i < local_workers; ++i) {

@@ -1,9 +1,15 @@
 #include "api/metrics.h"
 
+#include "recipe_check.h"
+
 namespace qopt::server {
 
 Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
   jobs_ = &prometheus::BuildGauge().Name("qopt_jobs").Help("Jobs by state").Register(*registry_);
+  jobs_by_technique_ = &prometheus::BuildGauge()
+                            .Name("qopt_jobs_by_technique")
+                            .Help("Jobs by state and technique (the recipe's steps, e.g. fold_batch_norm+calibrate)")
+                            .Register(*registry_);
   queue_depth_ = &prometheus::BuildGauge()
                       .Name("qopt_queue_depth")
                       .Help("Jobs waiting for a worker")
@@ -11,7 +17,7 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                       .Add({});
   job_seconds_ = &prometheus::BuildHistogram()
                       .Name("qopt_job_duration_seconds")
-                      .Help("Submission to final state, by final state")
+                      .Help("Submission to final state, by final state and technique")
                       .Register(*registry_);
   lease_expiries_ = &prometheus::BuildCounter()
                          .Name("qopt_lease_expiries_total")
@@ -45,9 +51,27 @@ void Metrics::SetJobCounts(const std::vector<std::pair<v1::JobState, int64_t>>& 
   queue_depth_->Set(queued);
 }
 
+void Metrics::SetTechniqueCounts(
+    const std::vector<std::tuple<v1::JobState, std::string, int64_t>>& counts) {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto& [labels, gauge] : technique_gauges_) gauge->Set(0);
+  for (const auto& [state, technique, count] : counts) {
+    const std::pair<std::string, std::string> labels{v1::JobState_Name(state),
+                                                     technique.empty() ? "unknown" : technique};
+    auto it = technique_gauges_.find(labels);
+    if (it == technique_gauges_.end()) {
+      it = technique_gauges_
+               .emplace(labels, &jobs_by_technique_->Add({{"state", labels.first}, {"technique", labels.second}}))
+               .first;
+    }
+    it->second->Set(static_cast<double>(count));
+  }
+}
+
 void Metrics::JobFinished(const v1::Job& job) {
   static const prometheus::Histogram::BucketBoundaries kBuckets = {1, 5, 15, 60, 300, 900, 3600, 14400};
-  job_seconds_->Add({{"state", v1::JobState_Name(job.state())}}, kBuckets)
+  job_seconds_->Add({{"state", v1::JobState_Name(job.state())}, {"technique", RecipeTechnique(job.recipe())}},
+                    kBuckets)
       .Observe(static_cast<double>(job.updated_unix_ms() - job.created_unix_ms()) / 1000.0);
 }
 

@@ -1,6 +1,6 @@
 // Prometheus metrics of qopt-server (prometheus-cpp), served on their own port:
-// jobs by state, queue depth, job durations, lease expiries, live workers, bytes in and
-// out, and RPC latency by method.
+// jobs by state and by state and technique, queue depth, job durations, lease expiries,
+// live workers, bytes in and out, and RPC latency by method.
 #pragma once
 
 #include <chrono>
@@ -8,6 +8,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include <prometheus/counter.h>
@@ -25,6 +26,8 @@ class Metrics {
   std::shared_ptr<prometheus::Registry> registry() const { return registry_; }
 
   void SetJobCounts(const std::vector<std::pair<v1::JobState, int64_t>>& counts);
+  /// (state, technique, count) triples; combinations no longer present drop to 0.
+  void SetTechniqueCounts(const std::vector<std::tuple<v1::JobState, std::string, int64_t>>& counts);
   /// A job reached a final state; its duration is created -> updated.
   void JobFinished(const v1::Job& job);
   void LeaseExpired(int count);
@@ -53,6 +56,8 @@ class Metrics {
  private:
   std::shared_ptr<prometheus::Registry> registry_;
   prometheus::Family<prometheus::Gauge>* jobs_;
+  prometheus::Family<prometheus::Gauge>* jobs_by_technique_;
+  std::map<std::pair<std::string, std::string>, prometheus::Gauge*> technique_gauges_;
   prometheus::Gauge* queue_depth_;
   prometheus::Family<prometheus::Histogram>* job_seconds_;
   prometheus::Counter* lease_expiries_;

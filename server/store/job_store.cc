@@ -5,6 +5,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "recipe_check.h"
 #include "status.h"
 
 namespace qopt::server {
@@ -94,11 +95,11 @@ absl::StatusOr<v1::Job> JobStore::Submit(const std::string& tenant, const v1::Re
   const int64_t now = NowUnixMs();
   RETURN_IF_ERROR(Transaction([&]() -> absl::Status {
     ASSIGN_OR_RETURN(Statement st, db_->Prepare(
-        "INSERT INTO jobs (id, tenant, request_id, state, priority, recipe, created_ms, updated_ms) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"));
+        "INSERT INTO jobs (id, tenant, request_id, state, priority, recipe, created_ms, updated_ms, "
+        "technique) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"));
     st.Bind(1, id).Bind(2, tenant).Bind(3, request_id).Bind(4, static_cast<int64_t>(v1::QUEUED))
         .Bind(5, static_cast<int64_t>(priority)).BindBlob(6, recipe.SerializeAsString())
-        .Bind(7, now).Bind(8, now);
+        .Bind(7, now).Bind(8, now).Bind(9, RecipeTechnique(recipe));
     RETURN_IF_ERROR(st.Run());
     for (const std::string& sha : inputs) {
       ASSIGN_OR_RETURN(Statement in, db_->Prepare(
@@ -455,6 +456,19 @@ absl::StatusOr<std::vector<std::pair<v1::JobState, int64_t>>> JobStore::CountByS
     ASSIGN_OR_RETURN(bool row, st.Step());
     if (!row) break;
     out.emplace_back(static_cast<v1::JobState>(st.Int(0)), st.Int(1));
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<JobStore::TechniqueCount>> JobStore::CountByTechnique() {
+  std::lock_guard<std::mutex> lock(mu_);
+  ASSIGN_OR_RETURN(Statement st, db_->Prepare(
+      "SELECT state, technique, COUNT(*) FROM jobs GROUP BY state, technique"));
+  std::vector<TechniqueCount> out;
+  for (;;) {
+    ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) break;
+    out.push_back({static_cast<v1::JobState>(st.Int(0)), st.Text(1), st.Int(2)});
   }
   return out;
 }

@@ -80,6 +80,13 @@ class JobStore {
 
   /// Jobs per state, for metrics.
   absl::StatusOr<std::vector<std::pair<v1::JobState, int64_t>>> CountByState();
+  struct TechniqueCount {
+    v1::JobState state;
+    std::string technique;
+    int64_t count;
+  };
+  /// Jobs per state and technique (RecipeTechnique), for metrics.
+  absl::StatusOr<std::vector<TechniqueCount>> CountByTechnique();
 
  private:
   JobStore(std::shared_ptr<StoreDb> store, Options options)

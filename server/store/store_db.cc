@@ -86,6 +86,10 @@ constexpr const char* kMigrations[] = {
     CREATE INDEX job_inputs_sha ON job_inputs(sha256);
     CREATE INDEX artifacts_sha ON artifacts(sha256);
     )sql",
+    // What each job does (RecipeTechnique), for metrics by technique.
+    R"sql(
+    ALTER TABLE jobs ADD COLUMN technique TEXT NOT NULL DEFAULT '';
+    )sql",
 };
 
 }  // namespace

@@ -79,5 +79,12 @@ TEST(RecipeCheckTest, StepsNeedWhatComesBeforeThem) {
       << "export alone needs no data";
 }
 
+TEST(RecipeCheckTest, TechniqueNamesTheWorkSteps) {
+  EXPECT_EQ(RecipeTechnique(Parse(kGood)), "fold_batch_norm+calibrate");
+  EXPECT_EQ(RecipeTechnique(Parse(R"pb(steps { export {} })pb")), "export");
+  EXPECT_EQ(RecipeTechnique(Parse(R"pb(steps { calibrate {} } steps { evaluate {} } steps { calibrate {} })pb")),
+            "calibrate");
+}
+
 }  // namespace
 }  // namespace qopt

@@ -222,7 +222,7 @@ TEST_F(CatalogTest, SchemaMigratesOnceAcrossReopens) {
   auto st = (*again)->db()->Prepare("PRAGMA user_version");
   ASSERT_TRUE(st.ok());
   ASSERT_TRUE(*st->Step());
-  EXPECT_EQ(st->Int(0), 2);
+  EXPECT_EQ(st->Int(0), 3);
 }
 
 }  // namespace

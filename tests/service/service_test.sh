@@ -104,10 +104,12 @@ echo "ok   worker killed: job $slow succeeded on attempt $attempts"
 sleep 0.5
 for m in 'qopt_jobs{state="SUCCEEDED"}' 'qopt_jobs{state="FAILED"}' 'qopt_lease_expiries_total' \
          'qopt_bytes_total{direction="in"}' 'qopt_bytes_total{direction="out"}' 'qopt_live_workers' \
-         'qopt_rpc_duration_seconds_count{method="SubmitJob"}' 'qopt_job_duration_seconds_count{state="SUCCEEDED"}'; do
+         'qopt_rpc_duration_seconds_count{method="SubmitJob"}' 'qopt_job_duration_seconds_count{state="SUCCEEDED",technique="fold_batch_norm+calibrate"}'; do
   v=$(metric "$m")
   "$python" -c "import sys; sys.exit(0 if float('$v') >= 1 else 1)" || fail "metric $m is $v"
 done
+[ "$(metric 'qopt_jobs_by_technique{state="SUCCEEDED",technique="fold_batch_norm+calibrate"}')" != 0 ] ||
+  fail "no SUCCEEDED fold_batch_norm+calibrate job in qopt_jobs_by_technique"
 echo "ok   metrics: SUCCEEDED $(metric 'qopt_jobs{state="SUCCEEDED"}'), lease expiries $(metric qopt_lease_expiries_total), bytes in $(metric 'qopt_bytes_total{direction="in"}')"
 stop_server
 
