@@ -64,7 +64,8 @@ absl::StatusOr<v1::Job> JobStore::Load(const std::string& id) {
 
 absl::Status JobStore::AppendEvent(const std::string& id, v1::JobState state,
                                    const std::string& stage, double progress, double eta,
-                                   const std::string& message) {
+                                   const std::string& message,
+                                   const google::protobuf::Map<std::string, double>* metrics) {
   ASSIGN_OR_RETURN(Statement seq, db_->Prepare(
       "UPDATE jobs SET next_seq = next_seq + 1 WHERE id = ? RETURNING next_seq - 1"));
   seq.Bind(1, id);
@@ -73,10 +74,16 @@ absl::Status JobStore::AppendEvent(const std::string& id, v1::JobState state,
   const int64_t n = seq.Int(0);
   RETURN_IF_ERROR(seq.Run());
   ASSIGN_OR_RETURN(Statement ins, db_->Prepare(
-      "INSERT INTO events (job_id, seq, unix_ms, state, stage, progress, eta, message) "
-      "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"));
+      "INSERT INTO events (job_id, seq, unix_ms, state, stage, progress, eta, message, metrics) "
+      "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"));
+  std::string figures;
+  if (metrics != nullptr && !metrics->empty()) {
+    v1::JobEvent holder;
+    *holder.mutable_metrics() = *metrics;
+    figures = holder.SerializeAsString();
+  }
   ins.Bind(1, id).Bind(2, n).Bind(3, NowUnixMs()).Bind(4, static_cast<int64_t>(state))
-      .Bind(5, stage).Bind(6, progress).Bind(7, eta).Bind(8, message);
+      .Bind(5, stage).Bind(6, progress).Bind(7, eta).Bind(8, message).BindBlob(9, figures);
   return ins.Run();
 }
 
@@ -219,7 +226,7 @@ absl::StatusOr<std::vector<v1::JobEvent>> JobStore::Events(const std::string& te
   (void)job;
   std::lock_guard<std::mutex> lock(mu_);
   ASSIGN_OR_RETURN(Statement st, db_->Prepare(
-      "SELECT seq, unix_ms, state, stage, progress, eta, message FROM events "
+      "SELECT seq, unix_ms, state, stage, progress, eta, message, metrics FROM events "
       "WHERE job_id = ? AND seq > ? ORDER BY seq"));
   st.Bind(1, id).Bind(2, after);
   std::vector<v1::JobEvent> out;
@@ -234,6 +241,10 @@ absl::StatusOr<std::vector<v1::JobEvent>> JobStore::Events(const std::string& te
     e.set_progress(st.Double(4));
     e.set_eta_seconds(st.Double(5));
     e.set_message(st.Text(6));
+    if (const std::string figures = st.Blob(7); !figures.empty()) {
+      v1::JobEvent holder;
+      if (holder.ParseFromString(figures)) *e.mutable_metrics() = holder.metrics();
+    }
     out.push_back(std::move(e));
   }
   return out;
@@ -344,9 +355,12 @@ absl::StatusOr<std::pair<bool, int64_t>> JobStore::Heartbeat(const v1::Heartbeat
       up.Bind(1, expires).Bind(2, hb.stage()).Bind(3, hb.progress()).Bind(4, hb.eta_seconds())
           .Bind(5, NowUnixMs()).Bind(6, static_cast<int64_t>(v1::CANCELLED)).Bind(7, hb.job_id());
       RETURN_IF_ERROR(up.Run());
+      for (const std::string& line : hb.log_lines()) {
+        RETURN_IF_ERROR(AppendEvent(hb.job_id(), v1::RUNNING, hb.stage(), hb.progress(), hb.eta_seconds(), line));
+      }
       if (cancel) return AppendEvent(hb.job_id(), v1::CANCELLED, "cancelled", hb.progress(), 0, "cancelled");
       return AppendEvent(hb.job_id(), v1::RUNNING, hb.stage(), hb.progress(), hb.eta_seconds(),
-                         hb.message());
+                         hb.message(), &hb.metrics());
     }));
     if (cancel) NotifyFinished(hb.job_id());
     changed_.notify_all();

@@ -86,9 +86,11 @@ constexpr const char* kMigrations[] = {
     CREATE INDEX job_inputs_sha ON job_inputs(sha256);
     CREATE INDEX artifacts_sha ON artifacts(sha256);
     )sql",
-    // What each job does (RecipeTechnique), for metrics by technique.
+    // What each job does (RecipeTechnique), for metrics by technique; the figures an
+    // event carries (a serialized JobEvent holding only its metrics).
     R"sql(
     ALTER TABLE jobs ADD COLUMN technique TEXT NOT NULL DEFAULT '';
+    ALTER TABLE events ADD COLUMN metrics BLOB NOT NULL DEFAULT '';
     )sql",
 };
 

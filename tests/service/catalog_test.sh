@@ -52,7 +52,22 @@ evaluation_data: {name: fmnist-test, max_samples: 1000, batch_size: 500, preproc
 steps: [{fold_batch_norm: {}}, {calibrate: {}}, {evaluate: {}}, {export: {}}]
 YAML
 job=$(a submit "$tmp/named.yaml")
-a watch "$job" > "$tmp/watch" 2>&1 || fail "named-record job: $(tail -3 "$tmp/watch")"
+a watch "$job" --output json > "$tmp/watch" 2> "$tmp/watch.err" || fail "named-record job: $(tail -3 "$tmp/watch.err")"
+# WatchJob carries the engine's log lines and the figures of the evaluate step.
+"$python" - "$tmp/watch" <<'PY' || fail "watch events: $(head -c 600 "$tmp/watch")"
+import json, sys
+events = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+lines = [e.get("message", "") for e in events]
+for prefix in ("loaded:", "fold_batch_norm:", "calibrate:", "evaluate:", "export:"):
+    assert any(l.startswith(prefix) for l in lines), (prefix, lines)
+figures = [e["metrics"] for e in events if e.get("metrics")]
+assert figures and "top1" in figures[0] and "output_sqnr_db" in figures[0], figures
+assert events[-1]["state"] == "SUCCEEDED", events[-1]
+seqs = [int(e["sequence"]) for e in events]
+assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs), seqs
+print("ok   watch: %d events, log lines %s, figures %s" % (
+    len(events), [l.split(":")[0] for l in lines if ":" in l], sorted(figures[0])[:4]))
+PY
 a report "$job" | "$python" -c "
 import json, sys
 m = json.load(sys.stdin)['metrics']

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <mutex>
 #include <thread>
 
@@ -130,32 +131,50 @@ class Worker {
     std::atomic<bool> cancelled{false};
     Progress latest;
     latest.stage = "starting";
+    // Log lines and figures not yet delivered; a heartbeat that fails keeps them.
+    std::vector<std::string> pending_logs;
+    std::map<std::string, double> pending_metrics;
     const auto started = std::chrono::steady_clock::now();
 
-    // Heartbeats extend the lease, carry the latest progress and bring cancellation.
+    // One heartbeat: extends the lease, carries the latest progress, the pending log
+    // lines and figures, and brings cancellation. Called with `mu` held; unlocks it
+    // around the RPC.
+    auto heartbeat_once = [&](std::unique_lock<std::mutex>& lock) {
+      v1::HeartbeatRequest hb;
+      hb.set_job_id(lease.job_id());
+      hb.set_lease_id(lease.lease_id());
+      hb.set_worker_id(o_.worker_id);
+      const double overall =
+          latest.num_steps > 0 ? (std::max(0, latest.step - 1) + latest.fraction) / latest.num_steps : 0.0;
+      hb.set_stage(latest.stage);
+      hb.set_progress(overall);
+      const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+      hb.set_eta_seconds(overall > 0.01 ? elapsed * (1.0 - overall) / overall : 0.0);
+      if (!latest.log) hb.set_message(latest.message);
+      std::vector<std::string> logs;
+      logs.swap(pending_logs);
+      std::map<std::string, double> figures;
+      figures.swap(pending_metrics);
+      for (const std::string& line : logs) hb.add_log_lines(line);
+      hb.mutable_metrics()->insert(figures.begin(), figures.end());
+      lock.unlock();
+      grpc::ClientContext ctx;
+      Context(&ctx, 5000);
+      v1::HeartbeatResponse resp;
+      const grpc::Status s = stub_->Heartbeat(&ctx, hb, &resp);
+      if ((s.ok() && resp.cancelled()) || s.error_code() == grpc::StatusCode::FAILED_PRECONDITION) {
+        cancelled = true;  // cancelled, or the lease was lost: stop working on it
+      }
+      lock.lock();
+      if (!s.ok()) {
+        pending_logs.insert(pending_logs.begin(), logs.begin(), logs.end());
+        pending_metrics.insert(figures.begin(), figures.end());
+      }
+    };
     std::thread heartbeat([&] {
       std::unique_lock<std::mutex> lock(mu);
       while (!done) {
-        v1::HeartbeatRequest hb;
-        hb.set_job_id(lease.job_id());
-        hb.set_lease_id(lease.lease_id());
-        hb.set_worker_id(o_.worker_id);
-        const double overall =
-            latest.num_steps > 0 ? (std::max(0, latest.step - 1) + latest.fraction) / latest.num_steps : 0.0;
-        hb.set_stage(latest.stage);
-        hb.set_progress(overall);
-        const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-        hb.set_eta_seconds(overall > 0.01 ? elapsed * (1.0 - overall) / overall : 0.0);
-        hb.set_message(latest.message);
-        lock.unlock();
-        grpc::ClientContext ctx;
-        Context(&ctx, 5000);
-        v1::HeartbeatResponse resp;
-        const grpc::Status s = stub_->Heartbeat(&ctx, hb, &resp);
-        if ((s.ok() && resp.cancelled()) || s.error_code() == grpc::StatusCode::FAILED_PRECONDITION) {
-          cancelled = true;  // cancelled, or the lease was lost: stop working on it
-        }
-        lock.lock();
+        heartbeat_once(lock);
         done_cv.wait_for(lock, std::chrono::milliseconds(o_.heartbeat_ms), [&] { return done; });
       }
     });
@@ -172,6 +191,8 @@ class Worker {
       run.on_progress = [&](const Progress& p) {
         std::lock_guard<std::mutex> lock(mu);
         latest = p;
+        if (p.log) pending_logs.push_back(p.message);
+        for (const auto& [k, v] : p.metrics) pending_metrics[k] = v;
       };
       run.cancelled = [&] { return cancelled.load(); };
       summary = RunRecipe(recipe, run);
@@ -182,6 +203,11 @@ class Worker {
     }
     done_cv.notify_all();
     heartbeat.join();
+    if (!cancelled) {
+      // What the last steps logged, before the job's final state.
+      std::unique_lock<std::mutex> lock(mu);
+      if (!pending_logs.empty() || !pending_metrics.empty()) heartbeat_once(lock);
+    }
 
     if (cancelled) {
       std::printf("worker %s: job %s cancelled\n", o_.worker_id.c_str(), lease.job_id().c_str());

@@ -14,6 +14,8 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_format.h"
 #include "data/dataset.h"
 #include "eval/metrics.h"
 #include "export/encodings_json.h"
@@ -158,13 +160,22 @@ absl::StatusOr<RunSummary> RunRecipe(const v1::Recipe& recipe, const RunOptions&
     if (options.cancelled && options.cancelled()) return absl::CancelledError("job cancelled");
     return absl::OkStatus();
   };
+  // A result line for the job's history (and the figures behind it).
+  auto log = [&](int step, const std::string& stage, std::string msg,
+                 std::map<std::string, double> metrics = {}) -> absl::Status {
+    if (options.on_progress) {
+      options.on_progress(Progress{step, num_steps, stage, 1.0, std::move(msg), true, std::move(metrics)});
+    }
+    if (options.cancelled && options.cancelled()) return absl::CancelledError("job cancelled");
+    return absl::OkStatus();
+  };
 
   ASSIGN_OR_RETURN(Staging staging, Staging::Create(options.out_dir));
   RETURN_IF_ERROR(report(0, "load", 0.0, absl::StrCat("loading ", recipe.model().path())));
   ASSIGN_OR_RETURN(Graph graph, ImportTorchScript(recipe.model().path()));
   graph.To(device);
-  RETURN_IF_ERROR(report(0, "load", 1.0,
-         absl::StrCat(graph.LiveNodes().size(), " ops, ", graph.ParamBytes() / 1024, " KiB of parameters")));
+  RETURN_IF_ERROR(log(0, "load",
+         absl::StrCat("loaded: ", graph.LiveNodes().size(), " ops, ", graph.ParamBytes() / 1024, " KiB of parameters")));
 
   // Data is loaded when the first step needs it.
   std::vector<Batch> batches, eval_batches;
@@ -210,7 +221,7 @@ absl::StatusOr<RunSummary> RunRecipe(const v1::Recipe& recipe, const RunOptions&
         json pairs = json::array();
         for (const auto& f : folded) pairs.push_back({f.batch_norm, f.layer});
         jstep["folded"] = pairs;
-        RETURN_IF_ERROR(report(i + 1, stage, 1.0, absl::StrCat(folded.size(), " batch norms folded")));
+        RETURN_IF_ERROR(log(i + 1, stage, absl::StrCat("fold_batch_norm: ", folded.size(), " batch norms folded")));
         break;
       }
       case v1::Step::kCalibrate: {
@@ -231,6 +242,9 @@ absl::StatusOr<RunSummary> RunRecipe(const v1::Recipe& recipe, const RunOptions&
         jstep["batches"] = n;
         jstep["param_quantizers"] = sim->param_quantizers().size();
         jstep["activation_quantizers"] = sim->activation_quantizers().size();
+        RETURN_IF_ERROR(log(i + 1, stage, absl::StrCat(
+            "calibrate: ", n, " batches, ", sim->param_quantizers().size(), " parameter and ",
+            sim->activation_quantizers().size(), " activation quantizers")));
         break;
       }
       case v1::Step::kEvaluate: {
@@ -272,6 +286,15 @@ absl::StatusOr<RunSummary> RunRecipe(const v1::Recipe& recipe, const RunOptions&
         summary.metrics["simulated_seconds"] = sim_seconds;
         for (const auto& [k, v] : summary.metrics) jstep[k] = v;
         jstep["batches"] = n;
+        {
+          std::string line = absl::StrFormat("evaluate: output SQNR %.2f dB, top-1 agreement %.4f",
+                                             f.output_sqnr_db, f.top1_agreement);
+          if (summary.metrics.count("top1")) {
+            absl::StrAppendFormat(&line, ", top1 %.4f (fp32 %.4f)", summary.metrics["top1"],
+                                  summary.metrics["fp32_top1"]);
+          }
+          RETURN_IF_ERROR(log(i + 1, stage, line, summary.metrics));
+        }
         break;
       }
       case v1::Step::kExport: {
@@ -289,6 +312,7 @@ absl::StatusOr<RunSummary> RunRecipe(const v1::Recipe& recipe, const RunOptions&
           files.push_back(name);
         }
         jstep["files"] = files;
+        RETURN_IF_ERROR(log(i + 1, stage, absl::StrCat("export: ", absl::StrJoin(files, ", "))));
         break;
       }
       default:

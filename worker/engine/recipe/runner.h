@@ -17,7 +17,9 @@ struct Progress {
   int num_steps = 0;
   std::string stage;     // "load", "fold_batch_norm", "calibrate", "evaluate", "export"
   double fraction = 0.0; // of the current stage, 0..1
-  std::string message;
+  std::string message;   // status line ("batch 3/16") or, when `log`, a line to keep
+  bool log = false;      // a result worth keeping in the job's history, not just status
+  std::map<std::string, double> metrics;  // figures the step produced (evaluate: top1, ...)
 };
 
 struct RunOptions {
