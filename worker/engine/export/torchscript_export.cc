@@ -131,6 +131,13 @@ absl::Status ExportTorchScript(const Graph& graph, const QuantSim* sim, const st
     };
 
     for (const Node* n : graph.LiveNodes()) {
+      if (n->kind == OpKind::kRelu6 && n->Param("clip_max") >= 0) {
+        // ReLU6 with a clip per channel (cross-layer equalization): relu, then minimum.
+        JitValue* r = g->insert(c10::Symbol::fromQualString("aten::relu"), {value_for(n->inputs[0])});
+        JitValue* y = g->insert(c10::Symbol::fromQualString("aten::minimum"), {r, value_for(n->Param("clip_max"))});
+        mapped[n->outputs[0]] = quantize_activation(n->outputs[0], y);
+        continue;
+      }
       std::vector<JitValue*> inputs;
       for (int in : n->inputs) inputs.push_back(value_for(in));
       torch::jit::Node* jn = g->create(n->jit->kind(), inputs, n->outputs.size());

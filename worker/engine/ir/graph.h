@@ -7,12 +7,14 @@
 // so tensors shared with the loaded module (or between layers) stay intact.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
+#include <ATen/core/Tensor.h>
 #include <ATen/core/ivalue.h>
 #include <c10/core/Device.h>
 
@@ -71,6 +73,13 @@ struct Node {
   std::vector<std::pair<std::string, int>> params;  // role -> value id
 };
 
+/// Per-channel statistics of a layer's output: mean and standard deviation (float64,
+/// one entry per output channel).
+struct ChannelStats {
+  at::Tensor mean;
+  at::Tensor std;
+};
+
 class Graph {
  public:
   Graph();
@@ -83,6 +92,10 @@ class Graph {
   std::vector<int> inputs;    // value ids of the model inputs (without `self`)
   std::vector<int> outputs;   // value ids of the model outputs
   std::shared_ptr<torch::jit::Graph> jit_graph;  // keeps Node::jit alive
+  /// Output statistics of layers that absorbed a batch norm, by node id: the batch norm's
+  /// beta and |gamma| (its output's mean and std), kept up to date by passes that rescale
+  /// the layer. High-bias absorption and analytical bias correction read them.
+  std::map<int, ChannelStats> bn_stats;
 
   /// Live nodes (not removed), in program order.
   std::vector<const Node*> LiveNodes() const;

@@ -115,6 +115,12 @@ bool RunFast(const Node& n, std::vector<c10::IValue>& in, bool inplace, c10::IVa
     }
     case OpKind::kRelu6: {
       at::Tensor x = in[0].toTensor();
+      if (n.Param("clip_max") >= 0) {
+        // Per-channel clip left by cross-layer equalization: the last input.
+        at::Tensor r = inplace ? at::relu_(x) : at::relu(x);
+        out = at::minimum(r, in.back().toTensor());
+        return true;
+      }
       out = inplace ? at::hardtanh_(x, 0.0, 6.0) : at::hardtanh(x, 0.0, 6.0);
       return true;
     }

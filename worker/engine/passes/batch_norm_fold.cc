@@ -69,6 +69,7 @@ absl::StatusOr<std::vector<FoldedPair>> FoldBatchNorms(Graph& graph) {
 
     graph.SetParam(layer, "weight", 1, new_w);
     graph.SetParam(layer, "bias", 2, new_b);
+    graph.bn_stats[layer.id] = ChannelStats{beta.clone(), gamma.abs()};
     bn.removed = true;
     graph.ReplaceAllUses(bn.outputs[0], layer.outputs[0]);
     folded.push_back({layer.name, bn.name});

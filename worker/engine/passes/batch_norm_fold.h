@@ -16,7 +16,8 @@ struct FoldedPair {
   std::string batch_norm;  // removed batch norm
 };
 
-/// Folds every foldable batch norm in `graph`. The model's output is unchanged up to
+/// Folds every foldable batch norm in `graph`, recording its beta and |gamma| as the
+/// layer's output statistics (Graph::bn_stats). The model's output is unchanged up to
 /// float rounding. Returns the pairs folded; batch norms that cannot be folded (no conv /
 /// linear producer, producer output used elsewhere) stay.
 absl::StatusOr<std::vector<FoldedPair>> FoldBatchNorms(Graph& graph);

@@ -140,6 +140,8 @@ absl::Status QuantSim::Place() {
     const OpRule* type_rule = Lookup(cfg.op_types, type);
 
     for (const auto& [role, vid] : n->params) {
+      // Weights and biases only: batch-norm statistics and ReLU6 clips are not weights.
+      if (role != "weight" && role != "bias") continue;
       const bool quantized =
           FirstSet<bool>({ParamField(layer_rule, role, &ParamRule::is_quantized),
                           ParamField(type_rule, role, &ParamRule::is_quantized),

@@ -22,8 +22,10 @@
 #include "export/torchscript_export.h"
 #include "ir/import.h"
 #include "passes/batch_norm_fold.h"
+#include "passes/cross_layer_equalization.h"
 #include "quant/quantsim.h"
 #include "recipe/recipe.h"
+#include "recipe_check.h"
 #include "status.h"
 
 namespace qopt {
@@ -128,16 +130,6 @@ double Seconds(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
-const char* StepName(const v1::Step& s) {
-  switch (s.kind_case()) {
-    case v1::Step::kFoldBatchNorm: return "fold_batch_norm";
-    case v1::Step::kCalibrate: return "calibrate";
-    case v1::Step::kEvaluate: return "evaluate";
-    case v1::Step::kExport: return "export";
-    default: return "?";
-  }
-}
-
 }  // namespace internal_runner
 
 absl::StatusOr<RunSummary> RunRecipe(const v1::Recipe& recipe, const RunOptions& options) {
@@ -222,6 +214,22 @@ absl::StatusOr<RunSummary> RunRecipe(const v1::Recipe& recipe, const RunOptions&
         for (const auto& f : folded) pairs.push_back({f.batch_norm, f.layer});
         jstep["folded"] = pairs;
         RETURN_IF_ERROR(log(i + 1, stage, absl::StrCat("fold_batch_norm: ", folded.size(), " batch norms folded")));
+        break;
+      }
+      case v1::Step::kCrossLayerEqualization: {
+        CleOptions cle;
+        cle.high_bias_absorption = !step.cross_layer_equalization().skip_high_bias_absorption();
+        ASSIGN_OR_RETURN(CleReport eq, CrossLayerEqualize(graph, cle));
+        jstep["chains"] = eq.chains;
+        json absorbed = json::array();
+        for (const auto& [from, to] : eq.absorbed) absorbed.push_back({from, to});
+        jstep["high_bias_absorbed"] = absorbed;
+        jstep["relu6_clipped_per_channel"] = eq.clipped_relu6;
+        size_t layers = 0;
+        for (const auto& c : eq.chains) layers += c.size();
+        RETURN_IF_ERROR(log(i + 1, stage, absl::StrCat(
+            "cross_layer_equalization: ", eq.chains.size(), " chains over ", layers, " layers, ",
+            eq.absorbed.size(), " high biases absorbed")));
         break;
       }
       case v1::Step::kCalibrate: {
@@ -316,7 +324,8 @@ absl::StatusOr<RunSummary> RunRecipe(const v1::Recipe& recipe, const RunOptions&
         break;
       }
       default:
-        return absl::InvalidArgumentError(absl::StrCat("steps[", i, "]: names no operation"));
+        return absl::UnimplementedError(absl::StrCat("steps[", i, "]: ", stage.empty() ? "no operation" : stage,
+                                                     " is not supported by this worker"));
     }
     jstep["seconds"] = Seconds(start);
     jsteps.push_back(std::move(jstep));

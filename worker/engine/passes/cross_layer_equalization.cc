@@ -1,0 +1,300 @@
+#include "passes/cross_layer_equalization.h"
+
+#include <algorithm>
+#include <optional>
+#include <set>
+
+#include <ATen/ATen.h>
+
+#include "absl/strings/str_cat.h"
+
+namespace qopt {
+namespace internal_cle {
+
+// Node inputs holding the groups of a convolution.
+std::optional<int64_t> ConvGroups(const Graph& g, const Node& n) {
+  const int slot = n.op == "aten::_convolution" ? 8 : 6;
+  if (static_cast<int>(n.inputs.size()) <= slot) return std::nullopt;
+  const auto& c = g.values[n.inputs[slot]].constant;
+  if (!c || !c->isInt()) return std::nullopt;
+  return c->toInt();
+}
+
+at::Tensor Weight(const Graph& g, const Node& n) {
+  return g.values[n.Param("weight")].constant->toTensor();
+}
+
+// The layer's bias as float64, zeros when it has none.
+at::Tensor BiasOrZeros(const Graph& g, const Node& n, int64_t channels) {
+  const int id = n.Param("bias");
+  if (id >= 0) return g.values[id].constant->toTensor().to(at::kDouble);
+  return at::zeros({channels}, at::kDouble);
+}
+
+enum class Role { kPlain, kDepthwise };
+
+// A layer that can take part in equalization, and how.
+std::optional<Role> LayerRole(const Graph& g, const Node& n) {
+  if (n.removed || n.Param("weight") < 0) return std::nullopt;
+  if (n.kind == OpKind::kLinear) return Role::kPlain;
+  if (n.kind != OpKind::kConv) return std::nullopt;
+  const auto groups = ConvGroups(g, n);
+  if (!groups) return std::nullopt;
+  if (*groups == 1) return Role::kPlain;
+  const at::Tensor w = Weight(g, n);
+  if (w.size(1) == 1 && *groups == w.size(0)) return Role::kDepthwise;
+  return std::nullopt;  // grouped convolutions: channels do not map one to one
+}
+
+// The only live consumer of `vid`, or -1 (several, none, or a graph output).
+int SoleConsumer(const Graph& g, int vid) {
+  int found = -1;
+  for (int c : g.values[vid].consumers) {
+    if (g.nodes[c].removed) continue;
+    if (found >= 0 && found != c) return -1;
+    found = c;
+  }
+  if (std::count(g.outputs.begin(), g.outputs.end(), vid)) return -1;
+  return found;
+}
+
+struct Link {
+  int next = -1;                 // the next layer's node id
+  std::vector<int> activations;  // ReLU / ReLU6 / dropout nodes in between
+};
+
+// Follows `layer`'s output through activations to the next layer, when every step has a
+// single consumer and channels pass through unchanged.
+std::optional<Link> NextLayer(const Graph& g, const Node& layer) {
+  Link link;
+  int vid = layer.outputs[0];
+  for (;;) {
+    const int c = SoleConsumer(g, vid);
+    if (c < 0) return std::nullopt;
+    const Node& n = g.nodes[c];
+    if (n.inputs.empty() || n.inputs[0] != vid) return std::nullopt;
+    if (n.kind == OpKind::kRelu || n.kind == OpKind::kRelu6 || n.kind == OpKind::kDropout) {
+      link.activations.push_back(c);
+      vid = n.outputs[0];
+      continue;
+    }
+    if (!LayerRole(g, n)) return std::nullopt;
+    link.next = c;
+    return link;
+  }
+}
+
+// Largest |w| per output channel (dim 0) or per input channel (dim 1), float64.
+at::Tensor RangePerChannel(const at::Tensor& w, int dim) {
+  at::Tensor t = w.to(at::kDouble).abs().transpose(0, dim).contiguous();
+  return std::get<0>(t.reshape({t.size(0), -1}).max(1));
+}
+
+// Shape that broadcasts a per-channel vector over dim `dim` of a rank-`rank` tensor.
+std::vector<int64_t> ChannelShape(int64_t channels, int64_t rank, int dim) {
+  std::vector<int64_t> shape(rank, 1);
+  shape[dim] = channels;
+  return shape;
+}
+
+class Equalizer {
+ public:
+  Equalizer(Graph& g, CleReport& report) : g_(g), report_(report) {}
+
+  // Divides layer `n`'s output channels by `s` (weights, bias, output statistics).
+  void ScaleOutputs(Node& n, const at::Tensor& s) {
+    const at::Tensor w = Weight(g_, n);
+    const at::Tensor w64 = w.to(at::kDouble) / s.reshape(ChannelShape(s.numel(), w.dim(), 0));
+    g_.SetParam(n, "weight", 1, w64.to(w.scalar_type()));
+    if (const int b = n.Param("bias"); b >= 0) {
+      const at::Tensor bias = g_.values[b].constant->toTensor();
+      g_.SetParam(n, "bias", 2, (bias.to(at::kDouble) / s).to(bias.scalar_type()));
+    }
+    if (auto it = g_.bn_stats.find(n.id); it != g_.bn_stats.end()) {
+      it->second.mean = it->second.mean / s;
+      it->second.std = it->second.std / s;
+    }
+  }
+
+  // Multiplies layer `n`'s input channels by `s`.
+  void ScaleInputs(Node& n, const at::Tensor& s, Role role) {
+    const at::Tensor w = Weight(g_, n);
+    // A depthwise layer's input channel i is its output channel i (dim 0).
+    const int dim = role == Role::kDepthwise ? 0 : 1;
+    const at::Tensor w64 = w.to(at::kDouble) * s.reshape(ChannelShape(s.numel(), w.dim(), dim));
+    g_.SetParam(n, "weight", 1, w64.to(w.scalar_type()));
+  }
+
+  // ReLU6 nodes between two layers whose channels were divided by `s` clip at 6 / s.
+  void ScaleClips(const std::vector<int>& activations, const at::Tensor& s, int64_t rank) {
+    for (int a : activations) {
+      Node& n = g_.nodes[a];
+      if (n.kind != OpKind::kRelu6) continue;
+      const bool first = n.Param("clip_max") < 0;
+      at::Tensor clip = first ? at::full({s.numel()}, 6.0, at::kDouble)
+                              : g_.values[n.Param("clip_max")].constant->toTensor().to(at::kDouble).flatten();
+      clip = (clip / s).to(at::kFloat).reshape(ChannelShape(s.numel(), rank, 1)).squeeze(0);
+      SetClip(n, clip);
+      if (first) report_.clipped_relu6.push_back(n.name);
+    }
+  }
+
+  void SetClip(Node& n, const at::Tensor& clip) {
+    if (const int old = n.Param("clip_max"); old >= 0) {
+      g_.values[old].constant = c10::IValue(clip);
+      return;
+    }
+    const int id = g_.SetParam(n, "clip_max", -1, clip);
+    n.inputs.push_back(id);
+  }
+
+  // L1 -> L2: s = sqrt(r1 / r2). L2 may be depthwise (a chain ending at one).
+  void Pair(Node& l1, const Link& link) {
+    Node& l2 = g_.nodes[link.next];
+    const Role role2 = *LayerRole(g_, l2);
+    const at::Tensor w1 = Weight(g_, l1);
+    const at::Tensor r1 = RangePerChannel(w1, 0);
+    const at::Tensor r2 = RangePerChannel(Weight(g_, l2), role2 == Role::kDepthwise ? 0 : 1);
+    if (r1.numel() != r2.numel()) return;
+    at::Tensor s = at::sqrt(r1 / r2);
+    s = at::where((r1 > 0) & (r2 > 0) & at::isfinite(s), s, at::ones_like(s));
+    ScaleOutputs(l1, s);
+    ScaleInputs(l2, s, role2);
+    ScaleClips(link.activations, s, w1.dim());
+  }
+
+  // L1 -> depthwise L2 -> L3, jointly: every range becomes cbrt(r1 r2 r3).
+  void Triple(Node& l1, const Link& a, const Link& b) {
+    Node& l2 = g_.nodes[a.next];
+    Node& l3 = g_.nodes[b.next];
+    const at::Tensor w1 = Weight(g_, l1);
+    const at::Tensor r1 = RangePerChannel(w1, 0);
+    const at::Tensor r2 = RangePerChannel(Weight(g_, l2), 0);
+    const at::Tensor r3 = RangePerChannel(Weight(g_, l3), 1);
+    if (r1.numel() != r2.numel() || r2.numel() != r3.numel()) return;
+    const at::Tensor c = at::pow(r1 * r2 * r3, 1.0 / 3.0);
+    const at::Tensor ok = (r1 > 0) & (r2 > 0) & (r3 > 0);
+    const at::Tensor s1 = at::where(ok, r1 / c, at::ones_like(c));
+    const at::Tensor s2 = at::where(ok, c / r3, at::ones_like(c));
+    ScaleOutputs(l1, s1);
+    ScaleInputs(l2, s1, Role::kDepthwise);
+    ScaleOutputs(l2, s2);
+    ScaleInputs(l3, s2, Role::kPlain);
+    ScaleClips(a.activations, s1, w1.dim());
+    ScaleClips(b.activations, s2, w1.dim());
+  }
+
+  // High-bias absorption from L1 into L2 through ReLU / ReLU6 (needs L1's statistics).
+  void Absorb(Node& l1, const Link& link) {
+    auto stats = g_.bn_stats.find(l1.id);
+    if (stats == g_.bn_stats.end() || link.activations.empty()) return;
+    // Only through a rectifier: without one, a constant shift is not "high bias".
+    const bool rectified = std::any_of(link.activations.begin(), link.activations.end(), [&](int a) {
+      return g_.nodes[a].kind == OpKind::kRelu || g_.nodes[a].kind == OpKind::kRelu6;
+    });
+    if (!rectified) return;
+    Node& l2 = g_.nodes[link.next];
+    const at::Tensor w1 = Weight(g_, l1);
+    const int64_t channels = w1.size(0);
+    at::Tensor absorb = at::clamp_min(stats->second.mean - 3.0 * stats->second.std, 0.0);
+    // A ReLU6 channel can give up at most what lies below its clip.
+    for (int a : link.activations) {
+      const Node& n = g_.nodes[a];
+      if (n.kind != OpKind::kRelu6) continue;
+      const at::Tensor clip = n.Param("clip_max") >= 0
+                                  ? g_.values[n.Param("clip_max")].constant->toTensor().to(at::kDouble).flatten()
+                                  : at::full({channels}, 6.0, at::kDouble);
+      absorb = at::minimum(absorb, clip);
+    }
+    if (absorb.max().item<double>() <= 0.0) return;
+
+    const at::Tensor b1 = BiasOrZeros(g_, l1, channels);
+    g_.SetParam(l1, "bias", 2, (b1 - absorb).to(w1.scalar_type()));
+    stats->second.mean = stats->second.mean - absorb;
+    for (int a : link.activations) {
+      Node& n = g_.nodes[a];
+      if (n.kind != OpKind::kRelu6) continue;
+      const int64_t rank = w1.dim();
+      const at::Tensor clip = n.Param("clip_max") >= 0
+                                  ? g_.values[n.Param("clip_max")].constant->toTensor().to(at::kDouble).flatten()
+                                  : at::full({channels}, 6.0, at::kDouble);
+      SetClip(n, (clip - absorb).to(at::kFloat).reshape(ChannelShape(channels, rank, 1)).squeeze(0));
+      if (std::find(report_.clipped_relu6.begin(), report_.clipped_relu6.end(), n.name) ==
+          report_.clipped_relu6.end()) {
+        report_.clipped_relu6.push_back(n.name);
+      }
+    }
+    // L2 sees x - a instead of x: its bias adds W2 a (summed over the kernel).
+    const at::Tensor w2 = Weight(g_, l2).to(at::kDouble);
+    const int64_t out2 = w2.size(0);
+    at::Tensor shift;
+    if (LayerRole(g_, l2) == Role::kDepthwise) {
+      shift = w2.reshape({out2, -1}).sum(1) * absorb;
+    } else {
+      shift = (w2.reshape({out2, w2.size(1), -1}).sum(2) * absorb.reshape({1, -1})).sum(1);
+    }
+    const at::Tensor b2 = BiasOrZeros(g_, l2, out2);
+    g_.SetParam(l2, "bias", 2, (b2 + shift).to(w1.scalar_type()));
+    if (auto s2 = g_.bn_stats.find(l2.id); s2 != g_.bn_stats.end()) s2->second.mean = s2->second.mean + shift;
+    report_.absorbed.emplace_back(l1.name, l2.name);
+  }
+
+ private:
+  Graph& g_;
+  CleReport& report_;
+};
+
+}  // namespace internal_cle
+
+absl::StatusOr<CleReport> CrossLayerEqualize(Graph& graph, const CleOptions& options) {
+  using namespace internal_cle;
+  CleReport report;
+  Equalizer eq(graph, report);
+  // Chains, each starting at a layer no other chain leads into.
+  std::set<int> has_predecessor;
+  for (const Node& n : graph.nodes) {
+    if (!LayerRole(graph, n)) continue;
+    if (auto link = NextLayer(graph, n)) has_predecessor.insert(link->next);
+  }
+  std::vector<std::pair<std::vector<int>, std::vector<Link>>> chains;
+  for (const Node& n : graph.nodes) {
+    if (!LayerRole(graph, n) || has_predecessor.count(n.id)) continue;
+    std::vector<int> layers = {n.id};
+    std::vector<Link> links;
+    while (auto link = NextLayer(graph, graph.nodes[layers.back()])) {
+      if (std::count(layers.begin(), layers.end(), link->next)) break;
+      links.push_back(*link);
+      layers.push_back(link->next);
+    }
+    if (layers.size() >= 2) chains.emplace_back(std::move(layers), std::move(links));
+  }
+  for (auto& [layers, links] : chains) {
+    for (size_t j = 0; j + 1 < layers.size();) {
+      Node& l1 = graph.nodes[layers[j]];
+      const bool triple = j + 2 < layers.size() && LayerRole(graph, graph.nodes[layers[j + 1]]) == Role::kDepthwise &&
+                          LayerRole(graph, l1) == Role::kPlain;
+      if (LayerRole(graph, l1) == Role::kDepthwise) {
+        ++j;  // a chain starting at a depthwise layer: nothing to pair it with before
+        continue;
+      }
+      if (triple) {
+        eq.Triple(l1, links[j], links[j + 1]);
+        j += 2;
+      } else {
+        eq.Pair(l1, links[j]);
+        ++j;
+      }
+    }
+    std::vector<std::string> names;
+    for (int id : layers) names.push_back(graph.nodes[id].name);
+    report.chains.push_back(std::move(names));
+  }
+  if (options.high_bias_absorption) {
+    for (auto& [layers, links] : chains) {
+      for (size_t j = 0; j + 1 < layers.size(); ++j) eq.Absorb(graph.nodes[layers[j]], links[j]);
+    }
+  }
+  return report;
+}
+
+}  // namespace qopt
