@@ -59,7 +59,15 @@ TEST(RecipeCheckTest, RejectsMalformedRecipesNamingTheField) {
       {R"pb(num_threads: -2)pb", "num_threads must be >= 0"},
       {R"pb(steps { fold_batch_norm {} })pb", "steps[4]: fold_batch_norm must come before calibrate"},
       {R"pb(steps {})pb", "steps[4]: step names no operation"},
-      {R"pb(steps { calibrate { num_batches: -1 } })pb", "steps[4]: calibrate.num_batches must be >= 0"},
+      {R"pb(steps { calibrate { num_batches: -1 } })pb", "steps[4]: calibrate must come before calibrate"},
+      {R"pb(steps { cross_layer_equalization {} })pb", "steps[4]: cross_layer_equalization must come before calibrate"},
+      {R"pb(steps { bias_correction { mode: "magic" } })pb", "bias_correction.mode 'magic' is not empirical or analytical"},
+      {R"pb(steps { bias_correction { skip_layers: "" } })pb", "bias_correction.skip_layers has an empty name"},
+      {R"pb(steps { adaround { num_iterations: -5 } })pb", "steps[4]: adaround: num_iterations"},
+      {R"pb(steps { adaround { beta_start: 2 beta_end: 20 } })pb", "beta is annealed from beta_start down to beta_end"},
+      {R"pb(steps { adaround { warm_start: 1.5 } })pb", "warm_start must be in [0, 1)"},
+      {R"pb(steps { adaround { reg_param: -1 } })pb", "reg_param and learning_rate must be >= 0"},
+      {R"pb(steps { auto_quant {} })pb", "auto_quant does its own folding, equalization and calibration"},
   };
   for (const auto& [extra, message] : cases) {
     const absl::Status s = Check(extra);
@@ -77,6 +85,30 @@ TEST(RecipeCheckTest, StepsNeedWhatComesBeforeThem) {
               HasSubstr("recipe needs calibration data"));
   EXPECT_TRUE(CheckRecipe(Parse(R"pb(model { path: "m" } steps { export {} })pb")).ok())
       << "export alone needs no data";
+}
+
+TEST(RecipeCheckTest, PostTrainingTechniquesInTheirPlace) {
+  const v1::Recipe flow = Parse(R"pb(
+    model { path: "m" } calibration_data { path: "d" }
+    steps { fold_batch_norm {} } steps { cross_layer_equalization {} } steps { calibrate {} }
+    steps { adaround { num_iterations: 100 } } steps { bias_correction { mode: "analytical" } }
+    steps { evaluate {} } steps { export {} })pb");
+  EXPECT_TRUE(CheckRecipe(flow).ok()) << CheckRecipe(flow);
+  EXPECT_THAT(std::string(CheckRecipe(Parse(R"pb(model { path: "m" } calibration_data { path: "d" }
+                                                  steps { adaround {} })pb")).message()),
+              HasSubstr("steps[0]: adaround needs a calibrate step before it"));
+  EXPECT_THAT(std::string(CheckRecipe(Parse(R"pb(model { path: "m" } calibration_data { path: "d" }
+                                                  steps { bias_correction {} })pb")).message()),
+              HasSubstr("steps[0]: bias_correction needs a calibrate step before it"));
+  const v1::Recipe automatic = Parse(R"pb(model { path: "m" } calibration_data { path: "d" }
+                                          steps { auto_quant { allowed_drop: 0.01 } } steps { evaluate {} })pb");
+  EXPECT_TRUE(CheckRecipe(automatic).ok()) << CheckRecipe(automatic);
+  EXPECT_THAT(std::string(CheckRecipe(Parse(R"pb(model { path: "m" } calibration_data { path: "d" }
+                                                  steps { auto_quant {} } steps { adaround {} })pb")).message()),
+              HasSubstr("adaround cannot be combined with auto_quant"));
+  EXPECT_THAT(std::string(CheckRecipe(Parse(R"pb(model { path: "m" } calibration_data { path: "d" }
+                                                  steps { auto_quant { allowed_drop: 2 } })pb")).message()),
+              HasSubstr("allowed_drop is a fraction in [0, 1)"));
 }
 
 TEST(RecipeCheckTest, TechniqueNamesTheWorkSteps) {

@@ -60,7 +60,7 @@ int SoleConsumer(const Graph& g, int vid) {
 
 struct Link {
   int next = -1;                 // the next layer's node id
-  std::vector<int> activations;  // ReLU / ReLU6 / dropout nodes in between
+  std::vector<int> activations;  // ReLU / ReLU6 / dropout / pooling nodes in between
 };
 
 // Follows `layer`'s output through activations to the next layer, when every step has a
@@ -73,7 +73,10 @@ std::optional<Link> NextLayer(const Graph& g, const Node& layer) {
     if (c < 0) return std::nullopt;
     const Node& n = g.nodes[c];
     if (n.inputs.empty() || n.inputs[0] != vid) return std::nullopt;
-    if (n.kind == OpKind::kRelu || n.kind == OpKind::kRelu6 || n.kind == OpKind::kDropout) {
+    // Per-channel positive scales (and, for absorption, per-channel shifts) pass through
+    // rectifiers and pooling unchanged.
+    if (n.kind == OpKind::kRelu || n.kind == OpKind::kRelu6 || n.kind == OpKind::kDropout ||
+        n.kind == OpKind::kMaxPool || n.kind == OpKind::kAvgPool) {
       link.activations.push_back(c);
       vid = n.outputs[0];
       continue;

@@ -1,8 +1,8 @@
 // Cross-layer equalization and high-bias absorption (Nagel et al. 2019, "Data-Free
 // Quantization Through Weight Equalization and Bias Correction").
 //
-// Equalization finds chains of conv / linear layers joined through ReLU, ReLU6, dropout or
-// nothing, where each link's output feeds only the next layer. For a pair (L1, L2) it
+// Equalization finds chains of conv / linear layers joined through ReLU, ReLU6, dropout,
+// max or average pooling, or nothing, where each link's output feeds only the next layer. For a pair (L1, L2) it
 // scales L1's output channel i by 1/s_i and L2's input channel i by s_i with
 // s_i = sqrt(r1_i / r2_i) (r = the channel's largest |weight|), so both ranges become
 // sqrt(r1_i r2_i). A conv -> depthwise conv -> conv triple is equalized jointly: with

@@ -238,7 +238,47 @@ absl::Status QuantSim::FinishCalibration() {
   return absl::OkStatus();
 }
 
-absl::StatusOr<c10::IValue> QuantSim::Run(const std::vector<c10::IValue>& inputs) {
+namespace internal_quantsim {
+
+// The sim first, then a tap that sees what the sim made of each parameter and value.
+class Tapped : public ValueObserver {
+ public:
+  Tapped(ValueObserver* sim, ValueObserver* tap) : sim_(sim), tap_(tap) {}
+  void OnParam(const Value& param, at::Tensor& tensor) override {
+    sim_->OnParam(param, tensor);
+    tap_->OnParam(param, tensor);
+  }
+  void OnValue(const Value& value, c10::IValue& v) override {
+    sim_->OnValue(value, v);
+    tap_->OnValue(value, v);
+  }
+  bool RetainsValues() const override { return sim_->RetainsValues() || tap_->RetainsValues(); }
+  bool Bypasses(const Node& node) const override { return sim_->Bypasses(node); }
+
+ private:
+  ValueObserver* sim_;
+  ValueObserver* tap_;
+};
+
+}  // namespace internal_quantsim
+
+void QuantSim::SetFloatReference(int value_id, at::Tensor original) {
+  float_refs_.emplace(value_id, std::move(original));
+}
+
+void QuantSim::SetActivationQuantization(bool enabled) {
+  for (auto& [vid, q] : act_quantizers_) q.set_enabled(enabled);
+}
+
+absl::StatusOr<c10::IValue> QuantSim::RunFloat(const std::vector<c10::IValue>& inputs, ValueObserver* tap) {
+  mode_ = Mode::kFloat;
+  internal_quantsim::Tapped tapped(this, tap);
+  auto out = tap ? interpreter_.Run(inputs, &tapped) : interpreter_.Run(inputs, this);
+  mode_ = Mode::kSimulate;
+  return out;
+}
+
+absl::StatusOr<c10::IValue> QuantSim::Run(const std::vector<c10::IValue>& inputs, ValueObserver* tap) {
   for (const auto& [vid, q] : act_quantizers_) {
     if (!q.has_encodings()) {
       const ActivationSite& site = act_sites_.at(vid);
@@ -247,7 +287,9 @@ absl::StatusOr<c10::IValue> QuantSim::Run(const std::vector<c10::IValue>& inputs
     }
   }
   mode_ = Mode::kSimulate;
-  return interpreter_.Run(inputs, this);
+  if (tap == nullptr) return interpreter_.Run(inputs, this);
+  internal_quantsim::Tapped tapped(this, tap);
+  return interpreter_.Run(inputs, &tapped);
 }
 
 absl::StatusOr<at::Tensor> QuantSim::Forward(const at::Tensor& input) {
@@ -257,7 +299,9 @@ absl::StatusOr<at::Tensor> QuantSim::Forward(const at::Tensor& input) {
 }
 
 absl::StatusOr<at::Tensor> QuantSim::ForwardFloat(const at::Tensor& input) {
-  return interpreter_.Forward(input, nullptr);
+  ASSIGN_OR_RETURN(c10::IValue out, RunFloat({c10::IValue(input)}));
+  if (!out.isTensor()) return absl::InvalidArgumentError("model output is not a single tensor");
+  return out.toTensor();
 }
 
 absl::Status QuantSim::SetParamEncodings(int value_id, std::vector<Encoding> e, bool freeze) {
@@ -289,7 +333,10 @@ int QuantSim::FindActivation(const std::string& layer, bool is_input, int index)
 }
 
 void QuantSim::OnParam(const Value& param, at::Tensor& tensor) {
-  if (mode_ != Mode::kSimulate) return;
+  if (mode_ != Mode::kSimulate) {
+    if (auto it = float_refs_.find(param.id); it != float_refs_.end()) tensor = it->second;
+    return;
+  }
   if (auto it = quantized_params_.find(param.id); it != quantized_params_.end()) {
     tensor = it->second;
   }

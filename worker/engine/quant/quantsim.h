@@ -52,11 +52,22 @@ class QuantSim : public ValueObserver {
   absl::Status ObserveBatch(const std::vector<c10::IValue>& inputs);
   absl::Status FinishCalibration();
 
-  /// The simulated (quantize-dequantize) forward pass.
-  absl::StatusOr<c10::IValue> Run(const std::vector<c10::IValue>& inputs);
+  /// The simulated (quantize-dequantize) forward pass. `tap`, when given, sees every
+  /// parameter and value after the sim has (e.g. a layer's quantized input).
+  absl::StatusOr<c10::IValue> Run(const std::vector<c10::IValue>& inputs, ValueObserver* tap = nullptr);
   absl::StatusOr<at::Tensor> Forward(const at::Tensor& input);
-  /// The model without quantizers.
+  /// The floating-point model: no quantizers, and the original values of parameters that
+  /// techniques replaced (see SetFloatReference).
+  absl::StatusOr<c10::IValue> RunFloat(const std::vector<c10::IValue>& inputs, ValueObserver* tap = nullptr);
   absl::StatusOr<at::Tensor> ForwardFloat(const at::Tensor& input);
+
+  /// Records the floating-point value of a parameter a technique rewrote in the graph
+  /// (AdaRound's rounded weights, corrected biases), so RunFloat and calibration still
+  /// see the original model. The first reference given for a value is kept.
+  void SetFloatReference(int value_id, at::Tensor original);
+  const std::map<int, at::Tensor>& float_references() const { return float_refs_; }
+  /// Turns every activation quantizer on or off (e.g. weight-only AdaRound).
+  void SetActivationQuantization(bool enabled);
 
   const Graph& graph() const { return graph_; }
   const QuantSimOptions& options() const { return options_; }
@@ -94,6 +105,7 @@ class QuantSim : public ValueObserver {
   std::map<int, Quantizer> act_quantizers_;
   std::map<int, ActivationSite> act_sites_;
   std::map<int, at::Tensor> quantized_params_;
+  std::map<int, at::Tensor> float_refs_;
   Mode mode_ = Mode::kSimulate;
 };
 

@@ -17,15 +17,18 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_format.h"
 #include "data/dataset.h"
-#include "eval/metrics.h"
+#include "eval/evaluate.h"
 #include "export/encodings_json.h"
 #include "export/torchscript_export.h"
 #include "ir/import.h"
 #include "passes/batch_norm_fold.h"
 #include "passes/cross_layer_equalization.h"
 #include "quant/quantsim.h"
+#include "recipe/auto_quant.h"
 #include "recipe/recipe.h"
 #include "recipe_check.h"
+#include "techniques/adaround.h"
+#include "techniques/bias_correction.h"
 #include "status.h"
 
 namespace qopt {
@@ -130,6 +133,31 @@ double Seconds(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
+AdaRoundOptions AdaRoundOptionsFrom(const v1::AdaRoundStep& a) {
+  AdaRoundOptions o;
+  o.num_iterations = a.num_iterations();
+  if (a.reg_param() > 0) o.reg_param = a.reg_param();
+  if (a.beta_start() > 0) o.beta_start = a.beta_start();
+  if (a.beta_end() > 0) o.beta_end = a.beta_end();
+  if (a.warm_start() > 0) o.warm_start = a.warm_start();
+  if (a.learning_rate() > 0) o.learning_rate = a.learning_rate();
+  o.batch_size = a.batch_size();
+  o.quantize_activations = a.quantize_activations();
+  if (a.memory_budget_mb() > 0) o.memory_budget_bytes = a.memory_budget_mb() << 20;
+  o.skip_layers.assign(a.skip_layers().begin(), a.skip_layers().end());
+  return o;
+}
+
+json AdaRoundJson(const std::vector<AdaRoundLayerResult>& layers) {
+  json out = json::array();
+  for (const AdaRoundLayerResult& r : layers) {
+    out.push_back({{"layer", r.layer}, {"weights", r.weights}, {"iterations", r.iterations},
+                   {"nearest_error", r.nearest_error}, {"adaround_error", r.adaround_error},
+                   {"flipped", r.flipped}, {"seconds", r.seconds}, {"spilled", r.spilled}});
+  }
+  return out;
+}
+
 }  // namespace internal_runner
 
 absl::StatusOr<RunSummary> RunRecipe(const v1::Recipe& recipe, const RunOptions& options) {
@@ -164,10 +192,15 @@ absl::StatusOr<RunSummary> RunRecipe(const v1::Recipe& recipe, const RunOptions&
 
   ASSIGN_OR_RETURN(Staging staging, Staging::Create(options.out_dir));
   RETURN_IF_ERROR(report(0, "load", 0.0, absl::StrCat("loading ", recipe.model().path())));
-  ASSIGN_OR_RETURN(Graph graph, ImportTorchScript(recipe.model().path()));
-  graph.To(device);
+  // A fresh copy of the model on the run's device (auto_quant imports several).
+  auto import = [&]() -> absl::StatusOr<std::unique_ptr<Graph>> {
+    ASSIGN_OR_RETURN(Graph g, ImportTorchScript(recipe.model().path()));
+    g.To(device);
+    return std::make_unique<Graph>(std::move(g));
+  };
+  ASSIGN_OR_RETURN(std::unique_ptr<Graph> graph, import());
   RETURN_IF_ERROR(log(0, "load",
-         absl::StrCat("loaded: ", graph.LiveNodes().size(), " ops, ", graph.ParamBytes() / 1024, " KiB of parameters")));
+         absl::StrCat("loaded: ", graph->LiveNodes().size(), " ops, ", graph->ParamBytes() / 1024, " KiB of parameters")));
 
   // Data is loaded when the first step needs it.
   std::vector<Batch> batches, eval_batches;
@@ -209,7 +242,7 @@ absl::StatusOr<RunSummary> RunRecipe(const v1::Recipe& recipe, const RunOptions&
     RETURN_IF_ERROR(report(i + 1, stage, 0.0, ""));
     switch (step.kind_case()) {
       case v1::Step::kFoldBatchNorm: {
-        ASSIGN_OR_RETURN(auto folded, FoldBatchNorms(graph));
+        ASSIGN_OR_RETURN(auto folded, FoldBatchNorms(*graph));
         json pairs = json::array();
         for (const auto& f : folded) pairs.push_back({f.batch_norm, f.layer});
         jstep["folded"] = pairs;
@@ -219,7 +252,7 @@ absl::StatusOr<RunSummary> RunRecipe(const v1::Recipe& recipe, const RunOptions&
       case v1::Step::kCrossLayerEqualization: {
         CleOptions cle;
         cle.high_bias_absorption = !step.cross_layer_equalization().skip_high_bias_absorption();
-        ASSIGN_OR_RETURN(CleReport eq, CrossLayerEqualize(graph, cle));
+        ASSIGN_OR_RETURN(CleReport eq, CrossLayerEqualize(*graph, cle));
         jstep["chains"] = eq.chains;
         json absorbed = json::array();
         for (const auto& [from, to] : eq.absorbed) absorbed.push_back({from, to});
@@ -232,8 +265,94 @@ absl::StatusOr<RunSummary> RunRecipe(const v1::Recipe& recipe, const RunOptions&
             eq.absorbed.size(), " high biases absorbed")));
         break;
       }
+      case v1::Step::kAdaround: {
+        const v1::AdaRoundStep& a = step.adaround();
+        ASSIGN_OR_RETURN(const std::vector<Batch>* data, calibration());
+        std::vector<at::Tensor> inputs;
+        for (size_t b = 0; b < limit(a.num_batches(), data->size()); ++b) inputs.push_back((*data)[b].inputs);
+        AdaRoundOptions ao = AdaRoundOptionsFrom(a);
+        ao.on_progress = [&](const AdaRoundProgress& p) {
+          const double fraction =
+              (p.layer_index + static_cast<double>(p.iteration) / p.num_iterations) / std::max(1, p.num_layers);
+          return report(i + 1, stage, fraction,
+                        absl::StrCat(p.layer, " (", p.layer_index + 1, "/", p.num_layers, ") iteration ",
+                                     p.iteration, "/", p.num_iterations));
+        };
+        ASSIGN_OR_RETURN(std::vector<AdaRoundLayerResult> layers, ApplyAdaRound(*graph, *sim, inputs, ao));
+        jstep["layers"] = AdaRoundJson(layers);
+        double nearest = 0, learned = 0;
+        for (const auto& r : layers) {
+          nearest += r.nearest_error;
+          learned += r.adaround_error;
+        }
+        RETURN_IF_ERROR(log(i + 1, stage, absl::StrFormat(
+            "adaround: %d layers, reconstruction error %.3g with learned rounding vs %.3g nearest (sum over layers)",
+            static_cast<int>(layers.size()), learned, nearest)));
+        break;
+      }
+      case v1::Step::kBiasCorrection: {
+        const v1::BiasCorrectionStep& bc = step.bias_correction();
+        BiasCorrectionOptions bo;
+        if (bc.mode() == "analytical") bo.mode = BiasCorrectionOptions::Mode::kAnalytical;
+        bo.skip_layers.assign(bc.skip_layers().begin(), bc.skip_layers().end());
+        bo.on_layer = [&](int done, int total, const std::string& layer) {
+          return report(i + 1, stage, static_cast<double>(done) / std::max(1, total),
+                        absl::StrCat(layer, " (", done, "/", total, ")"));
+        };
+        ASSIGN_OR_RETURN(const std::vector<Batch>* data, calibration());
+        std::vector<at::Tensor> inputs;
+        for (size_t b = 0; b < limit(bc.num_batches() > 0 ? bc.num_batches() : 16, data->size()); ++b) {
+          inputs.push_back((*data)[b].inputs);
+        }
+        ASSIGN_OR_RETURN(std::vector<BiasCorrectionResult> corrected, CorrectBias(*graph, *sim, inputs, bo));
+        json layers = json::array();
+        int analytical = 0;
+        for (const BiasCorrectionResult& r : corrected) {
+          layers.push_back({{"layer", r.layer}, {"method", r.method}, {"mean_abs_shift", r.mean_abs_shift}});
+          analytical += r.method == "analytical";
+        }
+        jstep["layers"] = layers;
+        jstep["batches"] = inputs.size();
+        RETURN_IF_ERROR(log(i + 1, stage, absl::StrCat("bias_correction: ", corrected.size(), " layers (",
+                                                      analytical, " analytical, ", corrected.size() - analytical,
+                                                      " empirical)")));
+        break;
+      }
+      case v1::Step::kAutoQuant: {
+        const v1::AutoQuantStep& aq = step.auto_quant();
+        ASSIGN_OR_RETURN(const std::vector<Batch>* calib, calibration());
+        ASSIGN_OR_RETURN(const std::vector<Batch>* eval, evaluation());
+        AutoQuantInputs in;
+        in.import = import;
+        in.sim_options = sim_options;
+        for (const Batch& b : *calib) in.calibration.push_back(b.inputs);
+        in.evaluation = eval;
+        in.eval_batches = limit(aq.eval_batches(), eval->size());
+        if (aq.allowed_drop() > 0) in.allowed_drop = aq.allowed_drop();
+        in.adaround = AdaRoundOptionsFrom(aq.adaround());
+        in.progress = [&](double fraction, const std::string& message) {
+          return report(i + 1, stage, fraction, message);
+        };
+        in.log = [&](const std::string& line, const Figures& figures) { return log(i + 1, stage, line, figures); };
+        ASSIGN_OR_RETURN(AutoQuantResult chosen, RunAutoQuant(in));
+        sim.reset();
+        graph = std::move(chosen.graph);
+        sim = std::move(chosen.sim);
+        json stages = json::array();
+        for (const AutoQuantStage& st : chosen.stages) {
+          json js = {{"stage", st.name}, {"drop", st.drop}, {"seconds", st.seconds}};
+          for (const auto& [k, v] : st.figures) js[k] = v;
+          stages.push_back(std::move(js));
+        }
+        jstep["stages"] = stages;
+        jstep["kept"] = chosen.kept;
+        jstep["figure"] = chosen.figure;
+        jstep["allowed_drop"] = in.allowed_drop;
+        RETURN_IF_ERROR(log(i + 1, stage, absl::StrCat("auto_quant: kept ", chosen.kept)));
+        break;
+      }
       case v1::Step::kCalibrate: {
-        ASSIGN_OR_RETURN(sim, QuantSim::Create(graph, sim_options));
+        ASSIGN_OR_RETURN(sim, QuantSim::Create(*graph, sim_options));
         if (!recipe.quantization().freeze_encodings_path().empty()) {
           RETURN_IF_ERROR(LoadEncodingsFile(*sim, recipe.quantization().freeze_encodings_path(),
                                             /*freeze=*/true));
@@ -258,45 +377,17 @@ absl::StatusOr<RunSummary> RunRecipe(const v1::Recipe& recipe, const RunOptions&
       case v1::Step::kEvaluate: {
         ASSIGN_OR_RETURN(const std::vector<Batch>* data, evaluation());
         const size_t n = limit(step.evaluate().num_batches(), data->size());
-        AccuracyMeter float_accuracy, sim_accuracy;
-        FidelityMeter fidelity;
-        double float_seconds = 0.0, sim_seconds = 0.0;
-        bool labelled = true;
-        for (size_t b = 0; b < n; ++b) {
-          const Batch& batch = (*data)[b];
-          auto t0 = std::chrono::steady_clock::now();
-          ASSIGN_OR_RETURN(at::Tensor ref, sim->ForwardFloat(batch.inputs));
-          float_seconds += Seconds(t0);
-          t0 = std::chrono::steady_clock::now();
-          ASSIGN_OR_RETURN(at::Tensor q, sim->Forward(batch.inputs));
-          sim_seconds += Seconds(t0);
-          fidelity.Add(ref, q);
-          labelled = labelled && batch.labels.has_value() && ref.dim() == 2;
-          if (labelled) {
-            float_accuracy.Add(ref, *batch.labels);
-            sim_accuracy.Add(q, *batch.labels);
-          }
-          RETURN_IF_ERROR(report(i + 1, stage, static_cast<double>(b + 1) / n, absl::StrCat("batch ", b + 1, "/", n)));
-        }
-        const Fidelity f = fidelity.Result();
-        summary.metrics["output_sqnr_db"] = f.output_sqnr_db;
-        summary.metrics["top1_agreement"] = f.top1_agreement;
-        summary.metrics["mean_kl"] = f.mean_kl;
-        summary.metrics["eval_samples"] = static_cast<double>(f.samples);
-        if (labelled && n > 0) {
-          const Accuracy fa = float_accuracy.Result(), sa = sim_accuracy.Result();
-          summary.metrics["fp32_top1"] = fa.top1;
-          summary.metrics["fp32_top5"] = fa.top5;
-          summary.metrics["top1"] = sa.top1;
-          summary.metrics["top5"] = sa.top5;
-        }
-        summary.metrics["float_seconds"] = float_seconds;
-        summary.metrics["simulated_seconds"] = sim_seconds;
+        ASSIGN_OR_RETURN(Figures figures, EvaluateSim(*sim, *data, n, [&](size_t done, size_t total) {
+          return report(i + 1, stage, static_cast<double>(done) / total, absl::StrCat("batch ", done, "/", total));
+        }));
+        const Figures& f = figures;
+        summary.metrics = figures;
+
         for (const auto& [k, v] : summary.metrics) jstep[k] = v;
         jstep["batches"] = n;
         {
           std::string line = absl::StrFormat("evaluate: output SQNR %.2f dB, top-1 agreement %.4f",
-                                             f.output_sqnr_db, f.top1_agreement);
+                                             f.at("output_sqnr_db"), f.at("top1_agreement"));
           if (summary.metrics.count("top1")) {
             absl::StrAppendFormat(&line, ", top1 %.4f (fp32 %.4f)", summary.metrics["top1"],
                                   summary.metrics["fp32_top1"]);
@@ -311,7 +402,7 @@ absl::StatusOr<RunSummary> RunRecipe(const v1::Recipe& recipe, const RunOptions&
         const std::string prefix = e.prefix().empty() ? "model" : e.prefix();
         if ((both || e.torchscript())) {
           const std::string name = prefix + ".pt";
-          RETURN_IF_ERROR(ExportTorchScript(graph, sim.get(), staging.Path(name)));
+          RETURN_IF_ERROR(ExportTorchScript(*graph, sim.get(), staging.Path(name)));
           files.push_back(name);
         }
         if ((both || e.encodings()) && sim) {

@@ -1,0 +1,28 @@
+// Evaluation of a QuantSim against its floating-point model over batches: accuracy when
+// the batches have labels and the model gives (N, classes) logits, fidelity always.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "data/dataset.h"
+#include "quant/quantsim.h"
+
+namespace qopt {
+
+/// Figures: output_sqnr_db, top1_agreement, mean_kl, eval_samples, float_seconds,
+/// simulated_seconds, and with labels fp32_top1, fp32_top5, top1, top5.
+using Figures = std::map<std::string, double>;
+
+/// Evaluates the first `n` batches; `on_batch(done, n)` after each (non-OK stops).
+absl::StatusOr<Figures> EvaluateSim(QuantSim& sim, const std::vector<Batch>& batches, size_t n,
+                                    const std::function<absl::Status(size_t, size_t)>& on_batch = nullptr);
+
+/// The figure a drop is measured on: top-1 accuracy when labelled, else agreement with
+/// the floating-point model's top-1. Returns (name, float value, simulated value).
+std::tuple<std::string, double, double> HeadlineFigure(const Figures& f);
+
+}  // namespace qopt

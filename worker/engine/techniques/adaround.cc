@@ -1,0 +1,326 @@
+#include "techniques/adaround.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <set>
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+
+#include "absl/strings/str_cat.h"
+#include "status.h"
+
+namespace qopt {
+namespace internal_adaround {
+
+constexpr double kZeta = 1.1;
+constexpr double kGamma = -0.1;
+
+std::vector<int64_t> IntList(const Graph& g, const Node& n, size_t slot) {
+  if (slot >= n.inputs.size()) return {};
+  const auto& c = g.values[n.inputs[slot]].constant;
+  if (!c || !c->isIntList()) return {};
+  return c->toIntVector();
+}
+
+// Layer inputs or targets of every calibration sample, in memory or, past the memory
+// budget, in an unlinked temporary file mapped into memory (the kernel pages it).
+struct SampleStore {
+  at::Tensor data;
+  bool spilled = false;
+
+  static absl::StatusOr<SampleStore> Create(std::vector<int64_t> shape, bool spill) {
+    SampleStore s;
+    if (!spill) {
+      s.data = at::empty(shape, at::kFloat);
+      return s;
+    }
+    int64_t count = 1;
+    for (int64_t d : shape) count *= d;
+    const size_t bytes = static_cast<size_t>(count) * sizeof(float);
+    const char* tmp = std::getenv("TMPDIR");
+    std::string path = absl::StrCat(tmp && *tmp ? tmp : "/tmp", "/qopt-adaround-XXXXXX");
+    const int fd = mkstemp(path.data());
+    if (fd < 0) return absl::InternalError(absl::StrCat("cannot create a spill file in ", path));
+    unlink(path.c_str());
+    if (ftruncate(fd, static_cast<off_t>(bytes)) != 0) {
+      close(fd);
+      return absl::ResourceExhaustedError(absl::StrCat("cannot size a ", bytes, "-byte spill file"));
+    }
+    void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd);
+    if (p == MAP_FAILED) return absl::ResourceExhaustedError("cannot map the spill file");
+    s.data = at::from_blob(p, shape, [bytes](void* q) { munmap(q, bytes); }, at::kFloat);
+    s.spilled = true;
+    return s;
+  }
+};
+
+// Captures one value of each forward pass into a store, batch after batch.
+class Capture : public ValueObserver {
+ public:
+  explicit Capture(int value_id) : value_id_(value_id) {}
+  void OnValue(const Value& value, c10::IValue& v) override {
+    if (value.id == value_id_ && v.isTensor()) seen_ = v.toTensor();
+  }
+  bool RetainsValues() const override { return true; }
+  at::Tensor Take() { return std::exchange(seen_, at::Tensor()); }
+
+ private:
+  int value_id_;
+  at::Tensor seen_;
+};
+
+// Per-channel scale / zero point shaped to broadcast over a weight (axis 0), or scalars.
+std::pair<at::Tensor, at::Tensor> GridOf(const Quantizer& q, const at::Tensor& w) {
+  std::vector<double> scale, zp;
+  for (const Encoding& e : q.encodings()) {
+    scale.push_back(e.scale);
+    zp.push_back(static_cast<double>(e.zero_point()));
+  }
+  std::vector<int64_t> shape(w.dim(), 1);
+  if (q.axis() >= 0) shape[q.axis()] = static_cast<int64_t>(scale.size());
+  auto t = [&](const std::vector<double>& v) {
+    return at::tensor(v, at::kDouble).reshape(q.axis() >= 0 ? shape : std::vector<int64_t>{}).to(at::kFloat);
+  };
+  return {t(scale), t(zp)};
+}
+
+// Reconstruction error as in the loss: squared error summed over channels (dim 1),
+// averaged over samples and positions.
+at::Tensor ReconstructionError(const at::Tensor& out, const at::Tensor& target) {
+  return (out - target).pow(2).sum(1).mean();
+}
+
+// The layer's op with its arguments read once: forward and the weight gradient.
+struct LayerOp {
+  bool linear = false;
+  std::vector<int64_t> stride, padding, dilation, output_padding;
+  int64_t groups = 1;
+
+  static absl::StatusOr<LayerOp> Of(const Graph& graph, const Node& layer) {
+    LayerOp op;
+    if (layer.kind == OpKind::kLinear) {
+      op.linear = true;
+      return op;
+    }
+    if (layer.kind != OpKind::kConv) {
+      return absl::InvalidArgumentError(absl::StrCat(layer.name, " is not a conv or linear layer"));
+    }
+    const bool generic = layer.op == "aten::_convolution";
+    op.stride = IntList(graph, layer, 3);
+    op.padding = IntList(graph, layer, 4);
+    op.dilation = IntList(graph, layer, 5);
+    const auto& groups = graph.values[layer.inputs[generic ? 8 : 6]].constant;
+    if (op.stride.empty() || op.padding.empty() || op.dilation.empty() || !groups || !groups->isInt()) {
+      return absl::UnimplementedError(absl::StrCat(layer.name, ": unsupported convolution arguments"));
+    }
+    op.groups = groups->toInt();
+    op.output_padding.assign(op.stride.size(), 0);
+    return op;
+  }
+
+  at::Tensor Forward(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias) const {
+    const c10::optional<at::Tensor> b = bias.defined() ? c10::optional<at::Tensor>(bias) : c10::nullopt;
+    if (linear) return at::linear(x, w, b);
+    return at::convolution(x, w, b, stride, padding, dilation, /*transposed=*/false, output_padding, groups);
+  }
+
+  at::Tensor WeightGrad(const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& w) const {
+    if (linear) {
+      return grad_out.reshape({-1, grad_out.size(-1)}).t().mm(x.reshape({-1, x.size(-1)}));
+    }
+    return std::get<1>(at::convolution_backward(grad_out, x, w, c10::nullopt, stride, padding, dilation,
+                                                /*transposed=*/false, output_padding, groups, {false, true, false}));
+  }
+};
+
+}  // namespace internal_adaround
+
+absl::StatusOr<at::Tensor> LayerForward(const Graph& graph, const Node& layer, const at::Tensor& x,
+                                        const at::Tensor& weight, const at::Tensor& bias) {
+  ASSIGN_OR_RETURN(const internal_adaround::LayerOp op, internal_adaround::LayerOp::Of(graph, layer));
+  return op.Forward(x, weight, bias);
+}
+
+absl::StatusOr<at::Tensor> AdaRoundLayer(const Graph& graph, const Node& layer, const at::Tensor& weight,
+                                         const at::Tensor& bias, const Quantizer& quantizer,
+                                         const at::Tensor& x, const at::Tensor& y,
+                                         const AdaRoundOptions& options, int layer_index, int num_layers,
+                                         AdaRoundLayerResult* result) {
+  using namespace internal_adaround;
+  const auto start = std::chrono::steady_clock::now();
+  if (!quantizer.has_encodings()) {
+    return absl::FailedPreconditionError(absl::StrCat(layer.name, ": weight has no encodings"));
+  }
+  const int bits = quantizer.encodings().front().bitwidth;
+  const int iterations = options.num_iterations > 0 ? options.num_iterations : (bits >= 8 ? 10000 : 15000);
+  const int64_t samples = x.size(0);
+  const int64_t batch = std::min<int64_t>(
+      options.batch_size > 0 ? options.batch_size : AdaRoundOptions::kDefaultBatchSize, samples);
+  const at::Tensor w = weight.to(at::kFloat);
+  const auto grid = GridOf(quantizer, w);
+  const at::Tensor scale = grid.first, zp = grid.second;
+  const double n = static_cast<double>(quantizer.encodings().front().num_steps);
+  const at::Tensor w_floor = at::floor(w / scale);
+  const at::Tensor rest = (w / scale - w_floor).clamp(0.0, 1.0);
+  // h(V) starts at the fractional part: V = -log((zeta - gamma) / (rest - gamma) - 1).
+  at::Tensor v = -at::log((kZeta - kGamma) / (rest - kGamma) - 1.0);
+  at::Tensor adam_m = at::zeros_like(v), adam_v = at::zeros_like(v);
+  constexpr double kBeta1 = 0.9, kBeta2 = 0.999, kEps = 1e-8;
+  auto dequantize = [&](const at::Tensor& up) { return (at::clamp(w_floor + up + zp, 0.0, n) - zp) * scale; };
+
+  at::Generator gen = at::detail::createCPUGenerator(options.seed + static_cast<uint64_t>(layer_index));
+  const int warm = static_cast<int>(options.warm_start * iterations);
+  const int report_every = std::max(1, iterations / 100);
+  ASSIGN_OR_RETURN(const LayerOp op, LayerOp::Of(graph, layer));
+  // Gradients by hand (no autograd graph): the layer's weight gradient from ATen's
+  // backward kernel, then the chain through the soft weight, h and the regulariser.
+  at::NoGradGuard no_grad;
+  for (int it = 0; it < iterations; ++it) {
+    const at::Tensor idx = at::randint(samples, {batch}, gen, at::TensorOptions().dtype(at::kLong));
+    const at::Tensor xb = x.index_select(0, idx), yb = y.index_select(0, idx);
+    const at::Tensor sig = at::sigmoid(v);
+    const at::Tensor h_raw = sig * (kZeta - kGamma) + kGamma;
+    const at::Tensor h = h_raw.clamp(0.0, 1.0);
+    const at::Tensor q_soft = w_floor + h + zp;
+    const at::Tensor wq = (q_soft.clamp(0.0, n) - zp) * scale;
+    const at::Tensor out = op.Forward(xb, wq, bias);
+    // d/d(out) of sum over channels, mean over samples and positions.
+    const at::Tensor grad_out = (out - yb) * (2.0 * out.size(1) / static_cast<double>(out.numel()));
+    at::Tensor dh = op.WeightGrad(grad_out, xb, wq) * scale * ((q_soft >= 0) & (q_soft <= n));
+    if (it >= warm) {
+      const double progress = static_cast<double>(it - warm) / std::max(1, iterations - warm);
+      const double beta = options.beta_end + (options.beta_start - options.beta_end) * std::max(0.0, 1.0 - progress);
+      // d/dh of reg * (1 - |2h - 1|^beta).
+      const at::Tensor t = 2.0 * h - 1.0;
+      dh = dh - (2.0 * options.reg_param * beta) * t.abs().pow(beta - 1.0) * t.sign();
+    }
+    const at::Tensor g = dh * ((kZeta - kGamma) * sig * (1.0 - sig)) * ((h_raw >= 0) & (h_raw <= 1));
+    adam_m.mul_(kBeta1).add_(g, 1.0 - kBeta1);
+    adam_v.mul_(kBeta2).addcmul_(g, g, 1.0 - kBeta2);
+    const double c1 = 1.0 - std::pow(kBeta1, it + 1), c2 = 1.0 - std::pow(kBeta2, it + 1);
+    v.sub_(options.learning_rate * (adam_m / c1) / ((adam_v / c2).sqrt() + kEps));
+    if (options.on_progress && ((it + 1) % report_every == 0 || it + 1 == iterations)) {
+      RETURN_IF_ERROR(options.on_progress(AdaRoundProgress{layer_index, num_layers, layer.name, it + 1, iterations}));
+    }
+  }
+  v = v.detach();
+  const at::Tensor up = (v >= 0).to(at::kFloat);
+  const at::Tensor nearest = (at::round(w / scale) - w_floor).clamp(0.0, 1.0);
+  const at::Tensor rounded = dequantize(up).to(weight.scalar_type());
+  if (result) {
+    result->layer = layer.name;
+    result->weights = w.numel();
+    result->iterations = iterations;
+    result->flipped = (up != nearest).sum().item<int64_t>();
+    // Errors over (at most) 1024 samples, in chunks.
+    double err_nearest = 0, err_ada = 0;
+    const int64_t count = std::min<int64_t>(samples, 1024);
+    for (int64_t b0 = 0; b0 < count; b0 += 128) {
+      const int64_t len = std::min<int64_t>(128, count - b0);
+      const at::Tensor xb = x.narrow(0, b0, len), yb = y.narrow(0, b0, len);
+      ASSIGN_OR_RETURN(at::Tensor on, LayerForward(graph, layer, xb, dequantize(nearest), bias));
+      ASSIGN_OR_RETURN(at::Tensor oa, LayerForward(graph, layer, xb, dequantize(up), bias));
+      err_nearest += ReconstructionError(on, yb).item<double>() * static_cast<double>(len);
+      err_ada += ReconstructionError(oa, yb).item<double>() * static_cast<double>(len);
+    }
+    result->nearest_error = err_nearest / static_cast<double>(count);
+    result->adaround_error = err_ada / static_cast<double>(count);
+    result->seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  }
+  return rounded;
+}
+
+absl::StatusOr<std::vector<AdaRoundLayerResult>> ApplyAdaRound(Graph& graph, QuantSim& sim,
+                                                               const std::vector<at::Tensor>& batches,
+                                                               const AdaRoundOptions& options) {
+  using namespace internal_adaround;
+  if (batches.empty()) return absl::InvalidArgumentError("adaround needs calibration data");
+  // The layers: conv / linear with a quantized weight, in forward order.
+  std::set<std::string> skip(options.skip_layers.begin(), options.skip_layers.end());
+  for (const std::string& name : skip) {
+    if (graph.FindNode(name) == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat("adaround.skip_layers: no layer named '", name, "'"));
+    }
+  }
+  std::vector<int> layers;
+  for (const Node* n : graph.LiveNodes()) {
+    if (n->kind != OpKind::kConv && n->kind != OpKind::kLinear) continue;
+    const int wid = n->Param("weight");
+    if (wid < 0 || !sim.param_quantizers().count(wid) || skip.count(n->name)) continue;
+    layers.push_back(n->id);
+  }
+  int64_t samples = 0;
+  for (const at::Tensor& b : batches) samples += b.size(0);
+
+  std::vector<AdaRoundLayerResult> results;
+  sim.SetActivationQuantization(options.quantize_activations);
+  struct Restore {
+    QuantSim& sim;
+    ~Restore() { sim.SetActivationQuantization(true); }
+  } restore{sim};
+  at::NoGradGuard no_grad;
+  for (size_t k = 0; k < layers.size(); ++k) {
+    const Node& layer = graph.nodes[layers[k]];
+    const int wid = layer.Param("weight");
+    // Inputs from the model rounded so far; targets from the floating-point model.
+    Capture in(layer.inputs[0]), out(layer.outputs[0]);
+    std::vector<at::Tensor> xs, ys;
+    for (const at::Tensor& b : batches) {
+      RETURN_IF_ERROR(Annotate(sim.Run({c10::IValue(b)}, &in).status(), layer.name));
+      RETURN_IF_ERROR(Annotate(sim.RunFloat({c10::IValue(b)}, &out).status(), layer.name));
+      xs.push_back(in.Take().to(at::kFloat));
+      ys.push_back(out.Take().to(at::kFloat));
+      if (!xs.back().defined() || !ys.back().defined()) {
+        return absl::InternalError(absl::StrCat(layer.name, ": its input or output was not seen"));
+      }
+    }
+    auto shape_of = [&](const at::Tensor& t) {
+      std::vector<int64_t> s = t.sizes().vec();
+      s[0] = samples;
+      return s;
+    };
+    const int64_t bytes = (xs[0].numel() / xs[0].size(0) + ys[0].numel() / ys[0].size(0)) * samples *
+                          static_cast<int64_t>(sizeof(float));
+    const bool spill = bytes > options.memory_budget_bytes;
+    ASSIGN_OR_RETURN(SampleStore x, SampleStore::Create(shape_of(xs[0]), spill));
+    ASSIGN_OR_RETURN(SampleStore y, SampleStore::Create(shape_of(ys[0]), spill));
+    int64_t at_row = 0;
+    for (size_t b = 0; b < xs.size(); ++b) {
+      x.data.narrow(0, at_row, xs[b].size(0)).copy_(xs[b]);
+      y.data.narrow(0, at_row, ys[b].size(0)).copy_(ys[b]);
+      at_row += xs[b].size(0);
+    }
+    xs.clear();
+    ys.clear();
+
+    const at::Tensor weight = graph.values[wid].constant->toTensor();
+    at::Tensor bias;
+    if (const int bid = layer.Param("bias"); bid >= 0) {
+      bias = graph.values[bid].constant->toTensor();
+      if (auto q = sim.param_quantizers().find(bid); q != sim.param_quantizers().end() && q->second.has_encodings()) {
+        bias = q->second.Apply(bias);
+      }
+    }
+    const Quantizer& quantizer = sim.param_quantizers().at(wid);
+    AdaRoundLayerResult result;
+    ASSIGN_OR_RETURN(at::Tensor rounded,
+                     AdaRoundLayer(graph, layer, weight, bias, quantizer, x.data, y.data, options,
+                                   static_cast<int>(k), static_cast<int>(layers.size()), &result));
+    result.spilled = spill;
+    // The graph holds the rounded weight; the sim keeps the original as the float model.
+    sim.SetFloatReference(wid, weight);
+    graph.values[wid].constant = c10::IValue(rounded);
+    RETURN_IF_ERROR(sim.SetParamEncodings(wid, quantizer.encodings(), /*freeze=*/true));
+    results.push_back(std::move(result));
+  }
+  return results;
+}
+
+}  // namespace qopt
