@@ -1,0 +1,187 @@
+// AdaRound speed on the zoo ResNet18 (W4A8 per-channel, Fashion-MNIST calibration images):
+//
+//   adaround_bench ZOO_RESNET18.pt FASHION_MNIST_TRAIN_IDX [--iterations 200] [--samples 512]
+//                  [--threads N] [--full]
+//
+// Per layer, side by side in one process: the time of `iterations` AdaRound iterations
+// against the time of the same number of plain forward + backward passes of that layer
+// (autograd, weight gradient, same batch size), interleaved A, B, A, B and compared by
+// median (goal: ratio <= 1.5). With --full, also the wall time of AdaRound over the whole
+// model at default settings (AIMET's iteration counts; goal < 10 min on 2 cores).
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <c10/core/GradMode.h>
+
+#include "data/dataset.h"
+#include "ir/import.h"
+#include "passes/batch_norm_fold.h"
+#include "quant/quantsim.h"
+#include "techniques/adaround.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Seconds(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+template <typename T>
+T Check(absl::StatusOr<T> s) {
+  if (!s.ok()) {
+    std::fprintf(stderr, "error: %s\n", std::string(s.status().message()).c_str());
+    std::exit(1);
+  }
+  return std::move(*s);
+}
+
+void Check(const absl::Status& s) {
+  if (!s.ok()) {
+    std::fprintf(stderr, "error: %s\n", std::string(s.message()).c_str());
+    std::exit(1);
+  }
+}
+
+class Capture : public qopt::ValueObserver {
+ public:
+  explicit Capture(int id) : id_(id) {}
+  void OnValue(const qopt::Value& value, c10::IValue& v) override {
+    if (value.id == id_) seen = v.toTensor().clone();
+  }
+  at::Tensor seen;
+
+ private:
+  int id_;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 3) {
+    std::fprintf(stderr,
+                 "usage: adaround_bench ZOO_RESNET18.pt TRAIN_IMAGES_IDX [--iterations N] [--samples N] "
+                 "[--threads N] [--full]\n");
+    return 2;
+  }
+  int iterations = 200, samples = 512, threads = static_cast<int>(std::thread::hardware_concurrency());
+  bool full = false;
+  for (int i = 3; i < argc; ++i) {
+    const std::string flag = argv[i];
+    if (flag == "--full") full = true;
+    else if (i + 1 < argc && flag == "--iterations") iterations = std::stoi(argv[++i]);
+    else if (i + 1 < argc && flag == "--samples") samples = std::stoi(argv[++i]);
+    else if (i + 1 < argc && flag == "--threads") threads = std::stoi(argv[++i]);
+  }
+  at::set_num_threads(threads);
+  at::NoGradGuard no_grad;
+
+  qopt::DatasetSpec spec;
+  spec.path = argv[2];
+  spec.max_samples = samples;
+  spec.shuffle = true;
+  spec.seed = 1;
+  spec.preprocess.mean = {0.286};
+  spec.preprocess.std = {0.353};
+  const qopt::Dataset data = Check(qopt::LoadDataset(spec));
+  std::vector<at::Tensor> batches;
+  for (int64_t b = 0; b < data.size(); b += 64) batches.push_back(data.inputs.slice(0, b, std::min<int64_t>(b + 64, data.size())));
+
+  auto prepare = [&](qopt::Graph& graph) {
+    graph = Check(qopt::ImportTorchScript(argv[1]));
+    Check(qopt::FoldBatchNorms(graph).status());
+    qopt::QuantSimOptions o;
+    o.param_bitwidth = 4;
+    o.per_channel = true;
+    auto sim = Check(qopt::QuantSim::Create(graph, o));
+    for (const auto& b : batches) Check(sim->ObserveBatch({c10::IValue(b)}));
+    Check(sim->FinishCalibration());
+    return sim;
+  };
+  qopt::Graph graph;
+  auto sim = prepare(graph);
+
+  std::printf("AdaRound per layer: %d iterations vs %d plain forward+backward passes, batch %d, %d threads\n",
+              iterations, iterations, qopt::AdaRoundOptions::kDefaultBatchSize, threads);
+  std::printf("%-24s %10s %10s %7s\n", "layer", "adaround s", "plain s", "ratio");
+  double total_ada = 0, total_plain = 0;
+  for (const qopt::Node* layer : graph.LiveNodes()) {
+    if (layer->kind != qopt::OpKind::kConv && layer->kind != qopt::OpKind::kLinear) continue;
+    const int wid = layer->Param("weight");
+    if (!sim->param_quantizers().count(wid)) continue;
+    std::vector<at::Tensor> xs, ys;
+    for (const auto& b : batches) {
+      Capture in(layer->inputs[0]), out(layer->outputs[0]);
+      Check(sim->RunFloat({c10::IValue(b)}, &in).status());
+      Check(sim->RunFloat({c10::IValue(b)}, &out).status());
+      xs.push_back(in.seen);
+      ys.push_back(out.seen);
+    }
+    const at::Tensor x = at::cat(xs), y = at::cat(ys);
+    const at::Tensor w = graph.values[wid].constant->toTensor();
+    at::Tensor bias;
+    if (layer->Param("bias") >= 0) bias = graph.values[layer->Param("bias")].constant->toTensor();
+    const qopt::Quantizer& q = sim->param_quantizers().at(wid);
+    qopt::AdaRoundOptions o;
+    o.num_iterations = iterations;
+    const int64_t batch = qopt::AdaRoundOptions::kDefaultBatchSize;
+
+    auto run_adaround = [&] {
+      const auto t0 = Clock::now();
+      Check(qopt::AdaRoundLayer(graph, *layer, w, bias, q, x, y, o, 0, 1, nullptr));
+      return Seconds(t0);
+    };
+    auto run_plain = [&] {
+      c10::AutoGradMode grad(true);
+      at::Tensor weight = w.clone().requires_grad_(true);
+      at::Generator gen = at::detail::createCPUGenerator(1);
+      const auto t0 = Clock::now();
+      for (int it = 0; it < iterations; ++it) {
+        const at::Tensor idx = at::randint(x.size(0), {batch}, gen, at::TensorOptions().dtype(at::kLong));
+        const at::Tensor out = Check(qopt::LayerForward(graph, *layer, x.index_select(0, idx), weight, bias));
+        const at::Tensor loss = (out - y.index_select(0, idx)).pow(2).sum(1).mean();
+        loss.backward();
+        weight.mutable_grad().zero_();
+      }
+      return Seconds(t0);
+    };
+    std::vector<double> ada, plain;
+    for (int r = 0; r < 3; ++r) {
+      ada.push_back(run_adaround());
+      plain.push_back(run_plain());
+    }
+    const double a = Median(ada), p = Median(plain);
+    total_ada += a;
+    total_plain += p;
+    std::printf("%-24s %10.3f %10.3f %7.2f\n", layer->name.c_str(), a, p, a / p);
+    std::fflush(stdout);
+  }
+  std::printf("%-24s %10.3f %10.3f %7.2f  (goal <= 1.5)\n", "all layers", total_ada, total_plain,
+              total_ada / total_plain);
+
+  if (full) {
+    qopt::Graph fresh;
+    auto fresh_sim = prepare(fresh);
+    const auto t0 = Clock::now();
+    auto results = Check(qopt::ApplyAdaRound(fresh, *fresh_sim, batches, qopt::AdaRoundOptions()));
+    const double seconds = Seconds(t0);
+    double nearest = 0, learned = 0;
+    for (const auto& r : results) {
+      nearest += r.nearest_error;
+      learned += r.adaround_error;
+    }
+    std::printf("AdaRound, whole model, default settings (W4: %d iterations per layer, %zu layers, %d samples): "
+                "%.1f s (goal < 600 s); reconstruction error %.3g learned vs %.3g nearest\n",
+                results.empty() ? 0 : results.front().iterations, results.size(), samples, seconds, learned, nearest);
+  }
+  return 0;
+}
