@@ -359,36 +359,36 @@ absl::StatusOr<std::vector<AdaRoundLayerResult>> ApplyAdaRound(Graph& graph, Qua
   for (size_t k = 0; k < layers.size(); ++k) {
     const Node& layer = graph.nodes[layers[k]];
     const int wid = layer.Param("weight");
-    // Inputs from the model rounded so far; targets from the floating-point model.
+    // Inputs from the model rounded so far; targets from the floating-point model. Each
+    // batch goes straight into the store (sized from the first), so the cache is the only
+    // copy: in memory within the budget, in the spill file beyond it.
     Capture in(layer.inputs[0]), out(layer.outputs[0]);
-    std::vector<at::Tensor> xs, ys;
+    SampleStore x, y;
+    bool spill = false;
+    int64_t at_row = 0;
     for (const at::Tensor& b : batches) {
       RETURN_IF_ERROR(Annotate(sim.Run({c10::IValue(b)}, &in).status(), layer.name));
       RETURN_IF_ERROR(Annotate(sim.RunFloat({c10::IValue(b)}, &out).status(), layer.name));
-      xs.push_back(in.Take().to(at::kFloat));
-      ys.push_back(out.Take().to(at::kFloat));
-      if (!xs.back().defined() || !ys.back().defined()) {
+      const at::Tensor xb = in.Take(), yb = out.Take();
+      if (!xb.defined() || !yb.defined()) {
         return absl::InternalError(absl::StrCat(layer.name, ": its input or output was not seen"));
       }
+      if (!x.data.defined()) {
+        auto shape_of = [&](const at::Tensor& t) {
+          std::vector<int64_t> s = t.sizes().vec();
+          s[0] = samples;
+          return s;
+        };
+        const int64_t bytes = (xb.numel() / xb.size(0) + yb.numel() / yb.size(0)) * samples *
+                              static_cast<int64_t>(sizeof(float));
+        spill = bytes > options.memory_budget_bytes;
+        ASSIGN_OR_RETURN(x, SampleStore::Create(shape_of(xb), spill));
+        ASSIGN_OR_RETURN(y, SampleStore::Create(shape_of(yb), spill));
+      }
+      x.data.narrow(0, at_row, xb.size(0)).copy_(xb);
+      y.data.narrow(0, at_row, yb.size(0)).copy_(yb);
+      at_row += xb.size(0);
     }
-    auto shape_of = [&](const at::Tensor& t) {
-      std::vector<int64_t> s = t.sizes().vec();
-      s[0] = samples;
-      return s;
-    };
-    const int64_t bytes = (xs[0].numel() / xs[0].size(0) + ys[0].numel() / ys[0].size(0)) * samples *
-                          static_cast<int64_t>(sizeof(float));
-    const bool spill = bytes > options.memory_budget_bytes;
-    ASSIGN_OR_RETURN(SampleStore x, SampleStore::Create(shape_of(xs[0]), spill));
-    ASSIGN_OR_RETURN(SampleStore y, SampleStore::Create(shape_of(ys[0]), spill));
-    int64_t at_row = 0;
-    for (size_t b = 0; b < xs.size(); ++b) {
-      x.data.narrow(0, at_row, xs[b].size(0)).copy_(xs[b]);
-      y.data.narrow(0, at_row, ys[b].size(0)).copy_(ys[b]);
-      at_row += xs[b].size(0);
-    }
-    xs.clear();
-    ys.clear();
 
     const at::Tensor weight = graph.values[wid].constant->toTensor();
     at::Tensor bias;
