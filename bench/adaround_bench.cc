@@ -19,6 +19,7 @@
 #include <ATen/Parallel.h>
 #include <c10/core/GradMode.h>
 
+#include "bench_util.h"
 #include "data/dataset.h"
 #include "ir/import.h"
 #include "passes/batch_norm_fold.h"
@@ -31,26 +32,8 @@ using Clock = std::chrono::steady_clock;
 
 double Seconds(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
-template <typename T>
-T Check(absl::StatusOr<T> s) {
-  if (!s.ok()) {
-    std::fprintf(stderr, "error: %s\n", std::string(s.status().message()).c_str());
-    std::exit(1);
-  }
-  return std::move(*s);
-}
-
-void Check(const absl::Status& s) {
-  if (!s.ok()) {
-    std::fprintf(stderr, "error: %s\n", std::string(s.message()).c_str());
-    std::exit(1);
-  }
-}
+using qopt::bench::Check;
+using qopt::bench::Median;
 
 class Capture : public qopt::ValueObserver {
  public:

@@ -19,6 +19,7 @@
 #include <ATen/Parallel.h>
 #include <torch/script.h>
 
+#include "bench_util.h"
 #include "ir/import.h"
 #include "ir/interpreter.h"
 #include "passes/batch_norm_fold.h"
@@ -26,26 +27,8 @@
 
 namespace {
 
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
-template <typename T>
-T Check(absl::StatusOr<T> s) {
-  if (!s.ok()) {
-    std::fprintf(stderr, "error: %s\n", std::string(s.status().message()).c_str());
-    std::exit(1);
-  }
-  return std::move(*s);
-}
-
-void Check(const absl::Status& s) {
-  if (!s.ok()) {
-    std::fprintf(stderr, "error: %s\n", std::string(s.message()).c_str());
-    std::exit(1);
-  }
-}
+using qopt::bench::Check;
+using qopt::bench::Median;
 
 }  // namespace
 

@@ -5,6 +5,7 @@
 #include <ATen/ATen.h>
 
 #include "absl/strings/str_cat.h"
+#include "passes/pass_util.h"
 
 namespace qopt {
 namespace internal_bn_fold {
@@ -14,17 +15,6 @@ bool ConstBool(const Graph& g, int vid, bool fallback) {
   return c && c->isBool() ? c->toBool() : fallback;
 }
 
-// The only live consumer of `vid`, or -1.
-int SoleConsumer(const Graph& g, int vid) {
-  int found = -1;
-  for (int c : g.values[vid].consumers) {
-    if (g.nodes[c].removed) continue;
-    if (found >= 0 && found != c) return -1;
-    found = c;
-  }
-  if (std::count(g.outputs.begin(), g.outputs.end(), vid)) return -1;
-  return found;
-}
 
 }  // namespace internal_bn_fold
 

@@ -7,6 +7,7 @@
 #include <ATen/ATen.h>
 
 #include "absl/strings/str_cat.h"
+#include "passes/pass_util.h"
 
 namespace qopt {
 namespace internal_cle {
@@ -46,17 +47,6 @@ std::optional<Role> LayerRole(const Graph& g, const Node& n) {
   return std::nullopt;  // grouped convolutions: channels do not map one to one
 }
 
-// The only live consumer of `vid`, or -1 (several, none, or a graph output).
-int SoleConsumer(const Graph& g, int vid) {
-  int found = -1;
-  for (int c : g.values[vid].consumers) {
-    if (g.nodes[c].removed) continue;
-    if (found >= 0 && found != c) return -1;
-    found = c;
-  }
-  if (std::count(g.outputs.begin(), g.outputs.end(), vid)) return -1;
-  return found;
-}
 
 struct Link {
   int next = -1;                 // the next layer's node id

@@ -1,0 +1,36 @@
+// Helpers shared by the engine benchmarks: medians of timed runs, and failing loudly.
+#pragma once
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace qopt::bench {
+
+inline double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+/// The value, or the error on stderr and exit 1: a benchmark has no one to report to.
+template <typename T>
+T Check(absl::StatusOr<T> s) {
+  if (!s.ok()) {
+    std::fprintf(stderr, "error: %s\n", std::string(s.status().message()).c_str());
+    std::exit(1);
+  }
+  return std::move(*s);
+}
+
+inline void Check(const absl::Status& s) {
+  if (!s.ok()) {
+    std::fprintf(stderr, "error: %s\n", std::string(s.message()).c_str());
+    std::exit(1);
+  }
+}
+
+}  // namespace qopt::bench
