@@ -12,15 +12,6 @@
 namespace qopt {
 namespace internal_cle {
 
-// Node inputs holding the groups of a convolution.
-std::optional<int64_t> ConvGroups(const Graph& g, const Node& n) {
-  const int slot = n.op == "aten::_convolution" ? 8 : 6;
-  if (static_cast<int>(n.inputs.size()) <= slot) return std::nullopt;
-  const auto& c = g.values[n.inputs[slot]].constant;
-  if (!c || !c->isInt()) return std::nullopt;
-  return c->toInt();
-}
-
 at::Tensor Weight(const Graph& g, const Node& n) {
   return g.values[n.Param("weight")].constant->toTensor();
 }

@@ -14,6 +14,7 @@
 #include <ATen/Parallel.h>
 
 #include "absl/strings/str_cat.h"
+#include "passes/pass_util.h"
 #include "status.h"
 
 namespace qopt {
@@ -212,15 +213,14 @@ struct LayerOp {
     if (layer.kind != OpKind::kConv) {
       return absl::InvalidArgumentError(absl::StrCat(layer.name, " is not a conv or linear layer"));
     }
-    const bool generic = layer.op == "aten::_convolution";
     op.stride = IntList(graph, layer, 3);
     op.padding = IntList(graph, layer, 4);
     op.dilation = IntList(graph, layer, 5);
-    const auto& groups = graph.values[layer.inputs[generic ? 8 : 6]].constant;
-    if (op.stride.empty() || op.padding.empty() || op.dilation.empty() || !groups || !groups->isInt()) {
+    const std::optional<int64_t> groups = ConvGroups(graph, layer);
+    if (op.stride.empty() || op.padding.empty() || op.dilation.empty() || !groups) {
       return absl::UnimplementedError(absl::StrCat(layer.name, ": unsupported convolution arguments"));
     }
-    op.groups = groups->toInt();
+    op.groups = *groups;
     op.output_padding.assign(op.stride.size(), 0);
     return op;
   }
@@ -300,7 +300,6 @@ absl::StatusOr<at::Tensor> AdaRoundLayer(const Graph& graph, const Node& layer, 
       RETURN_IF_ERROR(options.on_progress(AdaRoundProgress{layer_index, num_layers, layer.name, it + 1, iterations}));
     }
   }
-  v = v.detach();
   const at::Tensor up = (v >= 0).to(at::kFloat);
   const at::Tensor nearest = (at::round(w / scale) - w_floor).clamp(0.0, 1.0);
   const at::Tensor rounded = dequantize(up).to(weight.scalar_type());

@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "ir/interpreter.h"
+#include "passes/pass_util.h"
 #include "status.h"
 
 namespace qopt {
@@ -75,16 +76,6 @@ class OutputMeanObserver : public ValueObserver {
   std::map<int, ChannelSum> sums_;
 };
 
-// Groups of a convolution, from its constant input (1 for linear layers).
-std::optional<int64_t> Groups(const Graph& g, const Node& n) {
-  if (n.kind == OpKind::kLinear) return 1;
-  const size_t slot = n.op == "aten::_convolution" ? 8 : 6;
-  if (n.inputs.size() <= slot) return std::nullopt;
-  const auto& c = g.values[n.inputs[slot]].constant;
-  if (!c || !c->isInt()) return std::nullopt;
-  return c->toInt();
-}
-
 // E[x] per input channel of `layer`, when its input comes from a layer with batch-norm
 // statistics through ReLU / ReLU6 / dropout only.
 std::optional<at::Tensor> InputMean(const Graph& g, const Node& layer) {
@@ -132,7 +123,7 @@ std::optional<at::Tensor> InputMean(const Graph& g, const Node& layer) {
 // reading only its group's inputs. nullopt when E[x] does not match the weight's inputs.
 std::optional<at::Tensor> AnalyticalShift(const Graph& g, const Node& layer, const at::Tensor& w,
                                           const at::Tensor& w_q, const at::Tensor& input_mean) {
-  const auto groups = Groups(g, layer);
+  const auto groups = ConvGroups(g, layer);
   if (!groups || *groups < 1) return std::nullopt;
   const int64_t out = w.size(0), in_per_group = w.size(1);
   if (out % *groups != 0 || input_mean.numel() != *groups * in_per_group) return std::nullopt;
