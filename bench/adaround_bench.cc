@@ -58,12 +58,14 @@ int main(int argc, char** argv) {
   }
   int iterations = 200, samples = 512, threads = static_cast<int>(std::thread::hardware_concurrency());
   bool full = false;
+  std::string only_layer;
   for (int i = 3; i < argc; ++i) {
     const std::string flag = argv[i];
     if (flag == "--full") full = true;
     else if (i + 1 < argc && flag == "--iterations") iterations = std::stoi(argv[++i]);
     else if (i + 1 < argc && flag == "--samples") samples = std::stoi(argv[++i]);
     else if (i + 1 < argc && flag == "--threads") threads = std::stoi(argv[++i]);
+    else if (i + 1 < argc && flag == "--layer") only_layer = argv[++i];
   }
   at::set_num_threads(threads);
   at::NoGradGuard no_grad;
@@ -101,6 +103,7 @@ int main(int argc, char** argv) {
     if (layer->kind != qopt::OpKind::kConv && layer->kind != qopt::OpKind::kLinear) continue;
     const int wid = layer->Param("weight");
     if (!sim->param_quantizers().count(wid)) continue;
+    if (!only_layer.empty() && layer->name != only_layer) continue;
     std::vector<at::Tensor> xs, ys;
     for (const auto& b : batches) {
       Capture in(layer->inputs[0]), out(layer->outputs[0]);

@@ -15,13 +15,14 @@
 
 #include "absl/strings/str_cat.h"
 #include "passes/pass_util.h"
+#include "techniques/adaround_kernel.h"
 #include "status.h"
 
 namespace qopt {
 namespace internal_adaround {
 
-constexpr double kZeta = 1.1;
-constexpr double kGamma = -0.1;
+constexpr double kZeta = adaround_kernel::kZeta;
+constexpr double kGamma = adaround_kernel::kGamma;
 
 std::vector<int64_t> IntList(const Graph& g, const Node& n, size_t slot) {
   if (slot >= n.inputs.size()) return {};
@@ -99,103 +100,56 @@ at::Tensor ReconstructionError(const at::Tensor& out, const at::Tensor& target) 
   return (out - target).pow(2).sum(1).mean();
 }
 
-// The elementwise work of one AdaRound iteration: the transcendental parts (sigmoid,
-// |2h - 1|^(beta - 1)) with ATen's vectorized ops, everything else in two fused passes over
-// the weights (the soft weight; then the gradient through the soft weight, h and the
-// regulariser, and Adam's update of V) instead of some thirty tensor ops. Weights are
-// contiguous with the channel axis first when per channel.
-class RoundingKernel {
+// The rounding variables and Adam's state of one layer, updated by the per-weight pass in
+// adaround_kernel (one pass per iteration, split over the threads). Weights are contiguous
+// with the channel axis first when per channel.
+class RoundingState {
  public:
-  RoundingKernel(at::Tensor v, at::Tensor w_floor, const at::Tensor& scale, const at::Tensor& zp, double n,
-                 bool per_channel, const AdaRoundOptions& options)
-      : v_(std::move(v)), w_floor_(std::move(w_floor)), n_(static_cast<float>(n)), options_(options) {
+  RoundingState(at::Tensor v, at::Tensor w_floor, const at::Tensor& scale, const at::Tensor& zp, double n,
+                bool per_channel)
+      : v_(std::move(v)), w_floor_(std::move(w_floor)) {
     m_ = at::zeros_like(v_);
     s_ = at::zeros_like(v_);
-    h_ = at::empty_like(v_);
+    sig_ = at::empty_like(v_);
+    soft_weight_ = at::empty_like(v_);
     scale_ = scale.flatten().contiguous();
     zp_ = zp.flatten().contiguous();
-    per_channel_elems_ = per_channel ? v_.numel() / scale_.numel() : v_.numel();
+    state_.count = v_.numel();
+    state_.per_channel = per_channel ? v_.numel() / scale_.numel() : v_.numel();
+    state_.v = v_.data_ptr<float>();
+    state_.adam_m = m_.data_ptr<float>();
+    state_.adam_s = s_.data_ptr<float>();
+    state_.sig = sig_.data_ptr<float>();
+    state_.soft_weight = soft_weight_.data_ptr<float>();
+    state_.w_floor = w_floor_.data_ptr<float>();
+    state_.scale = scale_.data_ptr<float>();
+    state_.zero_point = zp_.data_ptr<float>();
+    state_.num_steps = static_cast<float>(n);
+    at::parallel_for(0, state_.count, kGrain,
+                     [&](int64_t begin, int64_t end) { adaround_kernel::InitSoftWeight(state_, begin, end); });
   }
 
-  // wq = s * (clamp(floor(W / s) + h(V) + z, 0, n) - z); keeps sigmoid(V) and h(V).
-  void SoftWeight(at::Tensor& wq) {
-    sig_ = at::sigmoid(v_);
-    float* out = wq.data_ptr<float>();
-    float* h = h_.data_ptr<float>();
-    const float* sg = sig_.data_ptr<float>();
-    const float* wf = w_floor_.data_ptr<float>();
-    const float* sc = scale_.data_ptr<float>();
-    const float* zp = zp_.data_ptr<float>();
-    const int64_t per = per_channel_elems_;
-    const float n = n_;
-    at::parallel_for(0, v_.numel(), 16384, [&](int64_t begin, int64_t end) {
-      int64_t c = begin / per, next = (c + 1) * per;  // the channel, without a division per weight
-      for (int64_t i = begin; i < end; ++i) {
-        if (i == next) {
-          ++c;
-          next += per;
-        }
-        h[i] = std::min(1.0f, std::max(0.0f, sg[i] * kSpan + kGammaF));
-        const float q = std::min(n, std::max(0.0f, wf[i] + h[i] + zp[c]));
-        out[i] = (q - zp[c]) * sc[c];
-      }
-    });
-  }
+  /// scale * (clamp(floor(W / scale) + h(V) + zp, 0, n) - zp) of the current V.
+  const at::Tensor& soft_weight() const { return soft_weight_; }
 
-  // `beta` 0 = no regulariser (warm start); `t` = 1-based iteration for Adam's bias correction.
-  void Step(const at::Tensor& grad_w, double beta, int t) {
-    at::Tensor powered;  // |2h - 1|^(beta - 1)
-    // exp((beta - 1) log|2h - 1|): ATen's pow with a fractional exponent is not vectorized
-    // and measured 2.6x slower than this on 147k weights.
-    if (beta > 0) powered = (h_ * 2.0f - 1.0f).abs_().log_().mul_(beta - 1.0).exp_();
-    float* v = v_.data_ptr<float>();
-    float* m = m_.data_ptr<float>();
-    float* s2 = s_.data_ptr<float>();
+  /// One Adam step from the soft weight's gradient; `beta` 0 = no regulariser (warm
+  /// start); `t` = 1-based iteration (Adam's bias correction). Updates the soft weight.
+  void Step(const at::Tensor& grad_w, double beta, int t, const AdaRoundOptions& options) {
+    adaround_kernel::StepSettings set;
+    set.beta = static_cast<float>(beta);
+    set.reg_param = static_cast<float>(options.reg_param);
+    set.learning_rate = static_cast<float>(options.learning_rate);
+    set.bias_correction1 = static_cast<float>(1.0 - std::pow(0.9, t));
+    set.bias_correction2 = static_cast<float>(1.0 - std::pow(0.999, t));
     const float* gw = grad_w.data_ptr<float>();
-    const float* sg = sig_.data_ptr<float>();
-    const float* h = h_.data_ptr<float>();
-    const float* pw = beta > 0 ? powered.data_ptr<float>() : nullptr;
-    const float* wf = w_floor_.data_ptr<float>();
-    const float* sc = scale_.data_ptr<float>();
-    const float* zp = zp_.data_ptr<float>();
-    const int64_t per = per_channel_elems_;
-    const float n = n_;
-    const float reg = static_cast<float>(2.0 * options_.reg_param * beta);
-    const float lr = static_cast<float>(options_.learning_rate);
-    const float c1 = static_cast<float>(1.0 - std::pow(kBeta1, t));
-    const float c2 = static_cast<float>(1.0 - std::pow(kBeta2, t));
-    at::parallel_for(0, v_.numel(), 16384, [&](int64_t begin, int64_t end) {
-      int64_t c = begin / per, next = (c + 1) * per;  // the channel, without a division per weight
-      for (int64_t i = begin; i < end; ++i) {
-        if (i == next) {
-          ++c;
-          next += per;
-        }
-        const float h_raw = sg[i] * kSpan + kGammaF;
-        const float q = wf[i] + h[i] + zp[c];
-        float dh = (q >= 0.0f && q <= n) ? gw[i] * sc[c] : 0.0f;
-        // d/dh of reg * (1 - |2h - 1|^beta) = -2 reg beta |2h - 1|^(beta - 1) sign(2h - 1)
-        if (pw) {
-          const float u = 2.0f * h[i] - 1.0f;
-          dh -= u > 0.0f ? reg * pw[i] : (u < 0.0f ? -reg * pw[i] : 0.0f);
-        }
-        const float g = (h_raw >= 0.0f && h_raw <= 1.0f) ? dh * kSpan * sg[i] * (1.0f - sg[i]) : 0.0f;
-        m[i] = kBeta1F * m[i] + (1.0f - kBeta1F) * g;
-        s2[i] = kBeta2F * s2[i] + (1.0f - kBeta2F) * g * g;
-        v[i] -= lr * (m[i] / c1) / (std::sqrt(s2[i] / c2) + kEpsF);
-      }
-    });
+    at::parallel_for(0, state_.count, kGrain,
+                     [&](int64_t begin, int64_t end) { adaround_kernel::Step(state_, gw, set, begin, end); });
   }
 
  private:
-  static constexpr float kSpan = static_cast<float>(kZeta - kGamma);
-  static constexpr float kGammaF = static_cast<float>(kGamma);
-  static constexpr double kBeta1 = 0.9, kBeta2 = 0.999;
-  static constexpr float kBeta1F = 0.9f, kBeta2F = 0.999f, kEpsF = 1e-8f;
-  at::Tensor v_, w_floor_, m_, s_, h_, sig_, scale_, zp_;
-  int64_t per_channel_elems_ = 1;
-  float n_;
-  const AdaRoundOptions& options_;
+  static constexpr int64_t kGrain = 16384;
+  at::Tensor v_, w_floor_, m_, s_, sig_, soft_weight_, scale_, zp_;
+  adaround_kernel::State state_;
 };
 
 // The layer's op with its arguments read once: forward and the weight gradient.
@@ -271,8 +225,7 @@ absl::StatusOr<at::Tensor> AdaRoundLayer(const Graph& graph, const Node& layer, 
   const at::Tensor rest = (w / scale - w_floor).clamp(0.0, 1.0);
   // h(V) starts at the fractional part: V = -log((zeta - gamma) / (rest - gamma) - 1).
   at::Tensor v = (-at::log((kZeta - kGamma) / (rest - kGamma) - 1.0)).contiguous();
-  RoundingKernel kernel(v, w_floor.contiguous(), scale, zp, n, quantizer.axis() >= 0, options);
-  at::Tensor wq = at::empty(w.sizes(), w.options());
+  RoundingState rounding(v, w_floor.contiguous(), scale, zp, n, quantizer.axis() >= 0);
   auto dequantize = [&](const at::Tensor& up) { return (at::clamp(w_floor + up + zp, 0.0, n) - zp) * scale; };
 
   at::Generator gen = at::detail::createCPUGenerator(options.seed + static_cast<uint64_t>(layer_index));
@@ -285,7 +238,7 @@ absl::StatusOr<at::Tensor> AdaRoundLayer(const Graph& graph, const Node& layer, 
   for (int it = 0; it < iterations; ++it) {
     const at::Tensor idx = at::randint(samples, {batch}, gen, at::TensorOptions().dtype(at::kLong));
     const at::Tensor xb = x.index_select(0, idx), yb = y.index_select(0, idx);
-    kernel.SoftWeight(wq);
+    const at::Tensor& wq = rounding.soft_weight();
     const at::Tensor out = op.Forward(xb, wq, bias);
     // d/d(out) of sum over channels, mean over samples and positions.
     const at::Tensor grad_out = (out - yb) * (2.0 * out.size(1) / static_cast<double>(out.numel()));
@@ -295,7 +248,7 @@ absl::StatusOr<at::Tensor> AdaRoundLayer(const Graph& graph, const Node& layer, 
       const double progress = static_cast<double>(it - warm) / std::max(1, iterations - warm);
       beta = options.beta_end + (options.beta_start - options.beta_end) * std::max(0.0, 1.0 - progress);
     }
-    kernel.Step(grad_w, beta, it + 1);
+    rounding.Step(grad_w, beta, it + 1, options);
     if (options.on_progress && ((it + 1) % report_every == 0 || it + 1 == iterations)) {
       RETURN_IF_ERROR(options.on_progress(AdaRoundProgress{layer_index, num_layers, layer.name, it + 1, iterations}));
     }
