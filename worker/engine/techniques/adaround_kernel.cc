@@ -67,8 +67,10 @@ QOPT_ALWAYS_INLINE float ExpInline(float x) {
   return p * BitsToFloat((e + 127) << 23);
 }
 
-// log(x) for positive normal x: x = 2^e m with m in [sqrt(1/2), sqrt(2)), and
-// log(m) = 2 atanh(s), s = (m - 1) / (m + 1), |s| <= 0.172, by its series to s^9.
+// log(x) for positive normal x: x = 2^e m with m in [sqrt(1/2), sqrt(2)), f = m - 1, and
+// log(1 + f) = f - f^2 / 2 + f^3 Q(f), Q of degree 6 fitted by weighted least squares to
+// the relative error of log(1 + f) over that range (1.4e-7 at most in float arithmetic).
+// No division, unlike the atanh series, so it costs only multiply-adds.
 QOPT_ALWAYS_INLINE float LogInline(float x) {
   const int32_t bits = FloatToBits(x);
   int32_t e = ((bits >> 23) & 0xff) - 127;
@@ -76,14 +78,15 @@ QOPT_ALWAYS_INLINE float LogInline(float x) {
   const bool high = m > 1.41421356f;
   m = high ? m * 0.5f : m;
   e += high ? 1 : 0;
-  const float s = (m - 1.0f) / (m + 1.0f);
-  const float s2 = s * s;
-  float p = 1.0f / 9.0f;
-  p = p * s2 + 1.0f / 7.0f;
-  p = p * s2 + 1.0f / 5.0f;
-  p = p * s2 + 1.0f / 3.0f;
-  p = p * s2 + 1.0f;
-  return static_cast<float>(e) * 0.693147180559945f + 2.0f * s * p;
+  const float f = m - 1.0f;
+  float q = 0.08506953377976917f;
+  q = q * f - 0.14197471796822728f;
+  q = q * f + 0.14950979494252348f;
+  q = q * f - 0.16587949064427865f;
+  q = q * f + 0.19960596533920094f;
+  q = q * f - 0.250009693711815f;
+  q = q * f + 0.33333972564698483f;
+  return static_cast<float>(e) * 0.693147180559945f + (f - 0.5f * f * f + f * f * f * q);
 }
 
 QOPT_ALWAYS_INLINE float Sigmoid(float v) { return 1.0f / (1.0f + ExpInline(-v)); }
@@ -116,7 +119,9 @@ QOPT_ALWAYS_INLINE void StepRun(const State& st, const float* __restrict gw, con
   const float n = st.num_steps;
   const float reg = 2.0f * set.reg_param * set.beta;
   const float power = set.beta - 1.0f;
-  const float lr = set.learning_rate, c1 = set.bias_correction1, c2 = set.bias_correction2;
+  const float lr = set.learning_rate;
+  // Adam's bias corrections as factors, to spare two divisions per weight.
+  const float inv_c1 = 1.0f / set.bias_correction1, inv_sqrt_c2 = 1.0f / std::sqrt(set.bias_correction2);
 #pragma GCC ivdep  // the arrays never overlap
   for (int64_t k = i; k < stop; ++k) {
     const float sg = sig[k];
@@ -136,7 +141,7 @@ QOPT_ALWAYS_INLINE void StepRun(const State& st, const float* __restrict gw, con
     const float sk = kBeta2 * s2[k] + (1.0f - kBeta2) * g * g;
     m[k] = mk;
     s2[k] = sk;
-    const float vk = v[k] - lr * (mk / c1) / (std::sqrt(sk / c2) + kEps);
+    const float vk = v[k] - lr * (mk * inv_c1) / (std::sqrt(sk) * inv_sqrt_c2 + kEps);
     v[k] = vk;
     // The soft weight of the updated V, for the next iteration's forward pass.
     const float sg_next = Sigmoid(vk);

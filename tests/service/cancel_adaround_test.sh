@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# A job cancelled in the middle of AdaRound, through the service: the cancellation reaches
+# the engine inside a layer's iterations (not at the end of the step), the job is
+# CANCELLED within 2 s with no artifacts, `qopt watch` exits 4, and the same worker then
+# runs the next job to SUCCEEDED.
+set -u
+server_bin=${QOPT_SERVER_BIN:?}
+cli=${QOPT_CLI:?}
+src=${QOPT_SOURCE_DIR:?}
+python=${QOPT_PYTHON:-/usr/bin/python3}
+tmp=$(mktemp -d)
+server_pid=""
+watch_pid=""
+failures=0
+cleanup() {
+  [ -n "$watch_pid" ] && kill "$watch_pid" 2>/dev/null
+  [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+fail() { echo "FAIL $*"; failures=$((failures + 1)); }
+job_field() {  # job_field JOB_ID FIELD: a field of `qopt status --output json`
+  "$cli" status "$1" --output json | "$python" -c "import json,sys; print(json.load(sys.stdin).get('$2', ''))"
+}
+
+source "$src/scripts/qopt_server.sh"
+start_qopt_server "$server_bin" "$tmp/server.log" --listen 127.0.0.1:0 --data-dir "$tmp/data" \
+  --local-workers 1 --lease-ms 2000 || exit 1
+server_pid=$QOPT_SERVER_PID
+
+# ResNet18 at W4 with far more AdaRound iterations than the test will wait for.
+data=/usr/share/datasets/fashion-mnist
+cat > "$tmp/adaround.json" <<JSON
+{"name": "cancel-mid-adaround", "model": {"path": "$src/zoo/resnet18.pt"},
+ "calibration_data": {"path": "$data/train-images-idx3-ubyte.gz", "max_samples": 256, "batch_size": 64,
+                      "preprocess": {"mean": [0.2860], "std": [0.3530]}},
+ "quantization": {"param_bitwidth": 4, "activation_bitwidth": 8, "per_channel": true},
+ "steps": [{"fold_batch_norm": {}}, {"calibrate": {}}, {"adaround": {"num_iterations": 1000000}}, {"export": {}}]}
+JSON
+job=$("$cli" submit "$tmp/adaround.json")
+[ -n "$job" ] || { echo "FAIL submit printed no job id"; exit 1; }
+"$cli" watch "$job" > "$tmp/watch.log" 2>&1 &
+watch_pid=$!
+
+# Wait for AdaRound's per-iteration progress of the first layer.
+progress=""
+for _ in $(seq 600); do
+  progress=$(grep -m1 -E "conv1 \(1/[0-9]+\) iteration [0-9]+/1000000" "$tmp/watch.log")
+  [ -n "$progress" ] && break
+  sleep 0.1
+done
+[ -n "$progress" ] || { echo "FAIL no AdaRound progress within 60 s:"; tail -5 "$tmp/watch.log"; exit 1; }
+
+"$cli" cancel "$job" > /dev/null || fail "cancel $job"
+start=$(date +%s.%N)
+state=""
+for _ in $(seq 20); do
+  state=$(job_field "$job" state)
+  [ "$state" = CANCELLED ] && break
+  sleep 0.1
+done
+elapsed=$("$python" -c "print('%.2f' % ($(date +%s.%N) - $start))")
+[ "$state" = CANCELLED ] || fail "job $job is $state 2 s after cancel"
+wait "$watch_pid"
+rc=$?
+watch_pid=""
+[ $rc -eq 4 ] || fail "qopt watch exited $rc for a cancelled job, expected 4"
+artifacts=$("$cli" status "$job" --output json | "$python" -c "import json,sys; print(len(json.load(sys.stdin).get('artifacts', [])))")
+[ "$artifacts" = 0 ] || fail "cancelled job $job has $artifacts artifacts"
+# The last progress the job reported was inside AdaRound's first layer, short of its end.
+last=$(grep -E "iteration [0-9]+/1000000" "$tmp/watch.log" | tail -1)
+echo "$last" | grep -qE "\(1/[0-9]+\) iteration [0-9]+/1000000" || fail "last progress not in the first layer: $last"
+echo "ok   cancel mid-AdaRound: CANCELLED in $elapsed s; last progress: ${last##*] }"
+
+# The worker is free again: a small job runs to the end.
+next=$("$cli" submit "$src/examples/recipes/fashion_mnist_w8a8.json")
+"$cli" watch "$next" > /dev/null 2>&1 || fail "the job after the cancelled one did not succeed: $(job_field "$next" error)"
+[ $failures -eq 0 ] && echo "ok   next job $next: $(job_field "$next" state)"
+exit $failures
