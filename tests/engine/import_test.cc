@@ -103,6 +103,25 @@ TEST(ImportTest, EveryValueReachesTheObserver) {
   EXPECT_TRUE(counter.seen.count(g->inputs[0]));
 }
 
+TEST(ImportTest, FinishedObserverStopsTheRun) {
+  auto g = ImportTorchScript(Fixture("resnet18.pt"));
+  ASSERT_THAT(g, IsOk());
+  struct StopAt : ValueObserver {
+    int target = -1;
+    std::set<int> seen;
+    void OnValue(const Value& v, c10::IValue&) override { seen.insert(v.id); }
+    bool Finished() const override { return seen.count(target) > 0; }
+  } stop;
+  stop.target = g->FindNode("layer1.0.conv1")->outputs[0];
+  Interpreter interpreter(*g);
+  auto out = interpreter.Run({c10::IValue(CalibrationBatch(2))}, &stop);
+  ASSERT_THAT(out, IsOk());
+  EXPECT_TRUE(out->isNone()) << "no model output after a stop";
+  EXPECT_TRUE(stop.seen.count(stop.target));
+  EXPECT_FALSE(stop.seen.count(g->FindNode("layer1.0.conv2")->outputs[0])) << "ran past the stop";
+  EXPECT_FALSE(stop.seen.count(g->outputs[0]));
+}
+
 TEST(ImportTest, ObserverCanReplaceValues) {
   auto g = ImportTorchScript(Fixture("small_scripted.pt"));
   ASSERT_THAT(g, IsOk());

@@ -194,6 +194,7 @@ absl::StatusOr<c10::IValue> Interpreter::Run(const std::vector<c10::IValue>& inp
     env[graph_.inputs[i]] = inputs[i];
     if (observer) observer->OnValue(graph_.values[graph_.inputs[i]], env[graph_.inputs[i]]);
   }
+  if (observer && observer->Finished()) return c10::IValue();
 
   const bool may_overwrite = observer == nullptr || !observer->RetainsValues();
   Stack stack;
@@ -232,6 +233,7 @@ absl::StatusOr<c10::IValue> Interpreter::Run(const std::vector<c10::IValue>& inp
     }
     if (observer) {
       for (int out : n.outputs) observer->OnValue(graph_.values[out], env[out]);
+      if (observer->Finished()) return c10::IValue();
     }
     for (int v : step.release) env[v] = c10::IValue();
   }

@@ -31,6 +31,9 @@ class ValueObserver {
   /// True when what the observer does to this node's output makes the node an identity
   /// (a ReLU followed by a quantizer whose grid starts at zero); the node is then skipped.
   virtual bool Bypasses(const Node& /*node*/) const { return false; }
+  /// True once the observer has seen all it needs: the run stops after the current node
+  /// and returns an undefined value instead of the model's output.
+  virtual bool Finished() const { return false; }
 };
 
 class Interpreter {

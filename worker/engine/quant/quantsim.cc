@@ -254,6 +254,7 @@ class Tapped : public ValueObserver {
   }
   bool RetainsValues() const override { return sim_->RetainsValues() || tap_->RetainsValues(); }
   bool Bypasses(const Node& node) const override { return sim_->Bypasses(node); }
+  bool Finished() const override { return tap_->Finished(); }
 
  private:
   ValueObserver* sim_;

@@ -53,7 +53,8 @@ class QuantSim : public ValueObserver {
   absl::Status FinishCalibration();
 
   /// The simulated (quantize-dequantize) forward pass. `tap`, when given, sees every
-  /// parameter and value after the sim has (e.g. a layer's quantized input).
+  /// parameter and value after the sim has (e.g. a layer's quantized input); a tap that
+  /// says it has Finished stops the pass there (the result is then an undefined value).
   absl::StatusOr<c10::IValue> Run(const std::vector<c10::IValue>& inputs, ValueObserver* tap = nullptr);
   absl::StatusOr<at::Tensor> Forward(const at::Tensor& input);
   /// The floating-point model: no quantizers, and the original values of parameters that

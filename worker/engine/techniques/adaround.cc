@@ -64,7 +64,8 @@ struct SampleStore {
   }
 };
 
-// Captures one value of each forward pass into a store, batch after batch.
+// Captures one value of a forward pass and stops the pass there: the layers after it
+// have nothing to add.
 class Capture : public ValueObserver {
  public:
   explicit Capture(int value_id) : value_id_(value_id) {}
@@ -72,6 +73,7 @@ class Capture : public ValueObserver {
     if (value.id == value_id_ && v.isTensor()) seen_ = v.toTensor();
   }
   bool RetainsValues() const override { return true; }
+  bool Finished() const override { return seen_.defined(); }
   at::Tensor Take() { return std::exchange(seen_, at::Tensor()); }
 
  private:
@@ -230,7 +232,11 @@ absl::StatusOr<at::Tensor> AdaRoundLayer(const Graph& graph, const Node& layer, 
 
   at::Generator gen = at::detail::createCPUGenerator(options.seed + static_cast<uint64_t>(layer_index));
   const int warm = static_cast<int>(options.warm_start * iterations);
+  // Progress every 1 % of the iterations, and at least every quarter second so that a
+  // cancellation is seen promptly however many iterations a layer has.
   const int report_every = std::max(1, iterations / 100);
+  constexpr std::chrono::milliseconds kReportInterval{250};
+  auto last_report = std::chrono::steady_clock::now();
   ASSIGN_OR_RETURN(const LayerOp op, LayerOp::Of(graph, layer));
   // Gradients by hand (no autograd graph): the layer's weight gradient from ATen's
   // backward kernel, then the chain through the soft weight, h and the regulariser.
@@ -249,7 +255,10 @@ absl::StatusOr<at::Tensor> AdaRoundLayer(const Graph& graph, const Node& layer, 
       beta = options.beta_end + (options.beta_start - options.beta_end) * std::max(0.0, 1.0 - progress);
     }
     rounding.Step(grad_w, beta, it + 1, options);
-    if (options.on_progress && ((it + 1) % report_every == 0 || it + 1 == iterations)) {
+    if (options.on_progress &&
+        ((it + 1) % report_every == 0 || it + 1 == iterations ||
+         std::chrono::steady_clock::now() - last_report >= kReportInterval)) {
+      last_report = std::chrono::steady_clock::now();
       RETURN_IF_ERROR(options.on_progress(AdaRoundProgress{layer_index, num_layers, layer.name, it + 1, iterations}));
     }
   }

@@ -53,8 +53,9 @@ struct AdaRoundOptions {
   int64_t memory_budget_bytes = int64_t{1} << 30;
   std::vector<std::string> skip_layers;
   uint64_t seed = 1;
-  /// Called every few dozen iterations and after each layer; a non-OK status (Cancelled)
-  /// stops AdaRound and is returned. Layers finished by then keep their rounding.
+  /// Called every 1 % of a layer's iterations, at least every 0.25 s, and after each
+  /// layer; a non-OK status (Cancelled) stops AdaRound and is returned. Layers finished
+  /// by then keep their rounding.
   std::function<absl::Status(const AdaRoundProgress&)> on_progress;
 
   static constexpr int kDefaultBatchSize = 16;
