@@ -1,5 +1,7 @@
 #include "techniques/adaround_kernel.h"
 
+#include "techniques/adaround_rounding.h"
+
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -108,6 +110,39 @@ TEST(AdaRoundKernel, StepMatchesTheAutogradReferencePerChannel) {
   }
   // The comparison covered saturated weights (h at 0 or 1, no gradient through the clamp).
   EXPECT_GT((ref.H() == 0).sum().item<int64_t>() + (ref.H() == 1).sum().item<int64_t>(), 0);
+}
+
+// The CPU kernel and the tensor-op version (what runs on a GPU) agree over many steps,
+// per channel and per tensor, through the warm start and the annealed regulariser.
+TEST(AdaRoundKernel, KernelAndTensorOpsAgree) {
+  using internal_adaround::RoundingState;
+  at::manual_seed(5);
+  const at::Tensor w = at::randn({24, 16, 3, 3}) * 0.2;
+  for (const bool per_channel : {true, false}) {
+    const at::Tensor scale = per_channel ? at::rand({24, 1, 1, 1}) * 0.02 + 0.01 : at::full({}, 0.03);
+    const at::Tensor zp = per_channel ? at::full({24, 1, 1, 1}, 8.0) : at::full({}, 7.0);
+    const at::Tensor w_floor = at::floor(w / scale);
+    const at::Tensor rest = w / scale - w_floor;
+    const at::Tensor v = -at::log(1.2 / (rest + 0.1) - 1.0);
+    RoundingState kernel(v.clone(), w_floor, scale, zp, 15);
+    RoundingState ops(v.clone(), w_floor, scale, zp, 15, RoundingState::Backend::kTensorOps);
+    ASSERT_TRUE(kernel.uses_kernel());
+    ASSERT_FALSE(ops.uses_kernel());
+    ASSERT_TRUE(at::allclose(kernel.soft_weight(), ops.soft_weight(), 1e-5, 1e-6));
+    for (int t = 1; t <= 200; ++t) {
+      const at::Tensor grad = at::randn_like(w) * 0.05 + (ops.soft_weight() - w) * 0.5;  // pulls toward W
+      const double beta = t <= 40 ? 0.0 : 2.0 + 18.0 * (200 - t) / 160.0;
+      kernel.Step(grad, beta, t, 0.01, 0.01);
+      ops.Step(grad, beta, t, 0.01, 0.01);
+    }
+    // A V that reaches h's saturation point a step earlier in one of them stops getting a
+    // gradient there while Adam's momentum still moves it: such V may part (their soft
+    // weights, saturated in both, do not). Every other V agrees.
+    const int64_t parted = ((kernel.v() - ops.v()).abs() > 1e-3).sum().item<int64_t>();
+    EXPECT_LE(parted, w.numel() / 1000) << "per channel " << per_channel;
+    EXPECT_TRUE(at::allclose(kernel.soft_weight(), ops.soft_weight(), 1e-4, 1e-5)) << per_channel;
+    EXPECT_TRUE(at::equal(kernel.v() >= 0, ops.v() >= 0)) << "the same rounding decisions";
+  }
 }
 
 #if defined(__x86_64__)

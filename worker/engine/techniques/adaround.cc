@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "passes/pass_util.h"
 #include "techniques/adaround_kernel.h"
+#include "techniques/adaround_rounding.h"
 #include "status.h"
 
 namespace qopt {
@@ -91,7 +92,9 @@ std::pair<at::Tensor, at::Tensor> GridOf(const Quantizer& q, const at::Tensor& w
   std::vector<int64_t> shape(w.dim(), 1);
   if (q.axis() >= 0) shape[q.axis()] = static_cast<int64_t>(scale.size());
   auto t = [&](const std::vector<double>& v) {
-    return at::tensor(v, at::kDouble).reshape(q.axis() >= 0 ? shape : std::vector<int64_t>{}).to(at::kFloat);
+    return at::tensor(v, at::kDouble)
+        .reshape(q.axis() >= 0 ? shape : std::vector<int64_t>{})
+        .to(w.device(), at::kFloat);
   };
   return {t(scale), t(zp)};
 }
@@ -101,58 +104,6 @@ std::pair<at::Tensor, at::Tensor> GridOf(const Quantizer& q, const at::Tensor& w
 at::Tensor ReconstructionError(const at::Tensor& out, const at::Tensor& target) {
   return (out - target).pow(2).sum(1).mean();
 }
-
-// The rounding variables and Adam's state of one layer, updated by the per-weight pass in
-// adaround_kernel (one pass per iteration, split over the threads). Weights are contiguous
-// with the channel axis first when per channel.
-class RoundingState {
- public:
-  RoundingState(at::Tensor v, at::Tensor w_floor, const at::Tensor& scale, const at::Tensor& zp, double n,
-                bool per_channel)
-      : v_(std::move(v)), w_floor_(std::move(w_floor)) {
-    m_ = at::zeros_like(v_);
-    s_ = at::zeros_like(v_);
-    sig_ = at::empty_like(v_);
-    soft_weight_ = at::empty_like(v_);
-    scale_ = scale.flatten().contiguous();
-    zp_ = zp.flatten().contiguous();
-    state_.count = v_.numel();
-    state_.per_channel = per_channel ? v_.numel() / scale_.numel() : v_.numel();
-    state_.v = v_.data_ptr<float>();
-    state_.adam_m = m_.data_ptr<float>();
-    state_.adam_s = s_.data_ptr<float>();
-    state_.sig = sig_.data_ptr<float>();
-    state_.soft_weight = soft_weight_.data_ptr<float>();
-    state_.w_floor = w_floor_.data_ptr<float>();
-    state_.scale = scale_.data_ptr<float>();
-    state_.zero_point = zp_.data_ptr<float>();
-    state_.num_steps = static_cast<float>(n);
-    at::parallel_for(0, state_.count, kGrain,
-                     [&](int64_t begin, int64_t end) { adaround_kernel::InitSoftWeight(state_, begin, end); });
-  }
-
-  /// scale * (clamp(floor(W / scale) + h(V) + zp, 0, n) - zp) of the current V.
-  const at::Tensor& soft_weight() const { return soft_weight_; }
-
-  /// One Adam step from the soft weight's gradient; `beta` 0 = no regulariser (warm
-  /// start); `t` = 1-based iteration (Adam's bias correction). Updates the soft weight.
-  void Step(const at::Tensor& grad_w, double beta, int t, const AdaRoundOptions& options) {
-    adaround_kernel::StepSettings set;
-    set.beta = static_cast<float>(beta);
-    set.reg_param = static_cast<float>(options.reg_param);
-    set.learning_rate = static_cast<float>(options.learning_rate);
-    set.bias_correction1 = static_cast<float>(1.0 - std::pow(0.9, t));
-    set.bias_correction2 = static_cast<float>(1.0 - std::pow(0.999, t));
-    const float* gw = grad_w.data_ptr<float>();
-    at::parallel_for(0, state_.count, kGrain,
-                     [&](int64_t begin, int64_t end) { adaround_kernel::Step(state_, gw, set, begin, end); });
-  }
-
- private:
-  static constexpr int64_t kGrain = 16384;
-  at::Tensor v_, w_floor_, m_, s_, sig_, soft_weight_, scale_, zp_;
-  adaround_kernel::State state_;
-};
 
 // The layer's op with its arguments read once: forward and the weight gradient.
 struct LayerOp {
@@ -227,7 +178,7 @@ absl::StatusOr<at::Tensor> AdaRoundLayer(const Graph& graph, const Node& layer, 
   const at::Tensor rest = (w / scale - w_floor).clamp(0.0, 1.0);
   // h(V) starts at the fractional part: V = -log((zeta - gamma) / (rest - gamma) - 1).
   at::Tensor v = (-at::log((kZeta - kGamma) / (rest - kGamma) - 1.0)).contiguous();
-  RoundingState rounding(v, w_floor.contiguous(), scale, zp, n, quantizer.axis() >= 0);
+  RoundingState rounding(v, w_floor, scale, zp, n);
   auto dequantize = [&](const at::Tensor& up) { return (at::clamp(w_floor + up + zp, 0.0, n) - zp) * scale; };
 
   at::Generator gen = at::detail::createCPUGenerator(options.seed + static_cast<uint64_t>(layer_index));
@@ -242,8 +193,11 @@ absl::StatusOr<at::Tensor> AdaRoundLayer(const Graph& graph, const Node& layer, 
   // backward kernel, then the chain through the soft weight, h and the regulariser.
   at::NoGradGuard no_grad;
   for (int it = 0; it < iterations; ++it) {
-    const at::Tensor idx = at::randint(samples, {batch}, gen, at::TensorOptions().dtype(at::kLong));
-    const at::Tensor xb = x.index_select(0, idx), yb = y.index_select(0, idx);
+    // The cached samples may live in host memory (or the spill file) while the layer runs on
+    // a GPU: each batch is gathered where the cache is, then moved to the weight.
+    const at::Tensor idx =
+        at::randint(samples, {batch}, gen, at::TensorOptions().dtype(at::kLong)).to(x.device());
+    const at::Tensor xb = x.index_select(0, idx).to(w.device()), yb = y.index_select(0, idx).to(w.device());
     const at::Tensor& wq = rounding.soft_weight();
     const at::Tensor out = op.Forward(xb, wq, bias);
     // d/d(out) of sum over channels, mean over samples and positions.
@@ -254,7 +208,7 @@ absl::StatusOr<at::Tensor> AdaRoundLayer(const Graph& graph, const Node& layer, 
       const double progress = static_cast<double>(it - warm) / std::max(1, iterations - warm);
       beta = options.beta_end + (options.beta_start - options.beta_end) * std::max(0.0, 1.0 - progress);
     }
-    rounding.Step(grad_w, beta, it + 1, options);
+    rounding.Step(grad_w, beta, it + 1, options.reg_param, options.learning_rate);
     if (options.on_progress &&
         ((it + 1) % report_every == 0 || it + 1 == iterations ||
          std::chrono::steady_clock::now() - last_report >= kReportInterval)) {
@@ -262,7 +216,7 @@ absl::StatusOr<at::Tensor> AdaRoundLayer(const Graph& graph, const Node& layer, 
       RETURN_IF_ERROR(options.on_progress(AdaRoundProgress{layer_index, num_layers, layer.name, it + 1, iterations}));
     }
   }
-  const at::Tensor up = (v >= 0).to(at::kFloat);
+  const at::Tensor up = (rounding.v() >= 0).to(at::kFloat);
   const at::Tensor nearest = (at::round(w / scale) - w_floor).clamp(0.0, 1.0);
   const at::Tensor rounded = dequantize(up).to(weight.scalar_type());
   if (result) {
@@ -275,7 +229,7 @@ absl::StatusOr<at::Tensor> AdaRoundLayer(const Graph& graph, const Node& layer, 
     const int64_t count = std::min<int64_t>(samples, 1024);
     for (int64_t b0 = 0; b0 < count; b0 += 128) {
       const int64_t len = std::min<int64_t>(128, count - b0);
-      const at::Tensor xb = x.narrow(0, b0, len), yb = y.narrow(0, b0, len);
+      const at::Tensor xb = x.narrow(0, b0, len).to(w.device()), yb = y.narrow(0, b0, len).to(w.device());
       ASSIGN_OR_RETURN(at::Tensor on, LayerForward(graph, layer, xb, dequantize(nearest), bias));
       ASSIGN_OR_RETURN(at::Tensor oa, LayerForward(graph, layer, xb, dequantize(up), bias));
       err_nearest += ReconstructionError(on, yb).item<double>() * static_cast<double>(len);

@@ -78,7 +78,9 @@ struct AdaRoundLayerResult {
 
 /// Runs AdaRound over `sim`'s quantized conv / linear weights. `batches` are model inputs
 /// (calibration data); `sim` must have its parameter encodings (activation encodings too
-/// with quantize_activations).
+/// with quantize_activations). The layers run on the graph's device; the cached layer
+/// inputs and targets stay in host memory (or the spill file) and each iteration's batch
+/// is moved to the device.
 absl::StatusOr<std::vector<AdaRoundLayerResult>> ApplyAdaRound(Graph& graph, QuantSim& sim,
                                                                const std::vector<at::Tensor>& batches,
                                                                const AdaRoundOptions& options);
