@@ -28,6 +28,8 @@ import json, sys
 import torch
 out = sys.argv[1]
 report = json.load(open(out + "/report.json"))
+# This job's peak resident memory: a worker with LibTorch loaded is well above 50 MiB.
+assert 50 < report["peak_memory_mib"] < 64 * 1024, report["peak_memory_mib"]
 steps = {s["step"]: s for s in report["steps"]}
 cle = steps["cross_layer_equalization"]
 assert cle["chains"] == [["conv1", "conv2"], ["fc1", "fc2"]], cle["chains"]

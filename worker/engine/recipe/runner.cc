@@ -25,6 +25,7 @@
 #include "passes/cross_layer_equalization.h"
 #include "quant/quantsim.h"
 #include "recipe/auto_quant.h"
+#include "recipe/process_memory.h"
 #include "recipe/recipe.h"
 #include "recipe_check.h"
 #include "techniques/adaround.h"
@@ -163,6 +164,8 @@ json AdaRoundJson(const std::vector<AdaRoundLayerResult>& layers) {
 absl::StatusOr<RunSummary> RunRecipe(const v1::Recipe& recipe, const RunOptions& options) {
   using namespace internal_runner;
   ASSIGN_OR_RETURN(QuantSimOptions sim_options, ValidateRecipe(recipe));
+  // The report's peak memory is this job's, not that of earlier jobs of a service worker.
+  ResetPeakMemory();
   ASSIGN_OR_RETURN(c10::Device device, ParseDevice(recipe.device()));
   const int threads = recipe.num_threads() > 0
                           ? recipe.num_threads()
@@ -424,6 +427,7 @@ absl::StatusOr<RunSummary> RunRecipe(const v1::Recipe& recipe, const RunOptions&
   }
   jreport["steps"] = std::move(jsteps);
   jreport["metrics"] = summary.metrics;
+  if (const std::optional<double> peak = PeakMemoryMiB()) jreport["peak_memory_mib"] = std::round(*peak * 10) / 10;
   summary.report_json = jreport.dump(2);
   RETURN_IF_ERROR(WriteText(staging.Path("report.json"), summary.report_json));
   files.push_back("report.json");
