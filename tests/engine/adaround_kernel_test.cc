@@ -73,18 +73,12 @@ TEST(AdaRoundKernel, StepMatchesTheAutogradReferencePerChannel) {
   at::Tensor sig = at::empty_like(v), soft = at::empty_like(v);
   const at::Tensor w_floor = ref.w_floor.to(at::kFloat).contiguous();
   const at::Tensor scale = ref.scale.to(at::kFloat).contiguous(), zp = ref.zp.to(at::kFloat).contiguous();
-  adaround_kernel::State st;
-  st.count = v.numel();
-  st.per_channel = per;
-  st.v = v.data_ptr<float>();
-  st.adam_m = m.data_ptr<float>();
-  st.adam_s = s.data_ptr<float>();
-  st.sig = sig.data_ptr<float>();
-  st.soft_weight = soft.data_ptr<float>();
-  st.w_floor = w_floor.data_ptr<float>();
-  st.scale = scale.data_ptr<float>();
-  st.zero_point = zp.data_ptr<float>();
-  st.num_steps = static_cast<float>(n);
+  const adaround_kernel::State st{v.numel(),           per,
+                                  v.data_ptr<float>(),  m.data_ptr<float>(),
+                                  s.data_ptr<float>(),  sig.data_ptr<float>(),
+                                  soft.data_ptr<float>(), w_floor.data_ptr<float>(),
+                                  scale.data_ptr<float>(), zp.data_ptr<float>(),
+                                  static_cast<float>(n)};
   // Two ranges, split inside a channel, as the threads would.
   adaround_kernel::InitSoftWeight(st, 0, 50);
   adaround_kernel::InitSoftWeight(st, 50, st.count);
