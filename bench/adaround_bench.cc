@@ -35,18 +35,6 @@ double Seconds(Clock::time_point t0) { return std::chrono::duration<double>(Cloc
 using qopt::bench::Check;
 using qopt::bench::Median;
 
-class Capture : public qopt::ValueObserver {
- public:
-  explicit Capture(int id) : id_(id) {}
-  void OnValue(const qopt::Value& value, c10::IValue& v) override {
-    if (value.id == id_) seen = v.toTensor().clone();
-  }
-  at::Tensor seen;
-
- private:
-  int id_;
-};
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -99,18 +87,16 @@ int main(int argc, char** argv) {
               iterations, iterations, qopt::AdaRoundOptions::kDefaultBatchSize, threads);
   std::printf("%-24s %10s %10s %7s\n", "layer", "adaround s", "plain s", "ratio");
   double total_ada = 0, total_plain = 0;
-  for (const qopt::Node* layer : graph.LiveNodes()) {
-    if (layer->kind != qopt::OpKind::kConv && layer->kind != qopt::OpKind::kLinear) continue;
+  for (const qopt::Node* layer : sim->QuantizedWeightLayers()) {
     const int wid = layer->Param("weight");
-    if (!sim->param_quantizers().count(wid)) continue;
     if (!only_layer.empty() && layer->name != only_layer) continue;
     std::vector<at::Tensor> xs, ys;
     for (const auto& b : batches) {
-      Capture in(layer->inputs[0]), out(layer->outputs[0]);
+      qopt::ValueCapture in(layer->inputs[0]), out(layer->outputs[0]);
       Check(sim->RunFloat({c10::IValue(b)}, &in).status());
       Check(sim->RunFloat({c10::IValue(b)}, &out).status());
-      xs.push_back(in.seen);
-      ys.push_back(out.seen);
+      xs.push_back(in.Take());
+      ys.push_back(out.Take());
     }
     const at::Tensor x = at::cat(xs), y = at::cat(ys);
     const at::Tensor w = graph.values[wid].constant->toTensor();

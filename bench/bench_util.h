@@ -16,21 +16,19 @@ inline double Median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
-/// The value, or the error on stderr and exit 1: a benchmark has no one to report to.
-template <typename T>
-T Check(absl::StatusOr<T> s) {
-  if (!s.ok()) {
-    std::fprintf(stderr, "error: %s\n", std::string(s.status().message()).c_str());
-    std::exit(1);
-  }
-  return std::move(*s);
-}
-
+/// On error: the message on stderr and exit 1, since a benchmark has no one to report to.
 inline void Check(const absl::Status& s) {
   if (!s.ok()) {
     std::fprintf(stderr, "error: %s\n", std::string(s.message()).c_str());
     std::exit(1);
   }
+}
+
+/// The value, or (as above) the error and exit 1.
+template <typename T>
+T Check(absl::StatusOr<T> s) {
+  Check(s.status());
+  return std::move(*s);
 }
 
 }  // namespace qopt::bench

@@ -56,18 +56,6 @@ std::unique_ptr<Model> Load(const std::string& which = "small_cnn") {
   return m;
 }
 
-class Capture : public ValueObserver {
- public:
-  explicit Capture(int id) : id_(id) {}
-  void OnValue(const Value& value, c10::IValue& v) override {
-    if (value.id == id_) seen = v.toTensor().clone();
-  }
-  at::Tensor seen;
-
- private:
-  int id_;
-};
-
 TEST(AdaRound, SingleLayerBeatsNearestRoundingOnTheGrid) {
   auto m = Load("resnet18");
   const Node* layer = m->graph.FindNode("layer1.0.conv1");
@@ -75,11 +63,11 @@ TEST(AdaRound, SingleLayerBeatsNearestRoundingOnTheGrid) {
   at::NoGradGuard no_grad;
   std::vector<at::Tensor> xs, ys;
   for (const auto& b : m->batches) {
-    Capture in(layer->inputs[0]), out(layer->outputs[0]);
+    ValueCapture in(layer->inputs[0]), out(layer->outputs[0]);
     ASSERT_THAT(m->sim->RunFloat({c10::IValue(b)}, &in), IsOk());
     ASSERT_THAT(m->sim->RunFloat({c10::IValue(b)}, &out), IsOk());
-    xs.push_back(in.seen);
-    ys.push_back(out.seen);
+    xs.push_back(in.Take());
+    ys.push_back(out.Take());
   }
   const at::Tensor x = at::cat(xs), y = at::cat(ys);
   const int wid = layer->Param("weight");

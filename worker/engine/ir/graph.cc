@@ -5,6 +5,8 @@
 
 #include <torch/csrc/jit/ir/ir.h>
 
+#include "absl/strings/str_cat.h"
+
 namespace qopt {
 
 std::string OpTypeName(OpKind kind, std::string_view aten_name) {
@@ -63,6 +65,18 @@ const Node* Graph::FindNode(std::string_view name) const {
 
 Node* Graph::FindNode(std::string_view name) {
   return const_cast<Node*>(static_cast<const Graph*>(this)->FindNode(name));
+}
+
+absl::StatusOr<std::set<std::string>> Graph::LayerNames(const std::vector<std::string>& names,
+                                                        std::string_view field) const {
+  std::set<std::string> found;
+  for (const std::string& name : names) {
+    if (FindNode(name) == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat(std::string(field), ": no layer named '", name, "' in the model"));
+    }
+    found.insert(name);
+  }
+  return found;
 }
 
 int Graph::AddValue(std::string name, bool is_tensor) {

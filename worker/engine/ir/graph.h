@@ -10,13 +10,17 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
 #include <ATen/core/Tensor.h>
 #include <ATen/core/ivalue.h>
 #include <c10/core/Device.h>
+
+#include "absl/status/statusor.h"
 
 namespace torch::jit {
 struct Graph;
@@ -102,6 +106,10 @@ class Graph {
   /// The node with this name, or nullptr.
   const Node* FindNode(std::string_view name) const;
   Node* FindNode(std::string_view name);
+  /// `names` as a set, each the name of a layer of this graph; otherwise InvalidArgument
+  /// "<field>: no layer named '<name>' in the model".
+  absl::StatusOr<std::set<std::string>> LayerNames(const std::vector<std::string>& names,
+                                                   std::string_view field) const;
   /// Creates a new value; returns its id.
   int AddValue(std::string name, bool is_tensor);
   /// Adds a parameter value owned by `node` under `role` and wires it as input `slot`.

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <functional>
+#include <utility>
 #include <vector>
 
 #include <ATen/core/ivalue.h>
@@ -34,6 +35,25 @@ class ValueObserver {
   /// True once the observer has seen all it needs: the run stops after the current node
   /// and returns an undefined value instead of the model's output.
   virtual bool Finished() const { return false; }
+};
+
+/// Keeps one value of a run (say, a layer's input or output) and stops the run there:
+/// the layers after it have nothing to add.
+class ValueCapture : public ValueObserver {
+ public:
+  explicit ValueCapture(int value_id) : value_id_(value_id) {}
+  void OnValue(const Value& value, c10::IValue& v) override {
+    if (value.id == value_id_ && v.isTensor()) seen_ = v.toTensor();
+  }
+  bool RetainsValues() const override { return true; }
+  bool Finished() const override { return seen_.defined(); }
+  /// The captured tensor (undefined when the run never produced it); the next run
+  /// captures afresh.
+  at::Tensor Take() { return std::exchange(seen_, at::Tensor()); }
+
+ private:
+  int value_id_;
+  at::Tensor seen_;
 };
 
 class Interpreter {

@@ -15,7 +15,6 @@ bool ConstBool(const Graph& g, int vid, bool fallback) {
   return c && c->isBool() ? c->toBool() : fallback;
 }
 
-
 }  // namespace internal_bn_fold
 
 absl::StatusOr<std::vector<FoldedPair>> FoldBatchNorms(Graph& graph) {

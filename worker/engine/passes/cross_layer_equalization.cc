@@ -38,7 +38,6 @@ std::optional<Role> LayerRole(const Graph& g, const Node& n) {
   return std::nullopt;  // grouped convolutions: channels do not map one to one
 }
 
-
 struct Link {
   int next = -1;                 // the next layer's node id
   std::vector<int> activations;  // ReLU / ReLU6 / dropout / pooling nodes in between

@@ -2,10 +2,10 @@
 // Quantization Through Weight Equalization and Bias Correction").
 //
 // Equalization finds chains of conv / linear layers joined through ReLU, ReLU6, dropout,
-// max or average pooling, or nothing, where each link's output feeds only the next layer. For a pair (L1, L2) it
-// scales L1's output channel i by 1/s_i and L2's input channel i by s_i with
-// s_i = sqrt(r1_i / r2_i) (r = the channel's largest |weight|), so both ranges become
-// sqrt(r1_i r2_i). A conv -> depthwise conv -> conv triple is equalized jointly: with
+// max or average pooling, or nothing, where each link's output feeds only the next
+// layer. For a pair (L1, L2) it scales L1's output channel i by 1/s_i and L2's input
+// channel i by s_i with s_i = sqrt(r1_i / r2_i) (r = the channel's largest |weight|), so
+// both ranges become sqrt(r1_i r2_i). A conv -> depthwise conv -> conv triple is equalized jointly: with
 // c = cbrt(r1 r2 r3) every range becomes c. Positive per-channel scales commute with
 // ReLU; a ReLU6 does not, so instead of replacing it by ReLU (AIMET's choice, which
 // changes the model) qopt clips each channel at 6 / s_i: the floating-point model's

@@ -73,14 +73,7 @@ absl::StatusOr<std::unique_ptr<QuantSim>> QuantSim::Create(const Graph& graph,
 absl::Status QuantSim::Place() {
   using namespace internal_quantsim;
   const QuantSimConfig& cfg = options_.config;
-  std::set<std::string> excluded;
-  for (const auto& name : options_.exclude_layers) {
-    if (!graph_.FindNode(name)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("exclude_layers: no layer named '", name, "' in the model"));
-    }
-    excluded.insert(name);
-  }
+  ASSIGN_OR_RETURN(const std::set<std::string> excluded, graph_.LayerNames(options_.exclude_layers, "exclude_layers"));
   for (const auto& [name, _] : cfg.layers) {
     if (!graph_.FindNode(name)) {
       return absl::InvalidArgumentError(
@@ -263,6 +256,16 @@ class Tapped : public ValueObserver {
 
 }  // namespace internal_quantsim
 
+std::vector<const Node*> QuantSim::QuantizedWeightLayers() const {
+  std::vector<const Node*> layers;
+  for (const Node* n : graph_.LiveNodes()) {
+    if (n->kind != OpKind::kConv && n->kind != OpKind::kLinear) continue;
+    const int weight = n->Param("weight");
+    if (weight >= 0 && param_quantizers_.count(weight)) layers.push_back(n);
+  }
+  return layers;
+}
+
 void QuantSim::SetFloatReference(int value_id, at::Tensor original) {
   float_refs_.emplace(value_id, std::move(original));
 }
@@ -273,8 +276,7 @@ void QuantSim::SetActivationQuantization(bool enabled) {
 
 absl::StatusOr<c10::IValue> QuantSim::RunFloat(const std::vector<c10::IValue>& inputs, ValueObserver* tap) {
   mode_ = Mode::kFloat;
-  internal_quantsim::Tapped tapped(this, tap);
-  auto out = tap ? interpreter_.Run(inputs, &tapped) : interpreter_.Run(inputs, this);
+  auto out = Interpret(inputs, tap);
   mode_ = Mode::kSimulate;
   return out;
 }
@@ -288,6 +290,10 @@ absl::StatusOr<c10::IValue> QuantSim::Run(const std::vector<c10::IValue>& inputs
     }
   }
   mode_ = Mode::kSimulate;
+  return Interpret(inputs, tap);
+}
+
+absl::StatusOr<c10::IValue> QuantSim::Interpret(const std::vector<c10::IValue>& inputs, ValueObserver* tap) {
   if (tap == nullptr) return interpreter_.Run(inputs, this);
   internal_quantsim::Tapped tapped(this, tap);
   return interpreter_.Run(inputs, &tapped);

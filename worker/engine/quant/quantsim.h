@@ -74,6 +74,9 @@ class QuantSim : public ValueObserver {
   const QuantSimOptions& options() const { return options_; }
   /// Parameter quantizers by parameter value id.
   const std::map<int, Quantizer>& param_quantizers() const { return param_quantizers_; }
+  /// The conv / linear layers whose weight this sim quantizes, in forward order (what
+  /// AdaRound and bias correction work on).
+  std::vector<const Node*> QuantizedWeightLayers() const;
   /// Activation quantizers by value id, and where each sits.
   const std::map<int, Quantizer>& activation_quantizers() const { return act_quantizers_; }
   const std::map<int, ActivationSite>& activation_sites() const { return act_sites_; }
@@ -97,6 +100,8 @@ class QuantSim : public ValueObserver {
   QuantSim(const Graph& graph, QuantSimOptions options);
   absl::Status Place();
   absl::Status RefreshParam(int value_id);
+  /// The interpreter over `inputs` with the sim as observer, and `tap` after it if given.
+  absl::StatusOr<c10::IValue> Interpret(const std::vector<c10::IValue>& inputs, ValueObserver* tap);
 
   enum class Mode { kFloat, kCalibrate, kSimulate };
   const Graph& graph_;

@@ -32,12 +32,10 @@ absl::StatusOr<AutoQuantResult> RunAutoQuant(const AutoQuantInputs& in) {
     const auto start = std::chrono::steady_clock::now();
     Candidate c;
     ASSIGN_OR_RETURN(c.graph, in.import());
-    ASSIGN_OR_RETURN(auto folded, FoldBatchNorms(*c.graph));
-    (void)folded;
+    RETURN_IF_ERROR(FoldBatchNorms(*c.graph).status());
     c.stage.name = "fold_batch_norm+calibrate";
     if (equalize) {
-      ASSIGN_OR_RETURN(CleReport eq, CrossLayerEqualize(*c.graph));
-      (void)eq;
+      RETURN_IF_ERROR(CrossLayerEqualize(*c.graph).status());
       c.stage.name = "fold_batch_norm+cross_layer_equalization+calibrate";
     }
     ASSIGN_OR_RETURN(c.sim, QuantSim::Create(*c.graph, in.sim_options));
@@ -82,13 +80,9 @@ absl::StatusOr<AutoQuantResult> RunAutoQuant(const AutoQuantInputs& in) {
   const auto start = std::chrono::steady_clock::now();
   AdaRoundOptions ao = in.adaround;
   ao.on_progress = [&](const AdaRoundProgress& p) {
-    const double within = (p.layer_index + static_cast<double>(p.iteration) / p.num_iterations) / std::max(1, p.num_layers);
-    return in.progress(kCle + (0.95 - kCle) * within,
-                       absl::StrFormat("adaround %s (%d/%d) iteration %d/%d", p.layer, p.layer_index + 1,
-                                       p.num_layers, p.iteration, p.num_iterations));
+    return in.progress(kCle + (0.95 - kCle) * p.Fraction(), "adaround " + p.Describe());
   };
-  ASSIGN_OR_RETURN(auto layers, ApplyAdaRound(*best.graph, *best.sim, in.calibration, ao));
-  (void)layers;
+  RETURN_IF_ERROR(ApplyAdaRound(*best.graph, *best.sim, in.calibration, ao).status());
   best.stage.name = before.name + "+adaround";
   best.stage.seconds = before.seconds + std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   RETURN_IF_ERROR(evaluate(best, 0.95));

@@ -226,6 +226,13 @@ absl::StatusOr<RunSummary> RunRecipe(const v1::Recipe& recipe, const RunOptions&
   auto limit = [](int n, size_t available) {
     return n > 0 ? std::min<size_t>(n, available) : available;
   };
+  // The inputs of the first `n` calibration batches (0 = all), for the techniques.
+  auto calibration_inputs = [&](int n) -> absl::StatusOr<std::vector<at::Tensor>> {
+    ASSIGN_OR_RETURN(const std::vector<Batch>* data, calibration());
+    std::vector<at::Tensor> inputs;
+    for (size_t b = 0; b < limit(n, data->size()); ++b) inputs.push_back((*data)[b].inputs);
+    return inputs;
+  };
 
   json jreport;
   jreport["recipe"] = recipe.name();
@@ -270,16 +277,10 @@ absl::StatusOr<RunSummary> RunRecipe(const v1::Recipe& recipe, const RunOptions&
       }
       case v1::Step::kAdaround: {
         const v1::AdaRoundStep& a = step.adaround();
-        ASSIGN_OR_RETURN(const std::vector<Batch>* data, calibration());
-        std::vector<at::Tensor> inputs;
-        for (size_t b = 0; b < limit(a.num_batches(), data->size()); ++b) inputs.push_back((*data)[b].inputs);
+        ASSIGN_OR_RETURN(const std::vector<at::Tensor> inputs, calibration_inputs(a.num_batches()));
         AdaRoundOptions ao = AdaRoundOptionsFrom(a);
         ao.on_progress = [&](const AdaRoundProgress& p) {
-          const double fraction =
-              (p.layer_index + static_cast<double>(p.iteration) / p.num_iterations) / std::max(1, p.num_layers);
-          return report(i + 1, stage, fraction,
-                        absl::StrCat(p.layer, " (", p.layer_index + 1, "/", p.num_layers, ") iteration ",
-                                     p.iteration, "/", p.num_iterations));
+          return report(i + 1, stage, p.Fraction(), p.Describe());
         };
         ASSIGN_OR_RETURN(std::vector<AdaRoundLayerResult> layers, ApplyAdaRound(*graph, *sim, inputs, ao));
         jstep["layers"] = AdaRoundJson(layers);
@@ -302,11 +303,8 @@ absl::StatusOr<RunSummary> RunRecipe(const v1::Recipe& recipe, const RunOptions&
           return report(i + 1, stage, static_cast<double>(done) / std::max(1, total),
                         absl::StrCat(layer, " (", done, "/", total, ")"));
         };
-        ASSIGN_OR_RETURN(const std::vector<Batch>* data, calibration());
-        std::vector<at::Tensor> inputs;
-        for (size_t b = 0; b < limit(bc.num_batches() > 0 ? bc.num_batches() : 16, data->size()); ++b) {
-          inputs.push_back((*data)[b].inputs);
-        }
+        ASSIGN_OR_RETURN(const std::vector<at::Tensor> inputs,
+                         calibration_inputs(bc.num_batches() > 0 ? bc.num_batches() : 16));
         ASSIGN_OR_RETURN(std::vector<BiasCorrectionResult> corrected, CorrectBias(*graph, *sim, inputs, bo));
         json layers = json::array();
         int analytical = 0;
@@ -323,12 +321,11 @@ absl::StatusOr<RunSummary> RunRecipe(const v1::Recipe& recipe, const RunOptions&
       }
       case v1::Step::kAutoQuant: {
         const v1::AutoQuantStep& aq = step.auto_quant();
-        ASSIGN_OR_RETURN(const std::vector<Batch>* calib, calibration());
-        ASSIGN_OR_RETURN(const std::vector<Batch>* eval, evaluation());
         AutoQuantInputs in;
+        ASSIGN_OR_RETURN(in.calibration, calibration_inputs(0));
+        ASSIGN_OR_RETURN(const std::vector<Batch>* eval, evaluation());
         in.import = import;
         in.sim_options = sim_options;
-        for (const Batch& b : *calib) in.calibration.push_back(b.inputs);
         in.evaluation = eval;
         in.eval_batches = limit(aq.eval_batches(), eval->size());
         if (aq.allowed_drop() > 0) in.allowed_drop = aq.allowed_drop();
@@ -380,22 +377,19 @@ absl::StatusOr<RunSummary> RunRecipe(const v1::Recipe& recipe, const RunOptions&
       case v1::Step::kEvaluate: {
         ASSIGN_OR_RETURN(const std::vector<Batch>* data, evaluation());
         const size_t n = limit(step.evaluate().num_batches(), data->size());
-        ASSIGN_OR_RETURN(Figures figures, EvaluateSim(*sim, *data, n, [&](size_t done, size_t total) {
+        ASSIGN_OR_RETURN(summary.metrics, EvaluateSim(*sim, *data, n, [&](size_t done, size_t total) {
           return report(i + 1, stage, static_cast<double>(done) / total, absl::StrCat("batch ", done, "/", total));
         }));
-        const Figures& f = figures;
-        summary.metrics = figures;
-
+        const Figures& f = summary.metrics;
         for (const auto& [k, v] : summary.metrics) jstep[k] = v;
         jstep["batches"] = n;
         {
           std::string line = absl::StrFormat("evaluate: output SQNR %.2f dB, top-1 agreement %.4f",
                                              f.at("output_sqnr_db"), f.at("top1_agreement"));
-          if (summary.metrics.count("top1")) {
-            absl::StrAppendFormat(&line, ", top1 %.4f (fp32 %.4f)", summary.metrics["top1"],
-                                  summary.metrics["fp32_top1"]);
+          if (f.count("top1")) {
+            absl::StrAppendFormat(&line, ", top1 %.4f (fp32 %.4f)", f.at("top1"), f.at("fp32_top1"));
           }
-          RETURN_IF_ERROR(log(i + 1, stage, line, summary.metrics));
+          RETURN_IF_ERROR(log(i + 1, stage, line, f));
         }
         break;
       }

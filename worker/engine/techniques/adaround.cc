@@ -4,6 +4,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
@@ -11,7 +12,6 @@
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
-#include <ATen/Parallel.h>
 
 #include "absl/strings/str_cat.h"
 #include "passes/pass_util.h"
@@ -32,55 +32,28 @@ std::vector<int64_t> IntList(const Graph& g, const Node& n, size_t slot) {
   return c->toIntVector();
 }
 
-// Layer inputs or targets of every calibration sample, in memory or, past the memory
-// budget, in an unlinked temporary file mapped into memory (the kernel pages it).
-struct SampleStore {
-  at::Tensor data;
-  bool spilled = false;
-
-  static absl::StatusOr<SampleStore> Create(std::vector<int64_t> shape, bool spill) {
-    SampleStore s;
-    if (!spill) {
-      s.data = at::empty(shape, at::kFloat);
-      return s;
-    }
-    int64_t count = 1;
-    for (int64_t d : shape) count *= d;
-    const size_t bytes = static_cast<size_t>(count) * sizeof(float);
-    const char* tmp = std::getenv("TMPDIR");
-    std::string path = absl::StrCat(tmp && *tmp ? tmp : "/tmp", "/qopt-adaround-XXXXXX");
-    const int fd = mkstemp(path.data());
-    if (fd < 0) return absl::InternalError(absl::StrCat("cannot create a spill file in ", path));
-    unlink(path.c_str());
-    if (ftruncate(fd, static_cast<off_t>(bytes)) != 0) {
-      close(fd);
-      return absl::ResourceExhaustedError(absl::StrCat("cannot size a ", bytes, "-byte spill file"));
-    }
-    void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+// Room for the layer inputs or targets of every calibration sample: in memory or, past
+// the memory budget (`spill`), in an unlinked temporary file mapped into memory (the
+// kernel pages it).
+absl::StatusOr<at::Tensor> SampleCache(const std::vector<int64_t>& shape, bool spill) {
+  if (!spill) return at::empty(shape, at::kFloat);
+  int64_t count = 1;
+  for (int64_t d : shape) count *= d;
+  const size_t bytes = static_cast<size_t>(count) * sizeof(float);
+  const char* tmp = std::getenv("TMPDIR");
+  std::string path = absl::StrCat(tmp && *tmp ? tmp : "/tmp", "/qopt-adaround-XXXXXX");
+  const int fd = mkstemp(path.data());
+  if (fd < 0) return absl::InternalError(absl::StrCat("cannot create a spill file in ", path));
+  unlink(path.c_str());
+  if (ftruncate(fd, static_cast<off_t>(bytes)) != 0) {
     close(fd);
-    if (p == MAP_FAILED) return absl::ResourceExhaustedError("cannot map the spill file");
-    s.data = at::from_blob(p, shape, [bytes](void* q) { munmap(q, bytes); }, at::kFloat);
-    s.spilled = true;
-    return s;
+    return absl::ResourceExhaustedError(absl::StrCat("cannot size a ", bytes, "-byte spill file"));
   }
-};
-
-// Captures one value of a forward pass and stops the pass there: the layers after it
-// have nothing to add.
-class Capture : public ValueObserver {
- public:
-  explicit Capture(int value_id) : value_id_(value_id) {}
-  void OnValue(const Value& value, c10::IValue& v) override {
-    if (value.id == value_id_ && v.isTensor()) seen_ = v.toTensor();
-  }
-  bool RetainsValues() const override { return true; }
-  bool Finished() const override { return seen_.defined(); }
-  at::Tensor Take() { return std::exchange(seen_, at::Tensor()); }
-
- private:
-  int value_id_;
-  at::Tensor seen_;
-};
+  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  close(fd);
+  if (p == MAP_FAILED) return absl::ResourceExhaustedError("cannot map the spill file");
+  return at::from_blob(p, shape, [bytes](void* q) { munmap(q, bytes); }, at::kFloat);
+}
 
 // Per-channel scale / zero point shaped to broadcast over a weight (axis 0), or scalars.
 std::pair<at::Tensor, at::Tensor> GridOf(const Quantizer& q, const at::Tensor& w) {
@@ -148,6 +121,14 @@ struct LayerOp {
 };
 
 }  // namespace internal_adaround
+
+double AdaRoundProgress::Fraction() const {
+  return (layer_index + static_cast<double>(iteration) / std::max(1, num_iterations)) / std::max(1, num_layers);
+}
+
+std::string AdaRoundProgress::Describe() const {
+  return absl::StrCat(layer, " (", layer_index + 1, "/", num_layers, ") iteration ", iteration, "/", num_iterations);
+}
 
 absl::StatusOr<at::Tensor> LayerForward(const Graph& graph, const Node& layer, const at::Tensor& x,
                                         const at::Tensor& weight, const at::Tensor& bias) {
@@ -217,29 +198,28 @@ absl::StatusOr<at::Tensor> AdaRoundLayer(const Graph& graph, const Node& layer, 
     }
   }
   const at::Tensor up = (rounding.v() >= 0).to(at::kFloat);
-  const at::Tensor nearest = (at::round(w / scale) - w_floor).clamp(0.0, 1.0);
-  const at::Tensor rounded = dequantize(up).to(weight.scalar_type());
+  const at::Tensor learned = dequantize(up);
   if (result) {
+    const at::Tensor nearest_up = (at::round(w / scale) - w_floor).clamp(0.0, 1.0);
+    const at::Tensor nearest = dequantize(nearest_up);
     result->layer = layer.name;
     result->weights = w.numel();
     result->iterations = iterations;
-    result->flipped = (up != nearest).sum().item<int64_t>();
+    result->flipped = (up != nearest_up).sum().item<int64_t>();
     // Errors over (at most) 1024 samples, in chunks.
     double err_nearest = 0, err_ada = 0;
     const int64_t count = std::min<int64_t>(samples, 1024);
     for (int64_t b0 = 0; b0 < count; b0 += 128) {
       const int64_t len = std::min<int64_t>(128, count - b0);
       const at::Tensor xb = x.narrow(0, b0, len).to(w.device()), yb = y.narrow(0, b0, len).to(w.device());
-      ASSIGN_OR_RETURN(at::Tensor on, LayerForward(graph, layer, xb, dequantize(nearest), bias));
-      ASSIGN_OR_RETURN(at::Tensor oa, LayerForward(graph, layer, xb, dequantize(up), bias));
-      err_nearest += ReconstructionError(on, yb).item<double>() * static_cast<double>(len);
-      err_ada += ReconstructionError(oa, yb).item<double>() * static_cast<double>(len);
+      err_nearest += ReconstructionError(op.Forward(xb, nearest, bias), yb).item<double>() * static_cast<double>(len);
+      err_ada += ReconstructionError(op.Forward(xb, learned, bias), yb).item<double>() * static_cast<double>(len);
     }
     result->nearest_error = err_nearest / static_cast<double>(count);
     result->adaround_error = err_ada / static_cast<double>(count);
     result->seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   }
-  return rounded;
+  return learned.to(weight.scalar_type());
 }
 
 absl::StatusOr<std::vector<AdaRoundLayerResult>> ApplyAdaRound(Graph& graph, QuantSim& sim,
@@ -248,18 +228,10 @@ absl::StatusOr<std::vector<AdaRoundLayerResult>> ApplyAdaRound(Graph& graph, Qua
   using namespace internal_adaround;
   if (batches.empty()) return absl::InvalidArgumentError("adaround needs calibration data");
   // The layers: conv / linear with a quantized weight, in forward order.
-  std::set<std::string> skip(options.skip_layers.begin(), options.skip_layers.end());
-  for (const std::string& name : skip) {
-    if (graph.FindNode(name) == nullptr) {
-      return absl::InvalidArgumentError(absl::StrCat("adaround.skip_layers: no layer named '", name, "'"));
-    }
-  }
+  ASSIGN_OR_RETURN(const std::set<std::string> skip, graph.LayerNames(options.skip_layers, "adaround.skip_layers"));
   std::vector<int> layers;
-  for (const Node* n : graph.LiveNodes()) {
-    if (n->kind != OpKind::kConv && n->kind != OpKind::kLinear) continue;
-    const int wid = n->Param("weight");
-    if (wid < 0 || !sim.param_quantizers().count(wid) || skip.count(n->name)) continue;
-    layers.push_back(n->id);
+  for (const Node* n : sim.QuantizedWeightLayers()) {
+    if (!skip.count(n->name)) layers.push_back(n->id);
   }
   int64_t samples = 0;
   for (const at::Tensor& b : batches) samples += b.size(0);
@@ -275,10 +247,10 @@ absl::StatusOr<std::vector<AdaRoundLayerResult>> ApplyAdaRound(Graph& graph, Qua
     const Node& layer = graph.nodes[layers[k]];
     const int wid = layer.Param("weight");
     // Inputs from the model rounded so far; targets from the floating-point model. Each
-    // batch goes straight into the store (sized from the first), so the cache is the only
+    // batch goes straight into the cache (sized from the first), so the cache is the only
     // copy: in memory within the budget, in the spill file beyond it.
-    Capture in(layer.inputs[0]), out(layer.outputs[0]);
-    SampleStore x, y;
+    ValueCapture in(layer.inputs[0]), out(layer.outputs[0]);
+    at::Tensor x, y;
     bool spill = false;
     int64_t at_row = 0;
     for (const at::Tensor& b : batches) {
@@ -288,7 +260,7 @@ absl::StatusOr<std::vector<AdaRoundLayerResult>> ApplyAdaRound(Graph& graph, Qua
       if (!xb.defined() || !yb.defined()) {
         return absl::InternalError(absl::StrCat(layer.name, ": its input or output was not seen"));
       }
-      if (!x.data.defined()) {
+      if (!x.defined()) {
         auto shape_of = [&](const at::Tensor& t) {
           std::vector<int64_t> s = t.sizes().vec();
           s[0] = samples;
@@ -297,11 +269,11 @@ absl::StatusOr<std::vector<AdaRoundLayerResult>> ApplyAdaRound(Graph& graph, Qua
         const int64_t bytes = (xb.numel() / xb.size(0) + yb.numel() / yb.size(0)) * samples *
                               static_cast<int64_t>(sizeof(float));
         spill = bytes > options.memory_budget_bytes;
-        ASSIGN_OR_RETURN(x, SampleStore::Create(shape_of(xb), spill));
-        ASSIGN_OR_RETURN(y, SampleStore::Create(shape_of(yb), spill));
+        ASSIGN_OR_RETURN(x, SampleCache(shape_of(xb), spill));
+        ASSIGN_OR_RETURN(y, SampleCache(shape_of(yb), spill));
       }
-      x.data.narrow(0, at_row, xb.size(0)).copy_(xb);
-      y.data.narrow(0, at_row, yb.size(0)).copy_(yb);
+      x.narrow(0, at_row, xb.size(0)).copy_(xb);
+      y.narrow(0, at_row, yb.size(0)).copy_(yb);
       at_row += xb.size(0);
     }
 
@@ -316,7 +288,7 @@ absl::StatusOr<std::vector<AdaRoundLayerResult>> ApplyAdaRound(Graph& graph, Qua
     const Quantizer& quantizer = sim.param_quantizers().at(wid);
     AdaRoundLayerResult result;
     ASSIGN_OR_RETURN(at::Tensor rounded,
-                     AdaRoundLayer(graph, layer, weight, bias, quantizer, x.data, y.data, options,
+                     AdaRoundLayer(graph, layer, weight, bias, quantizer, x, y, options,
                                    static_cast<int>(k), static_cast<int>(layers.size()), &result));
     result.spilled = spill;
     // The graph holds the rounded weight; the sim keeps the original as the float model.

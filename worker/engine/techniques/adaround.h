@@ -35,6 +35,11 @@ struct AdaRoundProgress {
   std::string layer;
   int iteration = 0;  // done so far in this layer
   int num_iterations = 0;
+
+  /// The share of the whole AdaRound run done, in [0, 1].
+  double Fraction() const;
+  /// "layer1.0.conv1 (2/21) iteration 150/15000".
+  std::string Describe() const;
 };
 
 struct AdaRoundOptions {

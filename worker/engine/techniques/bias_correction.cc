@@ -215,14 +215,7 @@ absl::StatusOr<std::vector<BiasCorrectionResult>> CorrectBias(
   if (&sim.graph() != &graph) {
     return absl::InvalidArgumentError("bias correction: the sim was built over another graph");
   }
-  std::set<std::string> skip;
-  for (const auto& name : options.skip_layers) {
-    if (!graph.FindNode(name)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("skip_layers: no layer named '", name, "' in the model"));
-    }
-    skip.insert(name);
-  }
+  ASSIGN_OR_RETURN(const std::set<std::string> skip, graph.LayerNames(options.skip_layers, "skip_layers"));
   for (const auto& [vid, q] : sim.activation_quantizers()) {
     if (q.enabled() && !q.has_encodings()) {
       return absl::FailedPreconditionError(absl::StrCat("bias correction: quantizer at ",
@@ -239,10 +232,9 @@ absl::StatusOr<std::vector<BiasCorrectionResult>> CorrectBias(
     at::Tensor analytical_shift;  // undefined: empirical
   };
   std::vector<Step> plan;
-  for (const Node* n : graph.LiveNodes()) {
-    if (n->kind != OpKind::kConv && n->kind != OpKind::kLinear) continue;
+  for (const Node* n : sim.QuantizedWeightLayers()) {
+    if (skip.count(n->name)) continue;
     const int w_id = n->Param("weight");
-    if (w_id < 0 || !sim.param_quantizers().count(w_id) || skip.count(n->name)) continue;
     Step step{n->id, at::Tensor()};
     if (options.mode == BiasCorrectionOptions::Mode::kAnalytical) {
       if (auto input_mean = InputMean(graph, *n)) {
