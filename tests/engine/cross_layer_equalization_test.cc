@@ -9,6 +9,7 @@
 #include "export/torchscript_export.h"
 #include "ir/import.h"
 #include "ir/interpreter.h"
+#include "ir/verify.h"
 #include "passes/batch_norm_fold.h"
 #include "test_util.h"
 
@@ -113,6 +114,7 @@ TEST(CrossLayerEqualization, DepthwiseTriplesAndRelu6Clips) {
   EXPECT_FALSE(report->clipped_relu6.empty());
   const Node* relu6 = g->FindNode(report->clipped_relu6.front());
   ASSERT_NE(relu6, nullptr);
+  EXPECT_EQ(relu6->op, "aten::clamp") << "the clip is an ordinary op";
   ASSERT_GE(relu6->Param("clip_max"), 0);
   const at::Tensor clip = g->values[relu6->Param("clip_max")].constant->toTensor();
   EXPECT_GT(clip.max().item<double>() / clip.min().item<double>(), 1.5) << "clips differ per channel";
@@ -127,6 +129,7 @@ TEST(CrossLayerEqualization, ExportedModelRunsInStockTorch) {
   at::NoGradGuard no_grad;
   ASSERT_THAT(FoldBatchNorms(*g), IsOk());
   ASSERT_THAT(CrossLayerEqualize(*g), IsOk());
+  ASSERT_THAT(Verify(*g), IsOk());
   const at::Tensor ours = RunGraph(*g, x);
   qopt::testing::TempDir dir;
   ASSERT_THAT(ExportTorchScript(*g, nullptr, dir.File("cle.pt")), IsOk());

@@ -8,6 +8,7 @@
 #include "export/encodings_json.h"
 #include "ir/import.h"
 #include "passes/batch_norm_fold.h"
+#include "quant/quantsim_config.h"
 #include "test_util.h"
 
 namespace qopt {
@@ -195,6 +196,78 @@ TEST(QuantSimTest, FrozenEncodingsAreKeptThroughCalibration) {
   for (const at::Tensor& b : Batches(2)) ASSERT_THAT((*second)->ObserveBatch({b * 10}), IsOk());
   ASSERT_THAT((*second)->FinishCalibration(), IsOk());
   EXPECT_EQ(EncodingsToJson(**second), json);
+}
+
+// The quantization plan: a layer's own bitwidths from the config, and changes from code
+// whose encodings come from calibration's statistics without another pass.
+TEST(QuantPlan, ConfigGivesALayerItsOwnBitwidths) {
+  const Graph g = FoldedGraph("resnet18.pt");
+  auto config = ParseQuantSimConfig(R"({
+    "defaults": {"ops": {"is_output_quantized": "True"}, "params": {"is_quantized": "True", "is_symmetric": "True"}},
+    "params": {"bias": {"is_quantized": "False"}},
+    "layers": {"fc": {"bitwidth": 4, "params": {"weight": {"bitwidth": 3}}}}
+  })");
+  ASSERT_THAT(config, IsOk());
+  QuantSimOptions o;
+  o.config = *config;
+  auto sim = Calibrated(g, o);
+  const Node* fc = g.FindNode("fc");
+  EXPECT_EQ(sim->param_quantizers().at(fc->Param("weight")).spec().bitwidth, 3);
+  EXPECT_EQ(sim->activation_quantizers().at(fc->outputs[0]).spec().bitwidth, 4);
+  const Node* conv1 = g.FindNode("conv1");
+  EXPECT_EQ(sim->param_quantizers().at(conv1->Param("weight")).spec().bitwidth, 8);
+  EXPECT_THAT(ParseQuantSimConfig(R"({"layers": {"fc": {"bitwidth": 17}}})"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("layers.fc.bitwidth: expected an integer in 2..16")));
+}
+
+TEST(QuantPlan, ChangedQuantizersMatchAFreshCalibrationWithoutOne) {
+  const Graph g = FoldedGraph("resnet18.pt");
+  auto sim = Calibrated(g, QuantSimOptions{});
+  const Node* fc = g.FindNode("fc");
+  const int weight = fc->Param("weight"), output = fc->outputs[0];
+  ASSERT_THAT(sim->ChangeQuantizer(weight, {4, std::nullopt, true, std::nullopt}), IsOk());
+  ASSERT_THAT(sim->ChangeQuantizer(output, {6, true, std::nullopt, std::nullopt}), IsOk());
+
+  auto config = ParseQuantSimConfig(R"({
+    "defaults": {"ops": {"is_output_quantized": "True"}, "params": {"is_quantized": "True", "is_symmetric": "True"}},
+    "params": {"bias": {"is_quantized": "False"}},
+    "supergroups": [{"op_list": ["Conv", "Relu"]}, {"op_list": ["Add", "Relu"]}],
+    "model_input": {"is_input_quantized": "True"},
+    "model_output": {"is_output_quantized": "True"},
+    "layers": {"fc": {"bitwidth": 6, "is_symmetric": "True", "per_channel_quantization": "True",
+                      "params": {"weight": {"bitwidth": 4}}}}
+  })");
+  ASSERT_THAT(config, IsOk());
+  QuantSimOptions o;
+  o.config = *config;
+  auto fresh = Calibrated(g, o);
+  for (int vid : {weight, output}) {
+    const auto& mine = vid == weight ? sim->param_quantizers().at(vid) : sim->activation_quantizers().at(vid);
+    const auto& theirs = vid == weight ? fresh->param_quantizers().at(vid) : fresh->activation_quantizers().at(vid);
+    ASSERT_EQ(mine.encodings().size(), theirs.encodings().size()) << g.values[vid].name;
+    for (size_t c = 0; c < mine.encodings().size(); ++c) {
+      EXPECT_EQ(mine.encodings()[c].bitwidth, theirs.encodings()[c].bitwidth);
+      EXPECT_DOUBLE_EQ(mine.encodings()[c].scale, theirs.encodings()[c].scale) << g.values[vid].name << " channel " << c;
+      EXPECT_EQ(mine.encodings()[c].offset, theirs.encodings()[c].offset);
+    }
+  }
+  const at::Tensor x = Batches(1).front();
+  auto changed = sim->Forward(x);
+  auto expected = fresh->Forward(x);
+  ASSERT_THAT(changed, IsOk());
+  ASSERT_THAT(expected, IsOk());
+  EXPECT_TRUE(at::allclose(*changed, *expected)) << "same plan, same output";
+
+  ASSERT_THAT(sim->ChangeQuantizer(output, {std::nullopt, std::nullopt, std::nullopt, false}), IsOk());
+  auto off = sim->Forward(x);
+  ASSERT_THAT(off, IsOk());
+  EXPECT_FALSE(at::allclose(*off, *changed)) << "switching the output quantizer off changes the output";
+  EXPECT_THAT(sim->ChangeQuantizer(output, {1, std::nullopt, std::nullopt, std::nullopt}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("bitwidth")));
+  EXPECT_THAT(sim->ChangeQuantizer(output, {std::nullopt, std::nullopt, true, std::nullopt}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("per-channel")));
+  EXPECT_THAT(sim->ChangeQuantizer(fc->inputs[0], {}),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("has no quantizer")));
 }
 
 }  // namespace

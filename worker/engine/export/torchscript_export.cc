@@ -7,8 +7,9 @@
 #include <torch/script.h>
 
 #include "absl/strings/str_cat.h"
-#include "status.h"
 #include "absl/strings/str_split.h"
+#include "ir/jit_bridge.h"
+#include "status.h"
 
 namespace qopt {
 namespace internal_export {
@@ -59,6 +60,117 @@ JitValue* GetAttrChain(torch::jit::Graph& g, JitValue* self, const std::string& 
   return g.insertGetAttr(cur, attr);
 }
 
+// Writes the IR into a TorchScript graph: parameters as attributes of a module tree named
+// after the layers, constants, every live node (blocks included) with the sim's
+// fake-quantize ops after the values it quantizes.
+class Writer {
+ public:
+  Writer(const Graph& graph, const QuantSim* sim, ModuleTree& tree, torch::jit::Graph& g, JitValue* self)
+      : graph_(graph), sim_(sim), tree_(tree), g_(g), self_(self) {}
+
+  void Inputs() {
+    for (int vid : graph_.inputs()) {
+      JitValue* in = g_.addInput(graph_.values[vid].name);
+      in->setType(graph_.values[vid].type);
+      mapped_[vid] = QuantizeActivation(vid, in);
+    }
+  }
+
+  // Constants and parameters first, at the top level, so that every block sees them.
+  void Constants() {
+    for (const Node* n : graph_.LiveNodes()) {
+      for (int in : n->inputs) {
+        if (graph_.values[in].constant) ValueFor(in);
+      }
+    }
+  }
+
+  void Nodes(const Block& block) {
+    for (int id : block.nodes) {
+      const Node& n = graph_.nodes[id];
+      if (n.removed) continue;
+      std::vector<JitValue*> inputs;
+      for (int in : n.inputs) inputs.push_back(ValueFor(in));
+      torch::jit::Node* jn = CreateJitNode(g_, n.op, inputs, n.outputs.size());
+      for (size_t k = 0; k < n.outputs.size(); ++k) jn->output(k)->setType(graph_.values[n.outputs[k]].type);
+      for (const Block& b : n.blocks) {
+        torch::jit::Block* jb = jn->addBlock();
+        for (int in : b.inputs) mapped_[in] = jb->addInput()->setType(graph_.values[in].type);
+        torch::jit::WithInsertPoint inside(jb);
+        Nodes(b);
+        for (int out : b.outputs) jb->registerOutput(ValueFor(out));
+      }
+      torch::jit::WithInsertPoint after(jn->next());
+      for (size_t k = 0; k < n.outputs.size(); ++k) {
+        mapped_[n.outputs[k]] = QuantizeActivation(n.outputs[k], jn->output(k));
+      }
+    }
+  }
+
+  void Outputs() {
+    for (int out : graph_.outputs()) g_.registerOutput(ValueFor(out));
+  }
+
+ private:
+  JitValue* FakeQuantize(JitValue* v, const Quantizer& q, const std::string& owner, const std::string& attr) {
+    const Encoding& e = q.encodings().front();
+    if (q.axis() < 0) {
+      return g_.insert(c10::Symbol::fromQualString("aten::fake_quantize_per_tensor_affine"),
+                       {v, static_cast<double>(e.scale), e.zero_point(), e.quant_min(), e.quant_max()});
+    }
+    std::vector<float> scales;
+    std::vector<int32_t> zps;
+    for (const auto& c : q.encodings()) {
+      scales.push_back(static_cast<float>(c.scale));
+      zps.push_back(static_cast<int32_t>(c.zero_point()));
+    }
+    torch::jit::Module m = tree_.Get(owner);
+    m.register_buffer(attr + "_scale", at::tensor(scales, at::kFloat));
+    m.register_buffer(attr + "_zero_point", at::tensor(zps, at::kInt));
+    JitValue* s = GetAttrChain(g_, self_, owner, attr + "_scale");
+    JitValue* z = GetAttrChain(g_, self_, owner, attr + "_zero_point");
+    return g_.insert(c10::Symbol::fromQualString("aten::fake_quantize_per_channel_affine"),
+                     {v, s, z, static_cast<int64_t>(q.axis()), e.quant_min(), e.quant_max()});
+  }
+
+  JitValue* QuantizeActivation(int vid, JitValue* v) {
+    if (!sim_) return v;
+    auto it = sim_->activation_quantizers().find(vid);
+    if (it == sim_->activation_quantizers().end() || !it->second.has_encodings() || !it->second.enabled()) return v;
+    return FakeQuantize(v, it->second, "", "");
+  }
+
+  JitValue* ValueFor(int vid) {
+    if (auto it = mapped_.find(vid); it != mapped_.end()) return it->second;
+    const Value& v = graph_.values[vid];
+    JitValue* out = nullptr;
+    if (v.is_param) {
+      const auto [owner, attr] = SplitAttr(v.name);
+      at::Tensor t = v.constant->toTensor().detach().to(at::kCPU).contiguous();
+      tree_.Get(owner).register_parameter(attr, t, /*is_buffer=*/false);
+      out = GetAttrChain(g_, self_, owner, attr);
+      if (sim_) {
+        if (auto q = sim_->param_quantizers().find(vid); q != sim_->param_quantizers().end()) {
+          out = FakeQuantize(out, q->second, owner, attr);
+        }
+      }
+    } else if (v.constant) {
+      out = g_.insertConstant(*v.constant);
+    } else {
+      throw std::runtime_error(absl::StrCat("value ", v.name, " used before it is defined"));
+    }
+    mapped_[vid] = out;
+    return out;
+  }
+
+  const Graph& graph_;
+  const QuantSim* sim_;
+  ModuleTree& tree_;
+  torch::jit::Graph& g_;
+  JitValue* self_;
+  std::map<int, JitValue*> mapped_;
+};
+
 }  // namespace internal_export
 
 absl::Status ExportTorchScript(const Graph& graph, const QuantSim* sim, const std::string& path) {
@@ -69,95 +181,17 @@ absl::Status ExportTorchScript(const Graph& graph, const QuantSim* sim, const st
     auto g = std::make_shared<torch::jit::Graph>();
     JitValue* self = g->addInput("self");
     self->setType(tree.root().type());
-
-    std::map<int, JitValue*> mapped;
-    auto fake_quantize = [&](JitValue* v, const Quantizer& q, const std::string& owner,
-                             const std::string& attr) -> JitValue* {
-      const Encoding& e = q.encodings().front();
-      if (q.axis() < 0) {
-        return g->insert(c10::Symbol::fromQualString("aten::fake_quantize_per_tensor_affine"),
-                         {v, static_cast<double>(e.scale), e.zero_point(), e.quant_min(),
-                          e.quant_max()});
-      }
-      std::vector<float> scales;
-      std::vector<int32_t> zps;
-      for (const auto& c : q.encodings()) {
-        scales.push_back(static_cast<float>(c.scale));
-        zps.push_back(static_cast<int32_t>(c.zero_point()));
-      }
-      torch::jit::Module m = tree.Get(owner);
-      m.register_buffer(attr + "_scale", at::tensor(scales, at::kFloat));
-      m.register_buffer(attr + "_zero_point", at::tensor(zps, at::kInt));
-      JitValue* s = GetAttrChain(*g, self, owner, attr + "_scale");
-      JitValue* z = GetAttrChain(*g, self, owner, attr + "_zero_point");
-      return g->insert(c10::Symbol::fromQualString("aten::fake_quantize_per_channel_affine"),
-                       {v, s, z, static_cast<int64_t>(q.axis()), e.quant_min(), e.quant_max()});
-    };
-    auto quantize_activation = [&](int vid, JitValue* v) -> JitValue* {
-      if (!sim) return v;
-      auto it = sim->activation_quantizers().find(vid);
-      if (it == sim->activation_quantizers().end() || !it->second.has_encodings()) return v;
-      return fake_quantize(v, it->second, "", "");
-    };
-
-    for (size_t i = 0; i < graph.inputs.size(); ++i) {
-      const int vid = graph.inputs[i];
-      JitValue* in = g->addInput(graph.values[vid].name);
-      in->setType(graph.jit_graph->inputs()[i + 1]->type());  // input 0 is `self`
-      mapped[vid] = quantize_activation(vid, in);
-    }
-
-    auto value_for = [&](int vid) -> JitValue* {
-      if (auto it = mapped.find(vid); it != mapped.end()) return it->second;
-      const Value& v = graph.values[vid];
-      JitValue* out = nullptr;
-      if (v.is_param) {
-        const auto [owner, attr] = SplitAttr(v.name);
-        at::Tensor t = v.constant->toTensor().detach().to(at::kCPU).contiguous();
-        tree.Get(owner).register_parameter(attr, t, /*is_buffer=*/false);
-        out = GetAttrChain(*g, self, owner, attr);
-        if (sim) {
-          if (auto q = sim->param_quantizers().find(vid); q != sim->param_quantizers().end()) {
-            out = fake_quantize(out, q->second, owner, attr);
-          }
-        }
-      } else if (v.constant) {
-        out = g->insertConstant(*v.constant);
-      } else {
-        throw std::runtime_error(absl::StrCat("value ", v.name, " used before it is defined"));
-      }
-      mapped[vid] = out;
-      return out;
-    };
-
-    for (const Node* n : graph.LiveNodes()) {
-      if (n->kind == OpKind::kRelu6 && n->Param("clip_max") >= 0) {
-        // ReLU6 with a clip per channel (cross-layer equalization): relu, then minimum.
-        JitValue* r = g->insert(c10::Symbol::fromQualString("aten::relu"), {value_for(n->inputs[0])});
-        JitValue* y = g->insert(c10::Symbol::fromQualString("aten::minimum"), {r, value_for(n->Param("clip_max"))});
-        mapped[n->outputs[0]] = quantize_activation(n->outputs[0], y);
-        continue;
-      }
-      std::vector<JitValue*> inputs;
-      for (int in : n->inputs) inputs.push_back(value_for(in));
-      torch::jit::Node* jn = g->create(n->jit->kind(), inputs, n->outputs.size());
-      jn->copyAttributes(*n->jit);
-      g->insertNode(jn);
-      for (size_t k = 0; k < n->outputs.size(); ++k) {
-        jn->output(k)->setType(n->jit->output(k)->type());
-        mapped[n->outputs[k]] = quantize_activation(n->outputs[k], jn->output(k));
-      }
-    }
-    for (int out : graph.outputs) g->registerOutput(value_for(out));
-
-    auto fn = cu->create_function(
-        c10::QualifiedName(*tree.root().type()->name(), "forward"), g);
+    Writer writer(graph, sim, tree, *g, self);
+    writer.Inputs();
+    writer.Constants();
+    writer.Nodes(graph.body);
+    writer.Outputs();
+    auto fn = cu->create_function(c10::QualifiedName(*tree.root().type()->name(), "forward"), g);
     tree.root().type()->addMethod(fn);
     tree.root().save(path);
   } catch (const c10::Error& e) {
     std::string msg = e.what_without_backtrace();
-    return absl::InternalError(
-        absl::StrCat("TorchScript export to ", path, " failed: ", FirstLine(msg)));
+    return absl::InternalError(absl::StrCat("TorchScript export to ", path, " failed: ", FirstLine(msg)));
   } catch (const std::exception& e) {
     return absl::InternalError(absl::StrCat("TorchScript export to ", path, " failed: ", e.what()));
   }

@@ -3,19 +3,19 @@
 #include <algorithm>
 #include <sstream>
 
-#include <torch/csrc/jit/ir/ir.h>
+#include <ATen/core/jit_type.h>
 
 #include "absl/strings/str_cat.h"
 
 namespace qopt {
 
-std::string OpTypeName(OpKind kind, std::string_view aten_name) {
+std::string OpTypeName(OpKind kind, std::string_view op_name) {
   switch (kind) {
     case OpKind::kConv: return "Conv";
     case OpKind::kLinear: return "Gemm";
     case OpKind::kBatchNorm: return "BatchNormalization";
     case OpKind::kRelu: return "Relu";
-    case OpKind::kRelu6: return "Clip";
+    case OpKind::kClip: return "Clip";
     case OpKind::kAdd: return "Add";
     case OpKind::kMul: return "Mul";
     case OpKind::kCat: return "Concat";
@@ -24,15 +24,26 @@ std::string OpTypeName(OpKind kind, std::string_view aten_name) {
     case OpKind::kAdaptiveAvgPool: return "GlobalAveragePool";
     case OpKind::kFlatten: return "Flatten";
     case OpKind::kDropout: return "Dropout";
+    case OpKind::kIf: return "If";
+    case OpKind::kLoop: return "Loop";
     case OpKind::kOther: break;
   }
   // "aten::sigmoid" -> "Sigmoid": a readable name config files can refer to.
-  std::string_view base = aten_name;
+  std::string_view base = op_name;
   if (auto pos = base.rfind("::"); pos != std::string_view::npos) base = base.substr(pos + 2);
   std::string out(base);
   while (!out.empty() && out.back() == '_') out.pop_back();
   if (!out.empty()) out[0] = static_cast<char>(std::toupper(out[0]));
   return out;
+}
+
+bool Value::IsFloatingPoint() const {
+  if (!is_tensor) return false;
+  if (dtype) return at::isFloatingType(*dtype);
+  if (constant && constant->isTensor()) return constant->toTensor().is_floating_point();
+  // Before shape inference a tensor's dtype is unknown; the quantizer then checks each
+  // tensor it sees.
+  return true;
 }
 
 int Node::Param(std::string_view role) const {
@@ -42,17 +53,38 @@ int Node::Param(std::string_view role) const {
   return -1;
 }
 
-Graph::Graph() = default;
-Graph::~Graph() = default;
-Graph::Graph(Graph&&) noexcept = default;
-Graph& Graph::operator=(Graph&&) noexcept = default;
+namespace {
+
+void Walk(const Graph& g, const Block& block, std::vector<const Node*>& out) {
+  for (int id : block.nodes) {
+    const Node& n = g.nodes[id];
+    if (n.removed) continue;
+    out.push_back(&n);
+    for (const Block& b : n.blocks) Walk(g, b, out);
+  }
+}
+
+void Print(const Graph& g, const Block& block, int depth, std::ostringstream& os) {
+  const std::string indent(2 * depth, ' ');
+  for (int id : block.nodes) {
+    const Node& n = g.nodes[id];
+    if (n.removed) continue;
+    os << indent << n.name << " = " << n.op << "(";
+    for (size_t i = 0; i < n.inputs.size(); ++i) os << (i ? ", %" : "%") << g.values[n.inputs[i]].name;
+    os << ")\n";
+    for (size_t b = 0; b < n.blocks.size(); ++b) {
+      os << indent << " block" << b << ":\n";
+      Print(g, n.blocks[b], depth + 2, os);
+    }
+  }
+}
+
+}  // namespace
 
 std::vector<const Node*> Graph::LiveNodes() const {
   std::vector<const Node*> out;
   out.reserve(nodes.size());
-  for (const auto& n : nodes) {
-    if (!n.removed) out.push_back(&n);
-  }
+  Walk(*this, body, out);
   return out;
 }
 
@@ -79,19 +111,48 @@ absl::StatusOr<std::set<std::string>> Graph::LayerNames(const std::vector<std::s
   return found;
 }
 
-int Graph::AddValue(std::string name, bool is_tensor) {
+const Block& Graph::BlockOf(const Node& node) const {
+  return node.parent < 0 ? body : nodes[node.parent].blocks[node.parent_block];
+}
+
+Block& Graph::BlockOf(const Node& node) {
+  return node.parent < 0 ? body : nodes[node.parent].blocks[node.parent_block];
+}
+
+bool Graph::IsReturned(int vid) const {
+  if (std::count(body.outputs.begin(), body.outputs.end(), vid)) return true;
+  for (const Node& n : nodes) {
+    if (n.removed) continue;
+    for (const Block& b : n.blocks) {
+      if (std::count(b.outputs.begin(), b.outputs.end(), vid)) return true;
+    }
+  }
+  return false;
+}
+
+int Graph::AddValue(std::string name, c10::TypePtr type) {
   Value v;
   v.id = static_cast<int>(values.size());
   v.name = std::move(name);
-  v.is_tensor = is_tensor;
+  v.is_tensor = type && type->kind() == c10::TypeKind::TensorType;
+  v.type = std::move(type);
   values.push_back(std::move(v));
   return values.back().id;
 }
 
+int Graph::AddConstant(c10::IValue constant, std::string name) {
+  c10::TypePtr type = constant.isTensor() ? c10::TensorType::get() : constant.type();
+  const int id = AddValue(name.empty() ? absl::StrCat("const", values.size()) : std::move(name), type);
+  values[id].constant = std::move(constant);
+  return id;
+}
+
 int Graph::SetParam(Node& node, const std::string& role, int slot, at::Tensor tensor) {
-  const int id = AddValue(node.name + "." + role, /*is_tensor=*/true);
+  const int id = AddValue(node.name + "." + role, c10::TensorType::get());
   Value& v = values[id];
   v.is_param = true;
+  v.dtype = tensor.scalar_type();
+  v.shape = tensor.sizes().vec();
   v.constant = c10::IValue(std::move(tensor));
   v.consumers.push_back(node.id);
   if (slot >= 0) {
@@ -120,9 +181,20 @@ void Graph::ReplaceAllUses(int from, int to) {
     values[to].consumers.push_back(consumer);
   }
   values[from].consumers.clear();
-  for (int& out : outputs) {
-    if (out == from) out = to;
+  std::replace(body.outputs.begin(), body.outputs.end(), from, to);
+  for (Node& n : nodes) {
+    for (Block& b : n.blocks) std::replace(b.outputs.begin(), b.outputs.end(), from, to);
   }
+}
+
+std::string Graph::UniqueNodeName(const std::string& base) const {
+  std::set<std::string_view> taken;
+  for (const Node& n : nodes) {
+    if (!n.removed) taken.insert(n.name);
+  }
+  std::string name = base;
+  for (int k = 1; taken.count(name); ++k) name = absl::StrCat(base, "_", k);
+  return name;
 }
 
 void Graph::To(const c10::Device& device) {
@@ -136,7 +208,9 @@ void Graph::To(const c10::Device& device) {
 int64_t Graph::ParamBytes() const {
   int64_t bytes = 0;
   for (const auto& v : values) {
-    if (v.is_param && v.constant && v.constant->isTensor()) {
+    const bool used = std::any_of(v.consumers.begin(), v.consumers.end(),
+                                  [&](int c) { return !nodes[c].removed; });
+    if (v.is_param && used && v.constant && v.constant->isTensor()) {
       const auto& t = v.constant->toTensor();
       bytes += t.numel() * static_cast<int64_t>(t.element_size());
     }
@@ -146,14 +220,7 @@ int64_t Graph::ParamBytes() const {
 
 std::string Graph::ToString() const {
   std::ostringstream os;
-  for (const auto* n : LiveNodes()) {
-    os << n->name << " = " << n->op << "(";
-    for (size_t i = 0; i < n->inputs.size(); ++i) {
-      if (i) os << ", ";
-      os << "%" << values[n->inputs[i]].name;
-    }
-    os << ")\n";
-  }
+  Print(*this, body, 0, os);
   return os.str();
 }
 

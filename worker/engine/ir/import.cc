@@ -14,6 +14,8 @@
 #include <torch/csrc/jit/passes/remove_mutation.h>
 #include <torch/script.h>
 
+#include "ir/jit_bridge.h"
+#include "ir/op_registry.h"
 #include "status.h"
 
 namespace qopt {
@@ -32,54 +34,6 @@ std::vector<std::pair<std::string, int>> ParamSlots(OpKind kind) {
   }
 }
 
-std::optional<double> ConstDouble(const torch::jit::Value* v) {
-  auto iv = torch::jit::toIValue(v);
-  if (!iv) return std::nullopt;
-  if (iv->isDouble()) return iv->toDouble();
-  if (iv->isInt()) return static_cast<double>(iv->toInt());
-  return std::nullopt;
-}
-
-OpKind Classify(const torch::jit::Node* n) {
-  const std::string op = n->kind().toQualString();
-  if (op == "aten::_convolution") {
-    auto transposed = torch::jit::toIValue(n->input(6));
-    return transposed && transposed->isBool() && !transposed->toBool() ? OpKind::kConv
-                                                                       : OpKind::kOther;
-  }
-  if (op == "aten::conv1d" || op == "aten::conv2d" || op == "aten::conv3d") return OpKind::kConv;
-  if (op == "aten::linear") return OpKind::kLinear;
-  if (op == "aten::batch_norm") return OpKind::kBatchNorm;
-  if (op == "aten::relu" || op == "aten::relu_") return OpKind::kRelu;
-  if (op == "aten::relu6" || op == "aten::relu6_") return OpKind::kRelu6;
-  if (op == "aten::hardtanh" || op == "aten::hardtanh_") {
-    auto lo = ConstDouble(n->input(1));
-    auto hi = ConstDouble(n->input(2));
-    return lo && hi && *lo == 0.0 && *hi == 6.0 ? OpKind::kRelu6 : OpKind::kOther;
-  }
-  if (op == "aten::add" || op == "aten::add_") {
-    return n->input(1)->type()->kind() == c10::TypeKind::TensorType ? OpKind::kAdd
-                                                                    : OpKind::kOther;
-  }
-  if (op == "aten::mul" || op == "aten::mul_") {
-    return n->input(1)->type()->kind() == c10::TypeKind::TensorType ? OpKind::kMul
-                                                                    : OpKind::kOther;
-  }
-  if (op == "aten::cat") return OpKind::kCat;
-  if (op == "aten::max_pool1d" || op == "aten::max_pool2d" || op == "aten::max_pool3d")
-    return OpKind::kMaxPool;
-  if (op == "aten::avg_pool1d" || op == "aten::avg_pool2d" || op == "aten::avg_pool3d")
-    return OpKind::kAvgPool;
-  if (op == "aten::adaptive_avg_pool1d" || op == "aten::adaptive_avg_pool2d" ||
-      op == "aten::adaptive_avg_pool3d")
-    return OpKind::kAdaptiveAvgPool;
-  if (op == "aten::flatten" || op == "aten::view" || op == "aten::reshape")
-    return OpKind::kFlatten;
-  if (op == "aten::dropout" || op == "aten::feature_dropout" || op == "aten::dropout_")
-    return OpKind::kDropout;
-  return OpKind::kOther;
-}
-
 // Module path of the innermost module call that produced `n`, and whether that module
 // is a torch.nn leaf (Conv2d, ReLU, ...) rather than a user container whose forward
 // calls the op functionally.
@@ -89,7 +43,9 @@ std::pair<std::string, bool> ModulePath(const torch::jit::Node* n) {
   if (auto cs = n->callstack()) {
     for (const auto& entry : (*cs)->vec()) {
       const auto& info = std::get<2>(entry);
-      if (!info) continue;
+      // A scripted module calling one of its own methods (Conv2d.forward ->
+      // self._conv_forward) stays in the same module.
+      if (!info || info->instance_name() == "SELF") continue;
       if (!path.empty()) path += ".";
       path += info->instance_name();
       const auto& cls = info->class_type();
@@ -106,25 +62,26 @@ std::string ShortOpName(const std::string& qualified) {
   return s;
 }
 
-bool IsStructuralPrim(c10::Symbol k) {
-  return k == c10::prim::ListConstruct || k == c10::prim::TupleConstruct ||
-         k == c10::prim::ListUnpack || k == c10::prim::TupleUnpack;
-}
-
-absl::Status CheckRunnable(const torch::jit::Graph& g) {
-  for (const auto* n : g.nodes()) {
-    if (n->kind() == c10::prim::Constant || IsStructuralPrim(n->kind())) continue;
+// Control flow is imported as blocks; any other op must be a registered operator (or a
+// structural prim op the interpreter implements) and carry no attributes, since the IR
+// keeps none.
+absl::Status CheckRunnable(const torch::jit::Block& b) {
+  for (const auto* n : b.nodes()) {
+    if (n->kind() == c10::prim::Constant) continue;
     const auto [path, leaf] = ModulePath(n);
     const std::string where = path.empty() ? "" : " in module '" + path + "'";
-    if (!n->blocks().empty()) {
-      return absl::UnimplementedError(absl::StrCat(
-          "unsupported op ", n->kind().toQualString(),
-          " (control flow that freezing could not remove)", where));
+    const std::string op = n->kind().toQualString();
+    if (n->kind() == c10::prim::If || n->kind() == c10::prim::Loop) {
+      for (const auto* block : n->blocks()) RETURN_IF_ERROR(CheckRunnable(*block));
+      continue;
+    }
+    if (IsStructuralOp(op)) continue;
+    if (!n->blocks().empty() || n->hasAttributes()) {
+      return absl::UnimplementedError(absl::StrCat("unsupported op ", op, where));
     }
     if (n->maybeOperator() == nullptr) {
       return absl::UnimplementedError(
-          absl::StrCat("unsupported op ", n->kind().toQualString(), where,
-                       ": not in the TorchScript operator registry"));
+          absl::StrCat("unsupported op ", op, where, ": not in the TorchScript operator registry"));
     }
   }
   return absl::OkStatus();
@@ -144,6 +101,99 @@ absl::Status CheckFile(const std::string& path) {
   }
   return absl::OkStatus();
 }
+
+
+// Builds the IR from a frozen TorchScript graph, block by block.
+class Importer {
+ public:
+  explicit Importer(Graph& g) : g_(g) {}
+
+  int ValueOf(const torch::jit::Value* v) {
+    if (auto it = ids_.find(v); it != ids_.end()) return it->second;
+    const int id = g_.AddValue(v->debugName(), v->type());
+    ids_.emplace(v, id);
+    return id;
+  }
+
+  // The nodes and outputs of `jb` into block `parent_block` of node `parent` (-1: the body).
+  void ImportBlock(const torch::jit::Block& jb, int parent, int parent_block) {
+    for (const auto* jn : jb.nodes()) {
+      if (jn->kind() == c10::prim::Constant) {
+        g_.values[ValueOf(jn->output())].constant = torch::jit::toIValue(jn->output());
+        continue;
+      }
+      const int id = ImportNode(*jn, parent, parent_block);
+      Block& target = parent < 0 ? g_.body : g_.nodes[parent].blocks[parent_block];
+      target.nodes.push_back(id);
+      for (size_t b = 0; b < jn->blocks().size(); ++b) {
+        g_.nodes[id].blocks.emplace_back();
+        for (const auto* in : jn->blocks()[b]->inputs()) g_.nodes[id].blocks[b].inputs.push_back(ValueOf(in));
+        ImportBlock(*jn->blocks()[b], id, static_cast<int>(b));
+      }
+    }
+    Block& target = parent < 0 ? g_.body : g_.nodes[parent].blocks[parent_block];
+    for (const auto* out : jb.outputs()) target.outputs.push_back(ValueOf(out));
+  }
+
+ private:
+  int ImportNode(const torch::jit::Node& jn, int parent, int parent_block) {
+    Node n;
+    n.id = static_cast<int>(g_.nodes.size());
+    n.op = jn.kind().toQualString();
+    n.parent = parent;
+    n.parent_block = parent_block;
+    const auto [path, leaf] = ModulePath(&jn);
+    n.module_path = path;
+    for (const auto* in : jn.inputs()) {
+      const int id = ValueOf(in);
+      n.inputs.push_back(id);
+      g_.values[id].consumers.push_back(n.id);
+    }
+    for (const auto* out : jn.outputs()) {
+      const int id = ValueOf(out);
+      g_.values[id].producer = n.id;
+      n.outputs.push_back(id);
+    }
+    g_.nodes.push_back(std::move(n));
+    Node& node = g_.nodes.back();
+    node.kind = ClassifyOp(g_, node);
+    const bool has_params = !ParamSlots(node.kind).empty();
+    const std::string base = (leaf || (has_params && !path.empty()))
+                                 ? path
+                                 : (path.empty() ? ShortOpName(node.op) : path + "." + ShortOpName(node.op));
+    node.name = UniqueName(base);
+    AdoptParams(node);
+    return node.id;
+  }
+
+  // A layer owns its parameters: each gets a value of its own, named after the layer,
+  // even where freezing pooled equal tensors of different layers into one constant.
+  void AdoptParams(Node& node) {
+    for (const auto& [role, slot] : ParamSlots(node.kind)) {
+      const auto& c = g_.values[node.inputs[slot]].constant;
+      if (c && c->isNone()) continue;
+      if ((!c || !c->isTensor()) && role == "weight") {
+        node.kind = OpKind::kOther;  // weights computed at run time: not a layer
+        return;
+      }
+    }
+    for (const auto& [role, slot] : ParamSlots(node.kind)) {
+      const auto& c = g_.values[node.inputs[slot]].constant;
+      if (c && c->isTensor()) g_.SetParam(node, role, slot, c->toTensor());
+    }
+  }
+
+  std::string UniqueName(const std::string& base) {
+    std::string name = base;
+    for (int k = 1; taken_.count(name); ++k) name = absl::StrCat(base, "_", k);
+    taken_.insert(name);
+    return name;
+  }
+
+  Graph& g_;
+  std::unordered_map<const torch::jit::Value*, int> ids_;
+  std::set<std::string> taken_;
+};
 
 }  // namespace internal_import
 
@@ -172,78 +222,14 @@ absl::StatusOr<Graph> ImportTorchScript(const std::string& path) {
     return absl::InvalidArgumentError(
         absl::StrCat("cannot load TorchScript model ", path, ": ", FirstLine(e.what())));
   }
-  RETURN_IF_ERROR(CheckRunnable(*jg));
+  RETURN_IF_ERROR(CheckRunnable(*jg->block()));
 
   Graph g;
-  g.jit_graph = jg;
-  std::unordered_map<const torch::jit::Value*, int> ids;
-  auto value_of = [&](const torch::jit::Value* v) -> int {
-    if (auto it = ids.find(v); it != ids.end()) return it->second;
-    const int id = g.AddValue(v->debugName(), v->type()->kind() == c10::TypeKind::TensorType);
-    ids.emplace(v, id);
-    return id;
-  };
-
+  Importer importer(g);
+  const torch::jit::Block& top = *jg->block();
   // Input 0 is `self`, frozen away.
-  for (size_t i = 1; i < jg->inputs().size(); ++i) g.inputs.push_back(value_of(jg->inputs()[i]));
-
-  std::set<std::string> taken;
-  auto unique_name = [&](const std::string& base) {
-    std::string name = base;
-    for (int k = 1; taken.count(name); ++k) name = absl::StrCat(base, "_", k);
-    taken.insert(name);
-    return name;
-  };
-
-  for (auto* jn : jg->nodes()) {
-    if (jn->kind() == c10::prim::Constant) {
-      const int id = value_of(jn->output());
-      g.values[id].constant = torch::jit::toIValue(jn->output());
-      continue;
-    }
-    Node n;
-    n.id = static_cast<int>(g.nodes.size());
-    n.jit = jn;
-    n.op = jn->kind().toQualString();
-    n.kind = Classify(jn);
-    const auto [path, leaf] = ModulePath(jn);
-    n.module_path = path;
-    const bool has_params = !ParamSlots(n.kind).empty();
-    std::string base = (leaf || (has_params && !path.empty()))
-                           ? path
-                           : (path.empty() ? ShortOpName(n.op) : path + "." + ShortOpName(n.op));
-    n.name = unique_name(base);
-    for (auto* in : jn->inputs()) {
-      const int id = value_of(in);
-      n.inputs.push_back(id);
-      g.values[id].consumers.push_back(n.id);
-    }
-    for (auto* out : jn->outputs()) {
-      const int id = value_of(out);
-      g.values[id].producer = n.id;
-      n.outputs.push_back(id);
-    }
-    g.nodes.push_back(std::move(n));
-    Node& node = g.nodes.back();
-
-    // A layer owns its parameters: each gets a value of its own, named after the layer,
-    // even where freezing pooled equal tensors of different layers into one constant.
-    bool params_ok = true;
-    for (const auto& [role, slot] : ParamSlots(node.kind)) {
-      const auto& c = g.values[node.inputs[slot]].constant;
-      if (c && c->isNone()) continue;
-      if (!c || !c->isTensor()) params_ok = (role != "weight") && params_ok;
-    }
-    if (!params_ok) {
-      node.kind = OpKind::kOther;  // weights computed at run time: not a layer
-      continue;
-    }
-    for (const auto& [role, slot] : ParamSlots(node.kind)) {
-      const auto& c = g.values[node.inputs[slot]].constant;
-      if (c && c->isTensor()) g.SetParam(node, role, slot, c->toTensor());
-    }
-  }
-  for (auto* out : jg->outputs()) g.outputs.push_back(value_of(out));
+  for (size_t i = 1; i < top.inputs().size(); ++i) g.body.inputs.push_back(importer.ValueOf(top.inputs()[i]));
+  importer.ImportBlock(top, -1, 0);
   return g;
 }
 

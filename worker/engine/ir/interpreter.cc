@@ -1,9 +1,13 @@
 #include "ir/interpreter.h"
 
+#include <map>
+
 #include <ATen/ATen.h>
 #include <torch/csrc/jit/ir/ir.h>
 #include <torch/csrc/jit/runtime/operator.h>
 
+#include "absl/strings/str_join.h"
+#include "ir/jit_bridge.h"
 #include "status.h"
 
 namespace qopt {
@@ -13,19 +17,18 @@ using Stack = std::vector<c10::IValue>;
 
 // Structural prim ops are instructions of the TorchScript interpreter rather than
 // registered operators, so they are implemented here.
-std::function<void(Stack&)> StructuralOp(const torch::jit::Node* n) {
-  const auto kind = n->kind();
-  const size_t num_inputs = n->inputs().size();
-  const size_t num_outputs = n->outputs().size();
-  if (kind == c10::prim::TupleConstruct) {
+std::function<void(Stack&)> StructuralOp(const Graph& g, const Node& n) {
+  const size_t num_inputs = n.inputs.size();
+  const size_t num_outputs = n.outputs.size();
+  if (n.op == "prim::TupleConstruct") {
     return [num_inputs](Stack& s) {
       std::vector<c10::IValue> elems(s.end() - num_inputs, s.end());
       s.erase(s.end() - num_inputs, s.end());
       s.emplace_back(c10::ivalue::Tuple::create(std::move(elems)));
     };
   }
-  if (kind == c10::prim::ListConstruct) {
-    c10::TypePtr elem = n->output()->type()->expectRef<c10::ListType>().getElementType();
+  if (n.op == "prim::ListConstruct") {
+    c10::TypePtr elem = g.values[n.outputs[0]].type->expectRef<c10::ListType>().getElementType();
     return [num_inputs, elem](Stack& s) {
       c10::impl::GenericList list(elem);
       list.reserve(num_inputs);
@@ -34,8 +37,8 @@ std::function<void(Stack&)> StructuralOp(const torch::jit::Node* n) {
       s.emplace_back(std::move(list));
     };
   }
-  if (kind == c10::prim::TupleUnpack || kind == c10::prim::ListUnpack) {
-    const bool tuple = kind == c10::prim::TupleUnpack;
+  if (n.op == "prim::TupleUnpack" || n.op == "prim::ListUnpack") {
+    const bool tuple = n.op == "prim::TupleUnpack";
     return [num_outputs, tuple](Stack& s) {
       c10::IValue v = std::move(s.back());
       s.pop_back();
@@ -52,196 +55,225 @@ std::function<void(Stack&)> StructuralOp(const torch::jit::Node* n) {
   return nullptr;
 }
 
-
-}  // namespace internal_interpreter
-
-bool ProducesFreshTensor(OpKind kind) {
-  switch (kind) {
-    case OpKind::kConv:
-    case OpKind::kLinear:
-    case OpKind::kBatchNorm:
-    case OpKind::kRelu:
-    case OpKind::kRelu6:
-    case OpKind::kAdd:
-    case OpKind::kMul:
-    case OpKind::kCat:
-      return true;
-    default:
-      return false;
+// Values a top-level node reads, counting what the nodes of its blocks read and return.
+void CollectUses(const Graph& g, const Node& n, std::vector<int>& out) {
+  out.insert(out.end(), n.inputs.begin(), n.inputs.end());
+  for (const Block& b : n.blocks) {
+    out.insert(out.end(), b.outputs.begin(), b.outputs.end());
+    for (int id : b.nodes) {
+      if (!g.nodes[id].removed) CollectUses(g, g.nodes[id], out);
+    }
   }
 }
 
-namespace internal_interpreter {
-
-// Fast paths for the layer ops; inputs are in `env` order of the node. With `inplace`,
-// the first input may be overwritten.
-bool RunFast(const Node& n, std::vector<c10::IValue>& in, bool inplace, c10::IValue& out) {
-  switch (n.kind) {
-    case OpKind::kConv: {
-      if (n.op != "aten::_convolution" && n.op != "aten::conv2d") return false;
-      const at::Tensor& x = in[0].toTensor();
-      const at::Tensor& w = in[1].toTensor();
-      c10::optional<at::Tensor> b;
-      if (!in[2].isNone()) b = in[2].toTensor();
-      std::vector<int64_t> stride = in[3].toIntVector(), padding = in[4].toIntVector(),
-                           dilation = in[5].toIntVector();
-      if (n.op == "aten::conv2d") {
-        out = at::conv2d(x, w, b, stride, padding, dilation, in[6].toInt());
-      } else {
-        out = at::convolution(x, w, b, stride, padding, dilation, /*transposed=*/false,
-                              in[7].toIntVector(), in[8].toInt());
-      }
-      return true;
-    }
-    case OpKind::kLinear: {
-      c10::optional<at::Tensor> b;
-      if (!in[2].isNone()) b = in[2].toTensor();
-      out = at::linear(in[0].toTensor(), in[1].toTensor(), b);
-      return true;
-    }
-    case OpKind::kBatchNorm: {
-      auto opt = [&](int i) -> c10::optional<at::Tensor> {
-        if (in[i].isNone()) return c10::nullopt;
-        return in[i].toTensor();
-      };
-      out = at::batch_norm(in[0].toTensor(), opt(1), opt(2), opt(3), opt(4), in[5].toBool(),
-                           in[6].toDouble(), in[7].toDouble(), in[8].toBool());
-      return true;
-    }
-    case OpKind::kRelu: {
-      at::Tensor x = in[0].toTensor();
-      out = inplace ? at::relu_(x) : at::relu(x);
-      return true;
-    }
-    case OpKind::kRelu6: {
-      at::Tensor x = in[0].toTensor();
-      if (n.Param("clip_max") >= 0) {
-        // Per-channel clip left by cross-layer equalization: the last input.
-        at::Tensor r = inplace ? at::relu_(x) : at::relu(x);
-        out = at::minimum(r, in.back().toTensor());
-        return true;
-      }
-      out = inplace ? at::hardtanh_(x, 0.0, 6.0) : at::hardtanh(x, 0.0, 6.0);
-      return true;
-    }
-    case OpKind::kAdd: {
-      if (in.size() != 3 || !in[1].isTensor()) return false;
-      at::Tensor a = in[0].toTensor();
-      const at::Tensor& b = in[1].toTensor();
-      if (inplace && a.sizes() == b.sizes() && a.scalar_type() == b.scalar_type()) {
-        out = a.add_(b, in[2].toScalar());
-      } else {
-        out = at::add(a, b, in[2].toScalar());
-      }
-      return true;
-    }
-    default:
-      return false;
-  }
-}
+std::string Where(const Node& n) { return absl::StrCat(n.name, " (", n.op, "): "); }
 
 }  // namespace internal_interpreter
 
-Interpreter::Interpreter(const Graph& graph) : graph_(graph) {
+struct Interpreter::RunState {
+  std::vector<c10::IValue> env;
+  internal_interpreter::Stack stack;
+  ValueObserver* observer = nullptr;
+  bool may_overwrite = true;
+};
+
+Interpreter::Interpreter(const Graph& graph) : graph_(graph) { built_ = Build(); }
+
+Interpreter::~Interpreter() = default;
+
+absl::Status Interpreter::Build() {
+  scratch_ = std::make_shared<torch::jit::Graph>();
+  ASSIGN_OR_RETURN(Steps top, BuildBlock(graph_.body, /*top_level=*/true));
+  steps_ = std::make_unique<Steps>(std::move(top));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Interpreter::Steps> Interpreter::BuildBlock(const Block& block, bool top_level) {
   using namespace internal_interpreter;
-  std::vector<int> last_use(graph.values.size(), -1);
-  const auto live = graph.LiveNodes();
-  for (size_t i = 0; i < live.size(); ++i) {
-    for (int in : live[i]->inputs) last_use[in] = static_cast<int>(i);
+  std::vector<const Node*> live;
+  for (int id : block.nodes) {
+    if (!graph_.nodes[id].removed) live.push_back(&graph_.nodes[id]);
   }
-  for (int out : graph.outputs) last_use[out] = -1;
-  std::vector<std::vector<int>> release(live.size());
-  for (size_t v = 0; v < graph.values.size(); ++v) {
-    if (last_use[v] >= 0 && !graph.values[v].constant) release[last_use[v]].push_back(v);
+  std::vector<int> last_use(graph_.values.size(), -1);
+  if (top_level) {
+    for (size_t i = 0; i < live.size(); ++i) {
+      std::vector<int> uses;
+      CollectUses(graph_, *live[i], uses);
+      for (int v : uses) last_use[v] = static_cast<int>(i);
+    }
+    for (int out : graph_.outputs()) last_use[out] = -1;
   }
+  Steps steps;
   for (size_t i = 0; i < live.size(); ++i) {
-    Step step{live[i], nullptr, std::move(release[i])};
     const Node& n = *live[i];
-    if (!n.inputs.empty()) {
+    Step step;
+    step.node = &n;
+    if (top_level && !n.inputs.empty() && n.blocks.empty()) {
       const int first = n.inputs[0];
-      const int producer = graph.values[first].producer;
-      step.inplace = producer >= 0 && ProducesFreshTensor(graph.nodes[producer].kind) &&
+      const int producer = graph_.values[first].producer;
+      step.inplace = producer >= 0 && ProducesFreshTensor(graph_.nodes[producer].kind) &&
                      last_use[first] == static_cast<int>(i);
     }
-    if (auto structural = StructuralOp(live[i]->jit)) {
+    if (n.kind == OpKind::kIf || n.kind == OpKind::kLoop) {
+      for (const Block& b : n.blocks) {
+        ASSIGN_OR_RETURN(Steps inner, BuildBlock(b, /*top_level=*/false));
+        step.blocks.push_back(std::move(inner));
+      }
+    } else if (auto structural = StructuralOp(graph_, n)) {
       step.op = std::move(structural);
     } else {
-      torch::jit::Operation registered = live[i]->jit->getOperation();
-      step.op = [registered = std::move(registered)](Stack& s) mutable { registered(s); };
+      step.def = FindOpDef(graph_, n);
+      std::vector<torch::jit::Value*> inputs;
+      std::vector<std::string> types;
+      for (int in : n.inputs) {
+        inputs.push_back(scratch_->addInput()->setType(graph_.values[in].type));
+        types.push_back(graph_.values[in].type->annotation_str());
+      }
+      torch::jit::Node* jn = CreateJitNode(*scratch_, n.op, inputs, n.outputs.size());
+      for (size_t k = 0; k < n.outputs.size(); ++k) jn->output(k)->setType(graph_.values[n.outputs[k]].type);
+      const torch::jit::Operator* op = jn->maybeOperator();
+      if (op == nullptr) {
+        return absl::UnimplementedError(absl::StrCat(Where(n), "no overload takes (", absl::StrJoin(types, ", "), ")"));
+      }
+      step.op = [operation = op->getOperation(jn)](Stack& s) mutable { operation(s); };
     }
-    steps_.push_back(std::move(step));
+    if (top_level && step.blocks.empty()) {
+      for (int v : n.inputs) {
+        if (last_use[v] == static_cast<int>(i) && !graph_.values[v].constant) step.release.push_back(v);
+      }
+    } else if (top_level) {
+      std::vector<int> uses;
+      CollectUses(graph_, n, uses);
+      for (int v : uses) {
+        if (last_use[v] == static_cast<int>(i) && !graph_.values[v].constant) step.release.push_back(v);
+      }
+    }
+    steps.push_back(std::move(step));
   }
+  return steps;
 }
 
 absl::StatusOr<c10::IValue> Interpreter::Run(const std::vector<c10::IValue>& inputs,
                                              ValueObserver* observer) const {
   using namespace internal_interpreter;
-  if (inputs.size() != graph_.inputs.size()) {
-    return absl::InvalidArgumentError(absl::StrCat("model takes ", graph_.inputs.size(),
+  RETURN_IF_ERROR(built_);
+  const std::vector<int>& graph_inputs = graph_.inputs();
+  if (inputs.size() != graph_inputs.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("model takes ", graph_inputs.size(),
                                                    " inputs, got ", inputs.size()));
   }
-  std::vector<c10::IValue> env(graph_.values.size());
-  for (const auto& v : graph_.values) {
-    if (!v.constant) continue;
-    env[v.id] = *v.constant;
-    if (observer && v.is_param && !v.consumers.empty()) {
-      at::Tensor t = v.constant->toTensor();
-      observer->OnParam(v, t);
-      env[v.id] = t;
+  RunState state;
+  state.observer = observer;
+  state.may_overwrite = observer == nullptr || !observer->RetainsValues();
+  state.env.resize(graph_.values.size());
+  try {
+    for (const auto& v : graph_.values) {
+      if (!v.constant) continue;
+      state.env[v.id] = *v.constant;
+      if (observer && v.is_param && !v.consumers.empty()) {
+        at::Tensor t = v.constant->toTensor();
+        observer->OnParam(v, t);
+        state.env[v.id] = t;
+      }
     }
-  }
-  for (size_t i = 0; i < inputs.size(); ++i) {
-    env[graph_.inputs[i]] = inputs[i];
-    if (observer) observer->OnValue(graph_.values[graph_.inputs[i]], env[graph_.inputs[i]]);
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      state.env[graph_inputs[i]] = inputs[i];
+      if (observer) observer->OnValue(graph_.values[graph_inputs[i]], state.env[graph_inputs[i]]);
+    }
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat("preparing the run: ", FirstLine(e.what())));
   }
   if (observer && observer->Finished()) return c10::IValue();
 
-  const bool may_overwrite = observer == nullptr || !observer->RetainsValues();
-  Stack stack;
-  for (const Step& step : steps_) {
+  ASSIGN_OR_RETURN(const bool completed, RunSteps(*steps_, state));
+  if (!completed) return c10::IValue();
+  const std::vector<int>& outputs = graph_.outputs();
+  if (outputs.size() == 1) return state.env[outputs[0]];
+  std::vector<c10::IValue> outs;
+  for (int o : outputs) outs.push_back(state.env[o]);
+  return c10::IValue(c10::ivalue::Tuple::create(std::move(outs)));
+}
+
+absl::StatusOr<bool> Interpreter::RunSteps(const Steps& steps, RunState& state) const {
+  using namespace internal_interpreter;
+  std::vector<c10::IValue>& env = state.env;
+  ValueObserver* observer = state.observer;
+  for (const Step& step : steps) {
     const Node& n = *step.node;
     try {
-      stack.clear();
-      for (int in : n.inputs) stack.push_back(env[in]);
-      c10::IValue out;
-      // A bypassed node's output aliases its input, which the observer may then overwrite:
-      // only when no one else reads that input.
-      if (observer && step.inplace && may_overwrite && n.kind == OpKind::kRelu &&
-          observer->Bypasses(n)) {
-        env[n.outputs[0]] = stack[0];
-      } else if (n.outputs.size() == 1 &&
-                 RunFast(n, stack, step.inplace && may_overwrite, out)) {
-        env[n.outputs[0]] = std::move(out);
+      if (!step.blocks.empty()) {
+        bool finished = false;
+        RETURN_IF_ERROR(RunControlFlow(step, state, finished));
+        if (finished) return false;
       } else {
-        step.op(stack);
-        if (stack.size() < n.outputs.size()) {
-          return absl::InternalError(absl::StrCat(n.name, " (", n.op, "): produced ",
-                                                  stack.size(), " values, expected ",
-                                                  n.outputs.size()));
-        }
-        const size_t first = stack.size() - n.outputs.size();
-        for (size_t k = 0; k < n.outputs.size(); ++k) {
-          env[n.outputs[k]] = std::move(stack[first + k]);
+        Stack& stack = state.stack;
+        stack.clear();
+        for (int in : n.inputs) stack.push_back(env[in]);
+        c10::IValue out;
+        const bool inplace = step.inplace && state.may_overwrite;
+        // A bypassed node's output aliases its input, which the observer may then
+        // overwrite: only when no one else reads that input.
+        if (observer && inplace && n.kind == OpKind::kRelu && observer->Bypasses(n)) {
+          env[n.outputs[0]] = stack[0];
+        } else if (n.outputs.size() == 1 && step.def && step.def->run &&
+                   step.def->run(n, stack, inplace, out)) {
+          env[n.outputs[0]] = std::move(out);
+        } else {
+          step.op(stack);
+          if (stack.size() < n.outputs.size()) {
+            return absl::InternalError(absl::StrCat(Where(n), "produced ", stack.size(),
+                                                    " values, expected ", n.outputs.size()));
+          }
+          const size_t first = stack.size() - n.outputs.size();
+          for (size_t k = 0; k < n.outputs.size(); ++k) env[n.outputs[k]] = std::move(stack[first + k]);
         }
       }
+      if (observer) {
+        for (int out : n.outputs) observer->OnValue(graph_.values[out], env[out]);
+      }
     } catch (const c10::Error& e) {
-      return absl::InvalidArgumentError(absl::StrCat(n.name, " (", n.op, "): ",
-                                                     FirstLine(e.what_without_backtrace())));
+      return absl::InvalidArgumentError(absl::StrCat(Where(n), FirstLine(e.what_without_backtrace())));
     } catch (const std::exception& e) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(n.name, " (", n.op, "): ", FirstLine(e.what())));
+      return absl::InvalidArgumentError(absl::StrCat(Where(n), FirstLine(e.what())));
     }
-    if (observer) {
-      for (int out : n.outputs) observer->OnValue(graph_.values[out], env[out]);
-      if (observer->Finished()) return c10::IValue();
-    }
+    if (observer && observer->Finished()) return false;
     for (int v : step.release) env[v] = c10::IValue();
   }
+  return true;
+}
 
-  if (graph_.outputs.size() == 1) return env[graph_.outputs[0]];
-  std::vector<c10::IValue> outs;
-  for (int o : graph_.outputs) outs.push_back(env[o]);
-  return c10::IValue(c10::ivalue::Tuple::create(std::move(outs)));
+absl::Status Interpreter::RunControlFlow(const Step& step, RunState& state, bool& finished) const {
+  const Node& n = *step.node;
+  std::vector<c10::IValue>& env = state.env;
+  if (n.kind == OpKind::kIf) {
+    const size_t taken = env[n.inputs[0]].toBool() ? 0 : 1;
+    ASSIGN_OR_RETURN(const bool completed, RunSteps(step.blocks[taken], state));
+    finished = !completed;
+    if (finished) return absl::OkStatus();
+    const Block& block = n.blocks[taken];
+    for (size_t k = 0; k < n.outputs.size(); ++k) env[n.outputs[k]] = env[block.outputs[k]];
+    return absl::OkStatus();
+  }
+  // prim::Loop(max_trip_count, initial_condition, *carried); the body takes
+  // (iteration, *carried) and returns (condition, *carried).
+  const Block& body = n.blocks[0];
+  const int64_t max_trips = env[n.inputs[0]].toInt();
+  bool condition = env[n.inputs[1]].toBool();
+  std::vector<c10::IValue> carried(n.inputs.size() - 2);
+  for (size_t k = 0; k < carried.size(); ++k) carried[k] = env[n.inputs[k + 2]];
+  for (int64_t i = 0; i < max_trips && condition; ++i) {
+    env[body.inputs[0]] = i;
+    for (size_t k = 0; k < carried.size(); ++k) env[body.inputs[k + 1]] = carried[k];
+    ASSIGN_OR_RETURN(const bool completed, RunSteps(step.blocks[0], state));
+    if (!completed) {
+      finished = true;
+      return absl::OkStatus();
+    }
+    condition = env[body.outputs[0]].toBool();
+    for (size_t k = 0; k < carried.size(); ++k) carried[k] = env[body.outputs[k + 1]];
+  }
+  for (size_t k = 0; k < n.outputs.size(); ++k) env[n.outputs[k]] = carried[k];
+  return absl::OkStatus();
 }
 
 absl::StatusOr<at::Tensor> Interpreter::Forward(const at::Tensor& input,

@@ -1,8 +1,10 @@
-// Runs a qopt Graph. Common layer ops call ATen directly; every other op runs through the
-// TorchScript operator registry, so ops without a fast path still execute.
+// Runs a qopt Graph. Ops with a fast path in the op registry call ATen directly; every
+// other op runs through the TorchScript operator registry; prim::If and prim::Loop run
+// their blocks. Ops that passes created run like imported ones.
 #pragma once
 
 #include <functional>
+#include <memory>
 #include <utility>
 #include <vector>
 
@@ -10,15 +12,17 @@
 
 #include "absl/status/statusor.h"
 #include "ir/graph.h"
+#include "ir/op_registry.h"
+
+namespace torch::jit {
+struct Graph;
+}  // namespace torch::jit
 
 namespace qopt {
 
-/// True for ops whose output is a newly allocated tensor that aliases no other value, so
-/// the consumer that sees it last may overwrite it.
-bool ProducesFreshTensor(OpKind kind);
-
 /// Sees every value as it is produced and may replace it. Quantization simulation,
-/// calibration statistics and per-layer analyses are observers.
+/// calibration statistics and per-layer analyses are observers. Exceptions an observer
+/// throws fail the run with an error naming the node, like the op's own.
 class ValueObserver {
  public:
   virtual ~ValueObserver() = default;
@@ -58,12 +62,16 @@ class ValueCapture : public ValueObserver {
 
 class Interpreter {
  public:
-  /// `graph` must outlive the interpreter. Nodes removed from the graph later need a new
-  /// interpreter.
+  /// `graph` must outlive the interpreter. A graph edited later needs a new interpreter.
+  /// An op that cannot run with its inputs' types makes every Run fail, naming the node.
   explicit Interpreter(const Graph& graph);
+  ~Interpreter();
+  Interpreter(const Interpreter&) = delete;
+  Interpreter& operator=(const Interpreter&) = delete;
 
   /// Runs the model. Returns the single output, or a tuple for several.
-  /// Errors (shape mismatch, wrong input count) name the failing layer and op.
+  /// Errors (shape mismatch, wrong input count, an op or observer throwing) name the
+  /// failing node and op.
   absl::StatusOr<c10::IValue> Run(const std::vector<c10::IValue>& inputs,
                                   ValueObserver* observer = nullptr) const;
 
@@ -71,17 +79,32 @@ class Interpreter {
   absl::StatusOr<at::Tensor> Forward(const at::Tensor& input,
                                      ValueObserver* observer = nullptr) const;
 
+  struct Step;
+  using Steps = std::vector<Step>;
+
  private:
-  struct Step {
-    const Node* node;
-    std::function<void(std::vector<c10::IValue>&)> op;  // generic path
-    std::vector<int> release;  // values whose last use is this step
-    // The op may overwrite its first input: a fresh tensor from a compute op whose last
-    // use is this step (relu_ / hardtanh_ / add_ instead of allocating).
-    bool inplace = false;
-  };
+  absl::Status Build();
+  absl::StatusOr<Steps> BuildBlock(const Block& block, bool top_level);
+  struct RunState;
+  /// Runs `steps`; false when the observer finished early.
+  absl::StatusOr<bool> RunSteps(const Steps& steps, RunState& state) const;
+  absl::Status RunControlFlow(const Step& step, RunState& state, bool& finished) const;
+
   const Graph& graph_;
-  std::vector<Step> steps_;
+  std::shared_ptr<torch::jit::Graph> scratch_;  // the nodes operations were taken from
+  std::unique_ptr<Steps> steps_;
+  absl::Status built_;
+};
+
+struct Interpreter::Step {
+  const Node* node = nullptr;
+  const OpDef* def = nullptr;                            // fast path, if any
+  std::function<void(std::vector<c10::IValue>&)> op;    // generic path
+  std::vector<int> release;  // values whose last use is this step (top level only)
+  // The op may overwrite its first input: a fresh tensor from a compute op whose last
+  // use is this step (relu_ / hardtanh_ / add_ instead of allocating).
+  bool inplace = false;
+  std::vector<Steps> blocks;  // control flow
 };
 
 }  // namespace qopt

@@ -5,7 +5,9 @@
 #include <ATen/ATen.h>
 
 #include "absl/strings/str_cat.h"
+#include "ir/rewriter.h"
 #include "passes/pass_util.h"
+#include "status.h"
 
 namespace qopt {
 namespace internal_bn_fold {
@@ -59,9 +61,8 @@ absl::StatusOr<std::vector<FoldedPair>> FoldBatchNorms(Graph& graph) {
     graph.SetParam(layer, "weight", 1, new_w);
     graph.SetParam(layer, "bias", 2, new_b);
     graph.bn_stats[layer.id] = ChannelStats{beta.clone(), gamma.abs()};
-    bn.removed = true;
-    graph.ReplaceAllUses(bn.outputs[0], layer.outputs[0]);
     folded.push_back({layer.name, bn.name});
+    RETURN_IF_ERROR(Rewriter(graph).Replace(bn, {layer.outputs[0]}));
   }
   return folded;
 }

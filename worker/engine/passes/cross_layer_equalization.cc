@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "passes/pass_util.h"
+#include "status.h"
 
 namespace qopt {
 namespace internal_cle {
@@ -55,7 +56,8 @@ std::optional<Link> NextLayer(const Graph& g, const Node& layer) {
     if (n.inputs.empty() || n.inputs[0] != vid) return std::nullopt;
     // Per-channel positive scales (and, for absorption, per-channel shifts) pass through
     // rectifiers and pooling unchanged.
-    if (n.kind == OpKind::kRelu || n.kind == OpKind::kRelu6 || n.kind == OpKind::kDropout ||
+    const auto clip = ClipBounds(g, n);
+    if (n.kind == OpKind::kRelu || (clip && clip->Rectifies()) || n.kind == OpKind::kDropout ||
         n.kind == OpKind::kMaxPool || n.kind == OpKind::kAvgPool) {
       link.activations.push_back(c);
       vid = n.outputs[0];
@@ -108,53 +110,48 @@ class Equalizer {
     g_.SetParam(n, "weight", 1, w64.to(w.scalar_type()));
   }
 
-  // ReLU6 nodes between two layers whose channels were divided by `s` clip at 6 / s.
-  void ScaleClips(const std::vector<int>& activations, const at::Tensor& s, int64_t rank) {
-    for (int a : activations) {
-      Node& n = g_.nodes[a];
-      if (n.kind != OpKind::kRelu6) continue;
-      const bool first = n.Param("clip_max") < 0;
-      at::Tensor clip = first ? at::full({s.numel()}, 6.0, at::kDouble)
-                              : g_.values[n.Param("clip_max")].constant->toTensor().to(at::kDouble).flatten();
-      clip = (clip / s).to(at::kFloat).reshape(ChannelShape(s.numel(), rank, 1)).squeeze(0);
-      SetClip(n, clip);
-      if (first) report_.clipped_relu6.push_back(n.name);
+  // Clips between two layers whose channels were divided by `s` clip at hi / s. A clip
+  // that becomes a new node is updated in `activations`.
+  absl::Status ScaleClips(std::vector<int>& activations, const at::Tensor& s, int64_t rank) {
+    for (int& a : activations) {
+      const auto clip = ClipBounds(g_, g_.nodes[a]);
+      if (!clip) continue;
+      const std::string name = g_.nodes[a].name;
+      ASSIGN_OR_RETURN(a, SetClipCeiling(g_, g_.nodes[a], clip->hi.expand({s.numel()}) / s, rank));
+      Clipped(name);
     }
+    return absl::OkStatus();
   }
 
-  void SetClip(Node& n, const at::Tensor& clip) {
-    if (const int old = n.Param("clip_max"); old >= 0) {
-      g_.values[old].constant = c10::IValue(clip);
-      return;
-    }
-    const int id = g_.SetParam(n, "clip_max", -1, clip);
-    n.inputs.push_back(id);
+  void Clipped(const std::string& name) {
+    auto& names = report_.clipped_relu6;
+    if (std::find(names.begin(), names.end(), name) == names.end()) names.push_back(name);
   }
 
   // L1 -> L2: s = sqrt(r1 / r2). L2 may be depthwise (a chain ending at one).
-  void Pair(Node& l1, const Link& link) {
+  absl::Status Pair(Node& l1, Link& link) {
     Node& l2 = g_.nodes[link.next];
     const Role role2 = *LayerRole(g_, l2);
     const at::Tensor w1 = Weight(g_, l1);
     const at::Tensor r1 = RangePerChannel(w1, 0);
     const at::Tensor r2 = RangePerChannel(Weight(g_, l2), role2 == Role::kDepthwise ? 0 : 1);
-    if (r1.numel() != r2.numel()) return;
+    if (r1.numel() != r2.numel()) return absl::OkStatus();
     at::Tensor s = at::sqrt(r1 / r2);
     s = at::where((r1 > 0) & (r2 > 0) & at::isfinite(s), s, at::ones_like(s));
     ScaleOutputs(l1, s);
     ScaleInputs(l2, s, role2);
-    ScaleClips(link.activations, s, w1.dim());
+    return ScaleClips(link.activations, s, w1.dim());
   }
 
   // L1 -> depthwise L2 -> L3, jointly: every range becomes cbrt(r1 r2 r3).
-  void Triple(Node& l1, const Link& a, const Link& b) {
+  absl::Status Triple(Node& l1, Link& a, Link& b) {
     Node& l2 = g_.nodes[a.next];
     Node& l3 = g_.nodes[b.next];
     const at::Tensor w1 = Weight(g_, l1);
     const at::Tensor r1 = RangePerChannel(w1, 0);
     const at::Tensor r2 = RangePerChannel(Weight(g_, l2), 0);
     const at::Tensor r3 = RangePerChannel(Weight(g_, l3), 1);
-    if (r1.numel() != r2.numel() || r2.numel() != r3.numel()) return;
+    if (r1.numel() != r2.numel() || r2.numel() != r3.numel()) return absl::OkStatus();
     const at::Tensor c = at::pow(r1 * r2 * r3, 1.0 / 3.0);
     const at::Tensor ok = (r1 > 0) & (r2 > 0) & (r3 > 0);
     const at::Tensor s1 = at::where(ok, r1 / c, at::ones_like(c));
@@ -163,49 +160,38 @@ class Equalizer {
     ScaleInputs(l2, s1, Role::kDepthwise);
     ScaleOutputs(l2, s2);
     ScaleInputs(l3, s2, Role::kPlain);
-    ScaleClips(a.activations, s1, w1.dim());
-    ScaleClips(b.activations, s2, w1.dim());
+    RETURN_IF_ERROR(ScaleClips(a.activations, s1, w1.dim()));
+    return ScaleClips(b.activations, s2, w1.dim());
   }
 
-  // High-bias absorption from L1 into L2 through ReLU / ReLU6 (needs L1's statistics).
-  void Absorb(Node& l1, const Link& link) {
+  // High-bias absorption from L1 into L2 through ReLU / clips (needs L1's statistics).
+  absl::Status Absorb(Node& l1, Link& link) {
     auto stats = g_.bn_stats.find(l1.id);
-    if (stats == g_.bn_stats.end() || link.activations.empty()) return;
+    if (stats == g_.bn_stats.end() || link.activations.empty()) return absl::OkStatus();
     // Only through a rectifier: without one, a constant shift is not "high bias".
     const bool rectified = std::any_of(link.activations.begin(), link.activations.end(), [&](int a) {
-      return g_.nodes[a].kind == OpKind::kRelu || g_.nodes[a].kind == OpKind::kRelu6;
+      return g_.nodes[a].kind == OpKind::kRelu || ClipBounds(g_, g_.nodes[a]);
     });
-    if (!rectified) return;
+    if (!rectified) return absl::OkStatus();
     Node& l2 = g_.nodes[link.next];
     const at::Tensor w1 = Weight(g_, l1);
     const int64_t channels = w1.size(0);
     at::Tensor absorb = at::clamp_min(stats->second.mean - 3.0 * stats->second.std, 0.0);
-    // A ReLU6 channel can give up at most what lies below its clip.
+    // A clipped channel can give up at most what lies below its ceiling.
     for (int a : link.activations) {
-      const Node& n = g_.nodes[a];
-      if (n.kind != OpKind::kRelu6) continue;
-      const at::Tensor clip = n.Param("clip_max") >= 0
-                                  ? g_.values[n.Param("clip_max")].constant->toTensor().to(at::kDouble).flatten()
-                                  : at::full({channels}, 6.0, at::kDouble);
-      absorb = at::minimum(absorb, clip);
+      if (const auto clip = ClipBounds(g_, g_.nodes[a])) absorb = at::minimum(absorb, clip->hi);
     }
-    if (absorb.max().item<double>() <= 0.0) return;
+    if (absorb.max().item<double>() <= 0.0) return absl::OkStatus();
 
     const at::Tensor b1 = BiasOrZeros(g_, l1, channels);
     g_.SetParam(l1, "bias", 2, (b1 - absorb).to(w1.scalar_type()));
     stats->second.mean = stats->second.mean - absorb;
-    for (int a : link.activations) {
-      Node& n = g_.nodes[a];
-      if (n.kind != OpKind::kRelu6) continue;
-      const int64_t rank = w1.dim();
-      const at::Tensor clip = n.Param("clip_max") >= 0
-                                  ? g_.values[n.Param("clip_max")].constant->toTensor().to(at::kDouble).flatten()
-                                  : at::full({channels}, 6.0, at::kDouble);
-      SetClip(n, (clip - absorb).to(at::kFloat).reshape(ChannelShape(channels, rank, 1)).squeeze(0));
-      if (std::find(report_.clipped_relu6.begin(), report_.clipped_relu6.end(), n.name) ==
-          report_.clipped_relu6.end()) {
-        report_.clipped_relu6.push_back(n.name);
-      }
+    for (int& a : link.activations) {
+      const auto clip = ClipBounds(g_, g_.nodes[a]);
+      if (!clip) continue;
+      const std::string name = g_.nodes[a].name;
+      ASSIGN_OR_RETURN(a, SetClipCeiling(g_, g_.nodes[a], clip->hi.expand({channels}) - absorb, w1.dim()));
+      Clipped(name);
     }
     // L2 sees x - a instead of x: its bias adds W2 a (summed over the kernel).
     const at::Tensor w2 = Weight(g_, l2).to(at::kDouble);
@@ -220,6 +206,7 @@ class Equalizer {
     g_.SetParam(l2, "bias", 2, (b2 + shift).to(w1.scalar_type()));
     if (auto s2 = g_.bn_stats.find(l2.id); s2 != g_.bn_stats.end()) s2->second.mean = s2->second.mean + shift;
     report_.absorbed.emplace_back(l1.name, l2.name);
+    return absl::OkStatus();
   }
 
  private:
@@ -261,10 +248,10 @@ absl::StatusOr<CleReport> CrossLayerEqualize(Graph& graph, const CleOptions& opt
         continue;
       }
       if (triple) {
-        eq.Triple(l1, links[j], links[j + 1]);
+        RETURN_IF_ERROR(eq.Triple(l1, links[j], links[j + 1]));
         j += 2;
       } else {
-        eq.Pair(l1, links[j]);
+        RETURN_IF_ERROR(eq.Pair(l1, links[j]));
         ++j;
       }
     }
@@ -274,7 +261,7 @@ absl::StatusOr<CleReport> CrossLayerEqualize(Graph& graph, const CleOptions& opt
   }
   if (options.high_bias_absorption) {
     for (auto& [layers, links] : chains) {
-      for (size_t j = 0; j + 1 < layers.size(); ++j) eq.Absorb(graph.nodes[layers[j]], links[j]);
+      for (size_t j = 0; j + 1 < layers.size(); ++j) RETURN_IF_ERROR(eq.Absorb(graph.nodes[layers[j]], links[j]));
     }
   }
   return report;

@@ -26,6 +26,15 @@ absl::Status Quantizer::ComputeFromStatistics() {
   return SetEncodings({*e}, /*freeze=*/false);
 }
 
+void Quantizer::Respec(QuantSpec spec, int axis) {
+  spec_ = spec;
+  axis_ = axis;
+  frozen_ = false;
+  encodings_.clear();
+  scale_ = at::Tensor();
+  zero_point_ = at::Tensor();
+}
+
 absl::Status Quantizer::ComputeFromTensor(const at::Tensor& t) {
   if (frozen_) return absl::OkStatus();
   auto e = ComputeTensorEncodings(t, axis_, method_, percentile_, spec_);

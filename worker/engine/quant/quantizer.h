@@ -29,6 +29,8 @@ class Quantizer {
   /// Frozen encodings are kept by calibration.
   bool frozen() const { return frozen_; }
   bool has_encodings() const { return !encodings_.empty(); }
+  /// Whether calibration has observed any data.
+  bool has_statistics() const { return analyzer_ && analyzer_->has_data(); }
   const std::vector<Encoding>& encodings() const { return encodings_; }
 
   /// Collects statistics of an activation (per-tensor quantizers only).
@@ -39,6 +41,11 @@ class Quantizer {
   absl::Status ComputeFromTensor(const at::Tensor& t);
   /// Sets encodings; `freeze` keeps them through later calibration.
   absl::Status SetEncodings(std::vector<Encoding> encodings, bool freeze);
+
+  /// A new grid (and channel axis) for this quantizer: its encodings are dropped and
+  /// must be computed again; the statistics calibration collected are kept, so an
+  /// activation's encodings can be recomputed without another calibration pass.
+  void Respec(QuantSpec spec, int axis);
 
   /// Quantize-dequantize `x`. Requires encodings; identity when disabled. With
   /// `inplace`, a per-tensor quantizer may overwrite `x` (the caller owns it).

@@ -21,7 +21,8 @@ bool IsDataMovement(const Node& n) {
       "aten::clone", "aten::size", "aten::numel", "aten::dim", "aten::Int",
       "prim::NumToTensor", "prim::ListConstruct", "prim::TupleConstruct",
       "prim::ListUnpack", "prim::TupleUnpack", "aten::max_pool2d"};
-  return n.kind == OpKind::kFlatten || n.kind == OpKind::kDropout || kOps.count(n.op) > 0;
+  return n.kind == OpKind::kFlatten || n.kind == OpKind::kDropout || n.kind == OpKind::kIf ||
+         n.kind == OpKind::kLoop || kOps.count(n.op) > 0;
 }
 
 template <typename T>
@@ -35,6 +36,11 @@ std::optional<T> FirstSet(std::initializer_list<std::optional<T>> options) {
 const OpRule* Lookup(const std::map<std::string, OpRule>& rules, const std::string& key) {
   auto it = rules.find(key);
   return it == rules.end() ? nullptr : &it->second;
+}
+
+std::optional<int> ParamBitwidth(const OpRule& rule, const std::string& role) {
+  auto it = rule.params.find(role);
+  return it == rule.params.end() ? std::nullopt : it->second.bitwidth;
 }
 
 std::optional<bool> ParamField(const OpRule* rule, const std::string& role,
@@ -108,9 +114,7 @@ absl::Status QuantSim::Place() {
         for (int c : graph_.values[cur->outputs[0]].consumers) {
           if (!graph_.nodes[c].removed) consumers.push_back(c);
         }
-        const bool is_output =
-            std::count(graph_.outputs.begin(), graph_.outputs.end(), cur->outputs[0]) > 0;
-        if (consumers.size() != 1 || is_output) {
+        if (consumers.size() != 1 || graph_.IsReturned(cur->outputs[0])) {
           match = false;
           break;
         }
@@ -133,8 +137,8 @@ absl::Status QuantSim::Place() {
     const OpRule* type_rule = Lookup(cfg.op_types, type);
 
     for (const auto& [role, vid] : n->params) {
-      // Weights and biases only: batch-norm statistics and ReLU6 clips are not weights.
-      if (role != "weight" && role != "bias") continue;
+      // Weights and biases only: batch-norm statistics and clip bounds are not weights.
+      if ((role != "weight" && role != "bias") || !graph_.values[vid].IsFloatingPoint()) continue;
       const bool quantized =
           FirstSet<bool>({ParamField(layer_rule, role, &ParamRule::is_quantized),
                           ParamField(type_rule, role, &ParamRule::is_quantized),
@@ -156,8 +160,16 @@ absl::Status QuantSim::Place() {
                           type_rule ? type_rule->per_channel_quantization : std::nullopt,
                           cfg.per_channel_quantization})
               .value_or(options_.per_channel);
-      Quantizer q(spec_for(options_.param_bitwidth, symmetric), options_.param_method,
-                  options_.percentile, per_channel ? 0 : -1);
+      auto param_bitwidth = [&](const OpRule* rule) {
+        return rule ? ParamBitwidth(*rule, role) : std::nullopt;
+      };
+      const int bitwidth =
+          FirstSet<int>({param_bitwidth(layer_rule), param_bitwidth(type_rule),
+                         cfg.params.count(role) ? cfg.params.at(role).bitwidth : std::nullopt,
+                         cfg.default_params.bitwidth})
+              .value_or(options_.param_bitwidth);
+      Quantizer q(spec_for(bitwidth, symmetric), options_.param_method, options_.percentile,
+                  per_channel ? 0 : -1);
       RETURN_IF_ERROR(
           Annotate(q.ComputeFromTensor(graph_.values[vid].constant->toTensor()),
                    graph_.values[vid].name));
@@ -173,17 +185,22 @@ absl::Status QuantSim::Place() {
                         type_rule ? type_rule->is_symmetric : std::nullopt,
                         cfg.default_ops.is_symmetric})
             .value_or(false);
+    const int activation_bitwidth =
+        FirstSet<int>({layer_rule ? layer_rule->bitwidth : std::nullopt,
+                       type_rule ? type_rule->bitwidth : std::nullopt, cfg.default_ops.bitwidth})
+            .value_or(options_.activation_bitwidth);
     for (size_t k = 0; k < n->outputs.size(); ++k) {
       const int vid = n->outputs[k];
-      if (!graph_.values[vid].is_tensor) continue;
+      // Shape arithmetic, indices and masks are never quantized.
+      if (!graph_.values[vid].IsFloatingPoint()) continue;
       const bool is_model_output =
-          std::count(graph_.outputs.begin(), graph_.outputs.end(), vid) > 0;
+          std::count(graph_.outputs().begin(), graph_.outputs().end(), vid) > 0;
       bool quantize = explicit_output.value_or(!IsDataMovement(*n) &&
                                                cfg.default_ops.is_output_quantized.value_or(false));
       if (grouped_outputs.count(vid) && !explicit_output) quantize = false;
       if (is_model_output && cfg.model_output_quantized) quantize = true;
       if (!quantize) continue;
-      act_quantizers_.emplace(vid, Quantizer(spec_for(options_.activation_bitwidth, symmetric),
+      act_quantizers_.emplace(vid, Quantizer(spec_for(activation_bitwidth, symmetric),
                                              options_.activation_method, options_.percentile,
                                              -1));
       act_sites_[vid] = ActivationSite{n->name, false, static_cast<int>(k)};
@@ -192,9 +209,9 @@ absl::Status QuantSim::Place() {
 
   if (cfg.model_input_quantized) {
     const bool symmetric = cfg.default_ops.is_symmetric.value_or(false);
-    for (int vid : graph_.inputs) {
+    for (int vid : graph_.inputs()) {
       const Value& v = graph_.values[vid];
-      if (!v.is_tensor || v.consumers.empty()) continue;
+      if (!v.IsFloatingPoint() || v.consumers.empty()) continue;
       const Node& consumer = graph_.nodes[v.consumers[0]];
       if (excluded.count(consumer.name)) continue;
       const int index = static_cast<int>(
@@ -222,7 +239,17 @@ absl::Status QuantSim::ObserveBatch(const std::vector<c10::IValue>& inputs) {
 }
 
 absl::Status QuantSim::FinishCalibration() {
+  for (int vid : non_float_) {
+    act_quantizers_.erase(vid);
+    act_sites_.erase(vid);
+  }
+  non_float_.clear();
   for (auto& [vid, q] : act_quantizers_) {
+    const int producer = graph_.values[vid].producer;
+    if (!q.frozen() && !q.has_statistics() && producer >= 0 && graph_.nodes[producer].parent >= 0) {
+      q.set_enabled(false);
+      continue;
+    }
     const ActivationSite& site = act_sites_.at(vid);
     RETURN_IF_ERROR(Annotate(q.ComputeFromStatistics(),
                              absl::StrCat(site.layer, site.is_input ? " input " : " output ",
@@ -271,7 +298,7 @@ void QuantSim::SetFloatReference(int value_id, at::Tensor original) {
 }
 
 void QuantSim::SetActivationQuantization(bool enabled) {
-  for (auto& [vid, q] : act_quantizers_) q.set_enabled(enabled);
+  for (auto& [vid, q] : act_quantizers_) q.set_enabled(enabled && q.has_encodings());
 }
 
 absl::StatusOr<c10::IValue> QuantSim::RunFloat(const std::vector<c10::IValue>& inputs, ValueObserver* tap) {
@@ -283,7 +310,7 @@ absl::StatusOr<c10::IValue> QuantSim::RunFloat(const std::vector<c10::IValue>& i
 
 absl::StatusOr<c10::IValue> QuantSim::Run(const std::vector<c10::IValue>& inputs, ValueObserver* tap) {
   for (const auto& [vid, q] : act_quantizers_) {
-    if (!q.has_encodings()) {
+    if (q.enabled() && !q.has_encodings()) {
       const ActivationSite& site = act_sites_.at(vid);
       return absl::FailedPreconditionError(
           absl::StrCat("quantizer at ", site.layer, " has no encodings: calibrate first"));
@@ -332,6 +359,44 @@ absl::Status QuantSim::SetActivationEncodings(int value_id, std::vector<Encoding
   return it->second.SetEncodings(std::move(e), freeze);
 }
 
+absl::Status QuantSim::ChangeQuantizer(int value_id, const QuantizerChange& change) {
+  const bool is_param = param_quantizers_.count(value_id) > 0;
+  auto it = is_param ? param_quantizers_.find(value_id) : act_quantizers_.find(value_id);
+  if (it == (is_param ? param_quantizers_.end() : act_quantizers_.end())) {
+    return absl::NotFoundError(absl::StrCat(graph_.values[value_id].name, " has no quantizer"));
+  }
+  Quantizer& q = it->second;
+  const std::string& name = graph_.values[value_id].name;
+  if (change.enabled) q.set_enabled(*change.enabled);
+  if (!change.bitwidth && !change.symmetric && !change.per_channel) return absl::OkStatus();
+  QuantSpec spec = q.spec();
+  if (change.bitwidth) spec.bitwidth = *change.bitwidth;
+  if (change.symmetric) spec.symmetric = *change.symmetric;
+  RETURN_IF_ERROR(Annotate(spec.Validate(), name));
+  int axis = q.axis();
+  if (change.per_channel) {
+    const auto& readers = graph_.values[value_id].consumers;
+    const Node* layer = readers.empty() ? nullptr : &graph_.nodes[readers[0]];
+    const bool layer_weight = is_param && layer && (layer->kind == OpKind::kConv || layer->kind == OpKind::kLinear) &&
+                              layer->Param("weight") == value_id;
+    if (*change.per_channel && !layer_weight) {
+      return absl::InvalidArgumentError(absl::StrCat(name, ": only conv / linear weights have per-channel encodings"));
+    }
+    axis = *change.per_channel ? 0 : -1;
+  }
+  if (is_param) {
+    q.Respec(spec, axis);
+    RETURN_IF_ERROR(Annotate(q.ComputeFromTensor(graph_.values[value_id].constant->toTensor()), name));
+    return RefreshParam(value_id);
+  }
+  if (!q.has_statistics()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(name, ": no calibration statistics to recompute its encodings from (calibrate first)"));
+  }
+  q.Respec(spec, axis);
+  return Annotate(q.ComputeFromStatistics(), name);
+}
+
 int QuantSim::FindActivation(const std::string& layer, bool is_input, int index) const {
   for (const auto& [vid, site] : act_sites_) {
     if (site.layer == layer && site.is_input == is_input && site.index == index) return vid;
@@ -365,6 +430,11 @@ void QuantSim::OnValue(const Value& value, c10::IValue& v) {
   if (mode_ == Mode::kFloat) return;
   auto it = act_quantizers_.find(value.id);
   if (it == act_quantizers_.end() || !v.isTensor()) return;
+  // A value whose dtype was not known at placement may turn out not to be floating point.
+  if (!v.toTensor().is_floating_point()) {
+    if (mode_ == Mode::kCalibrate) non_float_.insert(value.id);
+    return;
+  }
   if (mode_ == Mode::kCalibrate) {
     it->second.Observe(v.toTensor());
   } else {

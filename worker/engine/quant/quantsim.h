@@ -3,7 +3,9 @@
 #pragma once
 
 #include <map>
+#include <optional>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -32,6 +34,14 @@ struct QuantSimOptions {
   absl::Status Validate() const;
 };
 
+/// A change to one quantizer; fields left unset keep their value.
+struct QuantizerChange {
+  std::optional<int> bitwidth;       // 2..16
+  std::optional<bool> symmetric;
+  std::optional<bool> per_channel;   // conv / linear weights only
+  std::optional<bool> enabled;
+};
+
 /// Where an activation quantizer sits, for export: the output `index` of layer
 /// `layer`, or its input `index` for the model's inputs.
 struct ActivationSite {
@@ -50,6 +60,9 @@ class QuantSim : public ValueObserver {
   /// Calibration: statistics of every activation quantizer over the batches, taken from
   /// the floating-point model. Frozen quantizers keep their encodings.
   absl::Status ObserveBatch(const std::vector<c10::IValue>& inputs);
+  /// Encodings from the statistics. Quantizers whose value turned out not to be floating
+  /// point (shapes were not inferred before placement) are removed; those inside a branch
+  /// calibration never took are switched off, having nothing to go on.
   absl::Status FinishCalibration();
 
   /// The simulated (quantize-dequantize) forward pass. `tap`, when given, sees every
@@ -67,7 +80,8 @@ class QuantSim : public ValueObserver {
   /// see the original model. The first reference given for a value is kept.
   void SetFloatReference(int value_id, at::Tensor original);
   const std::map<int, at::Tensor>& float_references() const { return float_refs_; }
-  /// Turns every activation quantizer on or off (e.g. weight-only AdaRound).
+  /// Turns every activation quantizer on or off (e.g. weight-only AdaRound); only those
+  /// with encodings are turned on.
   void SetActivationQuantization(bool enabled);
 
   const Graph& graph() const { return graph_; }
@@ -87,6 +101,15 @@ class QuantSim : public ValueObserver {
   /// calibration. Refreshes the cached quantized parameters.
   absl::Status SetParamEncodings(int value_id, std::vector<Encoding> e, bool freeze);
   absl::Status SetActivationEncodings(int value_id, std::vector<Encoding> e, bool freeze);
+  /// Changes the quantizer of value `value_id` (a parameter or an activation), as
+  /// sensitivity analysis, mixed precision and QAT do, and recomputes its encodings when
+  /// its grid changed: a parameter's from its tensor, an activation's from the statistics
+  /// calibration collected, without running the model again. Frozen encodings are
+  /// recomputed too. Fails with NotFound when the value has no quantizer, InvalidArgument
+  /// for a bitwidth outside 2..16 or per-channel encodings on anything but a layer's
+  /// weight, FailedPrecondition when an activation has no statistics (encodings loaded
+  /// from a file, or not calibrated yet).
+  absl::Status ChangeQuantizer(int value_id, const QuantizerChange& change);
   /// Value id of the activation at `site`, or -1.
   int FindActivation(const std::string& layer, bool is_input, int index) const;
 
@@ -112,6 +135,7 @@ class QuantSim : public ValueObserver {
   std::map<int, ActivationSite> act_sites_;
   std::map<int, at::Tensor> quantized_params_;
   std::map<int, at::Tensor> float_refs_;
+  std::set<int> non_float_;  // activations calibration saw as integer or bool tensors
   Mode mode_ = Mode::kSimulate;
 };
 

@@ -43,11 +43,21 @@ absl::StatusOr<std::optional<bool>> Bool(const json& j, const std::string& key,
                    v.dump()));
 }
 
+absl::StatusOr<std::optional<int>> Bitwidth(const json& j, const std::string& where) {
+  if (!j.contains("bitwidth")) return std::optional<int>();
+  const json& v = j["bitwidth"];
+  if (!v.is_number_integer() || v.get<int64_t>() < 2 || v.get<int64_t>() > 16) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ".bitwidth: expected an integer in 2..16, got ", v.dump()));
+  }
+  return std::optional<int>(v.get<int>());
+}
+
 absl::StatusOr<ParamRule> ParseParamRule(const json& j, const std::string& where) {
-  RETURN_IF_ERROR(CheckKeys(j, where, {"is_quantized", "is_symmetric"}));
+  RETURN_IF_ERROR(CheckKeys(j, where, {"is_quantized", "is_symmetric", "bitwidth"}));
   ParamRule r;
   ASSIGN_OR_RETURN(r.is_quantized, Bool(j, "is_quantized", where));
   ASSIGN_OR_RETURN(r.is_symmetric, Bool(j, "is_symmetric", where));
+  ASSIGN_OR_RETURN(r.bitwidth, Bitwidth(j, where));
   return r;
 }
 
@@ -65,8 +75,9 @@ absl::StatusOr<OpRule> ParseOpRule(const json& j, const std::string& where) {
   RETURN_IF_ERROR(CheckKeys(j, where,
                             {"is_input_quantized", "is_output_quantized", "is_symmetric",
                              "per_channel_quantization", "params", "supported_kernels",
-                             "encoding_constraints"}));
+                             "encoding_constraints", "bitwidth"}));
   OpRule r;
+  ASSIGN_OR_RETURN(r.bitwidth, Bitwidth(j, where));
   ASSIGN_OR_RETURN(r.is_input_quantized, Bool(j, "is_input_quantized", where));
   ASSIGN_OR_RETURN(r.is_output_quantized, Bool(j, "is_output_quantized", where));
   ASSIGN_OR_RETURN(r.is_symmetric, Bool(j, "is_symmetric", where));

@@ -1,6 +1,8 @@
 // Where quantizers go: AIMET's quantsim config file format (keys `defaults`, `params`,
 // `op_type`, `supergroups`, `model_input`, `model_output`), plus `layers` to override
 // single layers by name. Booleans may be JSON booleans or AIMET's "True"/"False" strings.
+// Op and parameter rules may also give a `bitwidth` (qopt extension: mixed precision per
+// op type or per layer).
 #pragma once
 
 #include <map>
@@ -15,6 +17,7 @@ namespace qopt {
 struct ParamRule {
   std::optional<bool> is_quantized;
   std::optional<bool> is_symmetric;
+  std::optional<int> bitwidth;  // 2..16; default: the recipe's param_bitwidth
 };
 
 struct OpRule {
@@ -22,6 +25,7 @@ struct OpRule {
   std::optional<bool> is_output_quantized;
   std::optional<bool> is_symmetric;
   std::optional<bool> per_channel_quantization;
+  std::optional<int> bitwidth;  // of the output quantizer, 2..16; default: activation_bitwidth
   std::map<std::string, ParamRule> params;  // "weight", "bias", ...
 };
 

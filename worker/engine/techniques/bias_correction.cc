@@ -77,7 +77,7 @@ class OutputMeanObserver : public ValueObserver {
 };
 
 // E[x] per input channel of `layer`, when its input comes from a layer with batch-norm
-// statistics through ReLU / ReLU6 / dropout only.
+// statistics through ReLU, clips with a lower bound of zero, and dropout only.
 std::optional<at::Tensor> InputMean(const Graph& g, const Node& layer) {
   constexpr double kInf = std::numeric_limits<double>::infinity();
   double lo = -kInf;
@@ -100,13 +100,11 @@ std::optional<at::Tensor> InputMean(const Graph& g, const Node& layer) {
       case OpKind::kRelu:
         lo = 0.0;
         break;
-      case OpKind::kRelu6: {
+      case OpKind::kClip: {
+        const auto clip = ClipBounds(g, p);
+        if (!clip || !clip->Rectifies()) return std::nullopt;
         lo = 0.0;
-        const int clip = p.Param("clip_max");
-        const at::Tensor c = clip >= 0
-                                 ? g.values[clip].constant->toTensor().to(at::kDouble).flatten()
-                                 : at::full({1}, 6.0, at::kDouble);
-        hi = hi ? at::minimum(*hi, c) : c;
+        hi = hi ? at::minimum(*hi, clip->hi) : clip->hi;
         break;
       }
       case OpKind::kDropout:
