@@ -1,6 +1,7 @@
 #include "absl/strings/str_cat.h"
 #include "api/services.h"
 #include "recipe_check.h"
+#include "recipe_files.h"
 
 namespace qopt::server {
 grpc::Status JobServiceImpl::SubmitJob(grpc::ServerContext* ctx, const v1::SubmitJobRequest* request,
@@ -15,9 +16,7 @@ grpc::Status JobServiceImpl::SubmitJob(grpc::ServerContext* ctx, const v1::Submi
   if (absl::Status s = catalog_->ResolveRecipe(tenant, &recipe); !s.ok()) return ToGrpc(s);
   if (absl::Status s = catalog_->CheckQuota(tenant, 0); !s.ok()) return ToGrpc(s);
   std::vector<std::string> inputs;
-  for (const auto& [field, sha] : RecipeBlobFields(recipe)) {
-    if (!sha.empty()) inputs.push_back(sha);
-  }
+  for (const RecipeFile& file : RecipeFiles(recipe)) inputs.push_back(file.value);
   auto job = jobs_->Submit(tenant, recipe, request->priority(), request->request_id(), inputs);
   if (!job.ok()) return ToGrpc(job.status());
   *response = *job;

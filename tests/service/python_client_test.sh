@@ -168,10 +168,13 @@ fields = {"model": {"path": "resume.bin"},
           "quantization": {"config_path": "resume.bin", "freeze_encodings_path": "resume.bin"}}
 message, sent = recipes.to_recipe(fields), []
 recipes.replace_local_files(message, tmp, lambda p: sent.append(p) or "f" * 64)
-values = [getattr(getattr(message, m), f) for m, f in recipes.INPUT_FIELDS]
+values = {label: getattr(m, f) for label, m, f in recipes.file_fields(message)}
+expected = {label: "f" * 64 for label in (
+    "model.path", "calibration_data.path", "evaluation_data.path", "evaluation_data.labels_path",
+    "quantization.config_path", "quantization.freeze_encodings_path")}
+expected["calibration_data.labels_path"] = sha
 check("recipe files: all seven fields replaced, the file uploaded once",
-      values == ["f" * 64] * 2 + [sha] + ["f" * 64] * 4 and sent == [path]
-      and message.calibration_data.name == "kept", (values, sent))
+      values == expected and sent == [path] and message.calibration_data.name == "kept", (values, sent))
 
 # Local files in a recipe dict are uploaded; unknown fields are errors before any call.
 preprocess = {"mean": [0.2860], "std": [0.3530]}
