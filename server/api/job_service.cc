@@ -2,6 +2,7 @@
 #include "api/services.h"
 #include "recipe_check.h"
 #include "recipe_files.h"
+#include "report_json.h"
 
 namespace qopt::server {
 grpc::Status JobServiceImpl::SubmitJob(grpc::ServerContext* ctx, const v1::SubmitJobRequest* request,
@@ -90,9 +91,12 @@ grpc::Status JobServiceImpl::GetReport(grpc::ServerContext* ctx, const v1::GetRe
   Metrics::RpcTimer timer(metrics_, "GetReport");
   std::string tenant;
   if (grpc::Status s = auth_->Tenant(ctx, &tenant); !s.ok()) return s;
-  auto report = jobs_->Report(tenant, request->id());
-  if (!report.ok()) return ToGrpc(report.status());
-  response->set_json(*report);
+  auto json = jobs_->Report(tenant, request->id());
+  if (!json.ok()) return ToGrpc(json.status());
+  auto report = ReportFromJson(*json);
+  // The worker wrote it: a report that does not parse is the service's fault, not the caller's.
+  if (!report.ok()) return ToGrpc(absl::InternalError(absl::StrCat("job ", request->id(), ": ", report.status().message())));
+  *response = *std::move(report);
   return grpc::Status::OK;
 }
 

@@ -13,13 +13,12 @@
 #include "recipe/recipe.h"
 #include "recipe/staging.h"
 #include "recipe/steps/run_context.h"
+#include "report_json.h"
 #include "status.h"
 #include "steps/step_spec.h"
 
 namespace qopt {
 namespace {
-
-using json = nlohmann::ordered_json;
 
 absl::StatusOr<c10::Device> ParseDevice(const std::string& name) {
   const std::string d = name.empty() ? "cpu" : name;
@@ -40,7 +39,7 @@ double Seconds(std::chrono::steady_clock::time_point start) {
 }
 
 // Runs step `i` (0-based) and returns its part of the report.
-absl::StatusOr<json> RunStep(const v1::Recipe& recipe, int i, RunContext& run) {
+absl::StatusOr<v1::StepReport> RunStep(const v1::Recipe& recipe, int i, RunContext& run) {
   const v1::Step step = StepWithDefaults(recipe.steps(i));
   const std::string stage = StepName(step);
   const StepRun run_step = FindStepRun(step.kind_case());
@@ -49,12 +48,15 @@ absl::StatusOr<json> RunStep(const v1::Recipe& recipe, int i, RunContext& run) {
                                                  " is not supported by this worker"));
   }
   const auto start = std::chrono::steady_clock::now();
-  json part;
-  part["step"] = stage;
+  const size_t artifacts_before = run.artifacts().size();
+  v1::StepReport part;
+  part.set_step(stage);
+  part.set_index(i + 1);
   run.BeginStep(i + 1, stage, &part);
   RETURN_IF_ERROR(run.Progress(0.0, ""));
   RETURN_IF_ERROR(run_step(step, run));
-  part["seconds"] = Seconds(start);
+  part.set_seconds(Seconds(start));
+  for (size_t k = artifacts_before; k < run.artifacts().size(); ++k) part.add_artifacts(run.artifacts()[k]);
   RETURN_IF_ERROR(run.Progress(1.0, "done"));
   return part;
 }
@@ -82,21 +84,19 @@ absl::StatusOr<RunSummary> RunRecipe(const v1::Recipe& recipe, const RunOptions&
   ASSIGN_OR_RETURN(Staging staging, Staging::Create(options.out_dir));
   RunContext run(recipe, device, sim_options, options, &staging);
   RETURN_IF_ERROR(LoadModel(run));
-  json report;
-  report["recipe"] = recipe.name();
-  report["model"] = recipe.model().path();
-  report["device"] = device.str();
-  report["steps"] = json::array();
-  for (int i = 0; i < recipe.steps_size(); ++i) {
-    ASSIGN_OR_RETURN(json part, RunStep(recipe, i, run));
-    report["steps"].push_back(std::move(part));
-  }
-  report["metrics"] = run.metrics;
-  if (const std::optional<double> peak = PeakMemoryMiB()) report["peak_memory_mib"] = std::round(*peak * 10) / 10;
-
   RunSummary summary;
+  v1::Report& report = summary.report;
+  report.set_recipe(recipe.name());
+  report.set_model(recipe.model().path());
+  report.set_device(device.str());
+  for (int i = 0; i < recipe.steps_size(); ++i) {
+    ASSIGN_OR_RETURN(*report.add_steps(), RunStep(recipe, i, run));
+  }
+  report.mutable_metrics()->insert(run.metrics.begin(), run.metrics.end());
+  if (const std::optional<double> peak = PeakMemoryMiB()) report.set_peak_memory_mib(std::round(*peak * 10) / 10);
+
   summary.metrics = run.metrics;
-  summary.report_json = report.dump(2);
+  summary.report_json = ReportToJson(report);
   RETURN_IF_ERROR(run.WriteArtifact("report.json", summary.report_json));
   RETURN_IF_ERROR(staging.Commit(run.artifacts()));
   summary.artifacts = run.artifacts();

@@ -9,6 +9,7 @@
 
 #include "absl/status/statusor.h"
 #include "qopt/v1/recipe.pb.h"
+#include "qopt/v1/report.pb.h"
 
 namespace qopt {
 
@@ -35,6 +36,7 @@ struct RunOptions {
 struct RunSummary {
   std::vector<std::string> artifacts;       // file names inside out_dir
   std::map<std::string, double> metrics;    // e.g. "output_sqnr_db", "top1_agreement"
+  v1::Report report;
   std::string report_json;                  // the report written as report.json
 };
 

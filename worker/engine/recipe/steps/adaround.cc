@@ -21,32 +21,30 @@ AdaRoundOptions AdaRoundOptionsFrom(const v1::AdaRoundStep& a) {
   return o;
 }
 
-namespace {
-
-nlohmann::ordered_json LayersJson(const std::vector<AdaRoundLayerResult>& layers) {
-  auto out = nlohmann::ordered_json::array();
-  for (const AdaRoundLayerResult& r : layers) {
-    out.push_back({{"layer", r.layer}, {"weights", r.weights}, {"iterations", r.iterations},
-                   {"nearest_error", r.nearest_error}, {"adaround_error", r.adaround_error},
-                   {"flipped", r.flipped}, {"seconds", r.seconds}, {"spilled", r.spilled}});
-  }
-  return out;
-}
-
-}  // namespace
-
 absl::Status RunAdaRoundStep(const v1::Step& step, RunContext& run) {
   const v1::AdaRoundStep& a = step.adaround();
   ASSIGN_OR_RETURN(const std::vector<at::Tensor> inputs, run.CalibrationInputs(a.num_batches()));
   AdaRoundOptions options = AdaRoundOptionsFrom(a);
   options.on_progress = [&](const AdaRoundProgress& p) { return run.Progress(p.Fraction(), p.Describe()); };
   ASSIGN_OR_RETURN(std::vector<AdaRoundLayerResult> layers, ApplyAdaRound(*run.graph, *run.sim, inputs, options));
-  run.part()["layers"] = LayersJson(layers);
   double nearest = 0, learned = 0;
-  for (const auto& r : layers) {
+  for (const AdaRoundLayerResult& r : layers) {
+    v1::LayerRow* row = run.part().add_layers();
+    row->set_layer(r.layer);
+    auto& f = *row->mutable_figures();
+    f["weights"] = r.weights;
+    f["iterations"] = r.iterations;
+    f["nearest_error"] = r.nearest_error;
+    f["adaround_error"] = r.adaround_error;
+    f["flipped"] = r.flipped;
+    f["seconds"] = r.seconds;
+    f["spilled"] = r.spilled;
     nearest += r.nearest_error;
     learned += r.adaround_error;
   }
+  auto& figures = *run.part().mutable_figures();
+  figures["nearest_error"] = nearest;
+  figures["adaround_error"] = learned;
   return run.Log(absl::StrFormat(
       "adaround: %d layers, reconstruction error %.3g with learned rounding vs %.3g nearest (sum over layers)",
       static_cast<int>(layers.size()), learned, nearest));

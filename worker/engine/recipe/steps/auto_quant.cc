@@ -9,14 +9,19 @@
 namespace qopt {
 namespace {
 
-nlohmann::ordered_json StagesJson(const std::vector<AutoQuantStage>& stages) {
-  auto out = nlohmann::ordered_json::array();
-  for (const AutoQuantStage& st : stages) {
+// Each stage tried, with its figures, and which one was kept.
+absl::Status Describe(const AutoQuantResult& chosen, double allowed_drop, v1::StepReport* part) {
+  nlohmann::ordered_json details;
+  details["stages"] = nlohmann::ordered_json::array();
+  for (const AutoQuantStage& st : chosen.stages) {
     nlohmann::ordered_json js = {{"stage", st.name}, {"drop", st.drop}, {"seconds", st.seconds}};
     for (const auto& [k, v] : st.figures) js[k] = v;
-    out.push_back(std::move(js));
+    details["stages"].push_back(std::move(js));
   }
-  return out;
+  details["kept"] = chosen.kept;
+  details["figure"] = chosen.figure;
+  (*part->mutable_figures())["allowed_drop"] = allowed_drop;
+  return SetDetails(details, part);
 }
 
 }  // namespace
@@ -38,11 +43,7 @@ absl::Status RunAutoQuantStep(const v1::Step& step, RunContext& run) {
   run.sim.reset();
   run.graph = std::move(chosen.graph);
   run.sim = std::move(chosen.sim);
-  nlohmann::ordered_json& part = run.part();
-  part["stages"] = StagesJson(chosen.stages);
-  part["kept"] = chosen.kept;
-  part["figure"] = chosen.figure;
-  part["allowed_drop"] = in.allowed_drop;
+  RETURN_IF_ERROR(Describe(chosen, in.allowed_drop, &run.part()));
   return run.Log(absl::StrCat("auto_quant: kept ", chosen.kept));
 }
 

@@ -16,14 +16,18 @@ absl::Status RunBiasCorrectionStep(const v1::Step& step, RunContext& run) {
   };
   ASSIGN_OR_RETURN(const std::vector<at::Tensor> inputs, run.CalibrationInputs(bc.num_batches()));
   ASSIGN_OR_RETURN(std::vector<BiasCorrectionResult> corrected, CorrectBias(*run.graph, *run.sim, inputs, options));
-  auto layers = nlohmann::ordered_json::array();
   int analytical = 0;
   for (const BiasCorrectionResult& r : corrected) {
-    layers.push_back({{"layer", r.layer}, {"method", r.method}, {"mean_abs_shift", r.mean_abs_shift}});
+    v1::LayerRow* row = run.part().add_layers();
+    row->set_layer(r.layer);
+    (*row->mutable_labels())["method"] = r.method;
+    (*row->mutable_figures())["mean_abs_shift"] = r.mean_abs_shift;
     analytical += r.method == "analytical";
   }
-  run.part()["layers"] = layers;
-  run.part()["batches"] = inputs.size();
+  auto& figures = *run.part().mutable_figures();
+  figures["batches"] = inputs.size();
+  figures["analytical"] = analytical;
+  figures["empirical"] = corrected.size() - analytical;
   return run.Log(absl::StrCat("bias_correction: ", corrected.size(), " layers (", analytical, " analytical, ",
                               corrected.size() - analytical, " empirical)"));
 }

@@ -20,10 +20,10 @@ absl::Status RunCalibrateStep(const v1::Step& step, RunContext& run) {
   }
   RETURN_IF_ERROR(run.sim->FinishCalibration());
   const size_t params = run.sim->param_quantizers().size(), activations = run.sim->activation_quantizers().size();
-  nlohmann::ordered_json& part = run.part();
-  part["batches"] = n;
-  part["param_quantizers"] = params;
-  part["activation_quantizers"] = activations;
+  auto& figures = *run.part().mutable_figures();
+  figures["batches"] = n;
+  figures["param_quantizers"] = params;
+  figures["activation_quantizers"] = activations;
   return run.Log(absl::StrCat("calibrate: ", n, " batches, ", params, " parameter and ", activations,
                               " activation quantizers"));
 }

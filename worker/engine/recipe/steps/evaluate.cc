@@ -14,8 +14,9 @@ absl::Status RunEvaluateStep(const v1::Step& step, RunContext& run) {
     return run.Progress(static_cast<double>(done) / total, absl::StrCat("batch ", done, "/", total));
   }));
   const Figures& f = run.metrics;
-  for (const auto& [k, v] : f) run.part()[k] = v;
-  run.part()["batches"] = n;
+  auto& figures = *run.part().mutable_figures();
+  figures.insert(f.begin(), f.end());
+  figures["batches"] = n;
   std::string line = absl::StrFormat("evaluate: output SQNR %.2f dB, top-1 agreement %.4f", f.at("output_sqnr_db"),
                                      f.at("top1_agreement"));
   if (f.count("top1")) absl::StrAppendFormat(&line, ", top1 %.4f (fp32 %.4f)", f.at("top1"), f.at("fp32_top1"));

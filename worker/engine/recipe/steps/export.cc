@@ -17,7 +17,6 @@ absl::Status RunExportStep(const v1::Step& step, RunContext& run) {
     run.AddArtifact(name);
   }
   if (e.encodings() && run.sim) RETURN_IF_ERROR(run.WriteArtifact(e.prefix() + ".encodings", EncodingsToJson(*run.sim)));
-  run.part()["files"] = run.artifacts();
   return run.Log(absl::StrCat("export: ", absl::StrJoin(run.artifacts(), ", ")));
 }
 

@@ -8,9 +8,13 @@ namespace qopt {
 
 absl::Status RunFoldBatchNormStep(const v1::Step&, RunContext& run) {
   ASSIGN_OR_RETURN(auto folded, FoldBatchNorms(*run.graph));
-  auto pairs = nlohmann::ordered_json::array();
-  for (const auto& f : folded) pairs.push_back({f.batch_norm, f.layer});
-  run.part()["folded"] = pairs;
+  v1::StepReport& part = run.part();
+  for (const auto& f : folded) {
+    v1::LayerRow* row = part.add_layers();
+    row->set_layer(f.layer);
+    (*row->mutable_labels())["batch_norm"] = f.batch_norm;
+  }
+  (*part.mutable_figures())["folded"] = folded.size();
   return run.Log(absl::StrCat("fold_batch_norm: ", folded.size(), " batch norms folded"));
 }
 

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include <google/protobuf/util/json_util.h>
+
 #include "absl/strings/str_cat.h"
 #include "data/dataset.h"
 #include "ir/import.h"
@@ -35,6 +37,12 @@ absl::StatusOr<std::vector<Batch>> LoadBatches(const v1::DataRef& ref, const c10
 }
 
 }  // namespace
+
+absl::Status SetDetails(const nlohmann::ordered_json& details, v1::StepReport* part) {
+  const auto status = google::protobuf::util::JsonStringToMessage(details.dump(), part->mutable_details());
+  if (!status.ok()) return absl::InternalError(absl::StrCat("step details: ", status.message().as_string()));
+  return absl::OkStatus();
+}
 
 size_t Limit(int n, size_t available) { return n > 0 ? std::min<size_t>(n, available) : available; }
 
@@ -72,7 +80,7 @@ absl::StatusOr<std::vector<at::Tensor>> RunContext::CalibrationInputs(int n) {
   return inputs;
 }
 
-void RunContext::BeginStep(int index, std::string stage, nlohmann::ordered_json* part) {
+void RunContext::BeginStep(int index, std::string stage, v1::StepReport* part) {
   step_ = index;
   stage_ = std::move(stage);
   part_ = part;

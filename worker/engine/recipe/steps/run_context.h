@@ -13,6 +13,7 @@
 #include "eval/evaluate.h"
 #include "ir/graph.h"
 #include "qopt/v1/recipe.pb.h"
+#include "qopt/v1/report.pb.h"
 #include "quant/quantsim.h"
 #include "recipe/runner.h"
 #include "recipe/staging.h"
@@ -39,7 +40,7 @@ class RunContext {
 
   /// Makes step `index` (1-based; 0 = loading) the one that progress is reported for and
   /// whose report part the step fills.
-  void BeginStep(int index, std::string stage, nlohmann::ordered_json* part);
+  void BeginStep(int index, std::string stage, v1::StepReport* part);
   /// Status of the running step; Cancelled once the caller asks to stop.
   absl::Status Progress(double fraction, std::string message);
   /// A result line for the job's history, with the figures behind it.
@@ -57,8 +58,8 @@ class RunContext {
   std::unique_ptr<QuantSim> sim;
   /// The run's headline figures (the last evaluation's).
   Figures metrics;
-  /// The running step's part of report.json.
-  nlohmann::ordered_json& part() { return *part_; }
+  /// The running step's part of the report.
+  v1::StepReport& part() { return *part_; }
 
  private:
   absl::Status Emit(qopt::Progress progress);
@@ -73,8 +74,11 @@ class RunContext {
   bool calibration_loaded_ = false, evaluation_loaded_ = false;
   int step_ = 0;
   std::string stage_;
-  nlohmann::ordered_json* part_ = nullptr;
+  v1::StepReport* part_ = nullptr;
 };
+
+/// Sets `part`'s details (structure that fits no figure, row or series) from JSON.
+absl::Status SetDetails(const nlohmann::ordered_json& details, v1::StepReport* part);
 
 /// The first `n` of `available` (0 = all).
 size_t Limit(int n, size_t available);
