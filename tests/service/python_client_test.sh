@@ -201,6 +201,10 @@ done = a.wait(job.id, on_event=events.append)
 check("wait returns the finished job", done.state == service_pb2.SUCCEEDED, f"{state_name(done.state)} {done.error}")
 check("wait saw every event once, in order",
       [e.sequence for e in events] == sorted({e.sequence for e in events}) and events[-1].state == service_pb2.SUCCEEDED)
+finished = [e.step_report for e in events if e.HasField("step_report")]
+check("each step's report arrives as it finishes",
+      [(s.index, s.step) for s in finished] == [(1, "calibrate"), (2, "evaluate"), (3, "export")]
+      and 0.8 < finished[1].figures["top1"] <= 1 and "model.encodings" in finished[2].artifacts, finished)
 resumed = list(a.watch(job.id, after=events[-2].sequence))
 check("watch resumes after a sequence", [e.sequence for e in resumed] == [events[-1].sequence], resumed)
 report = a.report(job.id)

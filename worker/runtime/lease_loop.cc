@@ -122,6 +122,7 @@ class Worker {
     // Log lines and figures not yet delivered; a heartbeat that fails keeps them.
     std::vector<std::string> pending_logs;
     std::map<std::string, double> pending_metrics;
+    std::vector<v1::StepReport> pending_steps;
     const auto started = std::chrono::steady_clock::now();
 
     // One heartbeat: extends the lease, carries the latest progress, the pending log
@@ -144,6 +145,9 @@ class Worker {
       std::map<std::string, double> figures;
       figures.swap(pending_metrics);
       for (const std::string& line : logs) hb.add_log_lines(line);
+      std::vector<v1::StepReport> steps;
+      steps.swap(pending_steps);
+      for (const v1::StepReport& step : steps) *hb.add_step_reports() = step;
       hb.mutable_metrics()->insert(figures.begin(), figures.end());
       lock.unlock();
       grpc::ClientContext ctx;
@@ -157,6 +161,7 @@ class Worker {
       if (!s.ok()) {
         pending_logs.insert(pending_logs.begin(), logs.begin(), logs.end());
         pending_metrics.insert(figures.begin(), figures.end());
+        pending_steps.insert(pending_steps.begin(), steps.begin(), steps.end());
       }
     };
     std::thread heartbeat([&] {
@@ -181,6 +186,7 @@ class Worker {
         latest = p;
         if (p.log) pending_logs.push_back(p.message);
         for (const auto& [k, v] : p.metrics) pending_metrics[k] = v;
+        if (p.step_report) pending_steps.push_back(*p.step_report);
       };
       run.cancelled = [&] { return cancelled.load(); };
       summary = RunRecipe(recipe, run);
@@ -194,7 +200,7 @@ class Worker {
     if (!cancelled) {
       // What the last steps logged, before the job's final state.
       std::unique_lock<std::mutex> lock(mu);
-      if (!pending_logs.empty() || !pending_metrics.empty()) heartbeat_once(lock);
+      if (!pending_logs.empty() || !pending_metrics.empty() || !pending_steps.empty()) heartbeat_once(lock);
     }
 
     if (cancelled) {

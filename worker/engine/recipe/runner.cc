@@ -57,7 +57,7 @@ absl::StatusOr<v1::StepReport> RunStep(const v1::Recipe& recipe, int i, RunConte
   RETURN_IF_ERROR(run_step(step, run));
   part.set_seconds(Seconds(start));
   for (size_t k = artifacts_before; k < run.artifacts().size(); ++k) part.add_artifacts(run.artifacts()[k]);
-  RETURN_IF_ERROR(run.Progress(1.0, "done"));
+  RETURN_IF_ERROR(run.Finish(part));
   return part;
 }
 

@@ -4,6 +4,7 @@
 
 #include <functional>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -21,6 +22,7 @@ struct Progress {
   std::string message;   // status line ("batch 3/16") or, when `log`, a line to keep
   bool log = false;      // a result worth keeping in the job's history, not just status
   std::map<std::string, double> metrics;  // figures the step produced (evaluate: top1, ...)
+  std::shared_ptr<const v1::StepReport> step_report;  // set once per step, when it finished
 };
 
 struct RunOptions {

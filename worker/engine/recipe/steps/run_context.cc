@@ -100,6 +100,12 @@ absl::Status RunContext::Log(std::string line, Figures figures) {
   return Emit(qopt::Progress{step_, recipe_.steps_size(), stage_, 1.0, std::move(line), true, std::move(figures)});
 }
 
+absl::Status RunContext::Finish(const v1::StepReport& part) {
+  qopt::Progress done{step_, recipe_.steps_size(), stage_, 1.0, "done"};
+  done.step_report = std::make_shared<const v1::StepReport>(part);
+  return Emit(std::move(done));
+}
+
 absl::Status RunContext::WriteArtifact(const std::string& name, const std::string& text) {
   RETURN_IF_ERROR(WriteText(staging_->Path(name), text));
   AddArtifact(name);

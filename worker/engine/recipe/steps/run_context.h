@@ -45,6 +45,8 @@ class RunContext {
   absl::Status Progress(double fraction, std::string message);
   /// A result line for the job's history, with the figures behind it.
   absl::Status Log(std::string line, Figures figures = {});
+  /// The running step finished with its part of the report.
+  absl::Status Finish(const v1::StepReport& part);
 
   /// Writes an artifact into the staging folder; it moves out when the run succeeds.
   absl::Status WriteArtifact(const std::string& name, const std::string& text);
