@@ -8,6 +8,7 @@
 #include "download.h"
 #include "errors.h"
 #include "job_format.h"
+#include "report_json.h"
 #include "status.h"
 #include "upload.h"
 #include "watch.h"
@@ -153,8 +154,9 @@ absl::StatusOr<int> RunReport(Connection& connection, const std::string& job_id)
   v1::Report report;
   auto context = connection.UnaryContext();
   RETURN_IF_ERROR(FromGrpc(connection.jobs().GetReport(context.get(), request, &report)));
-  std::fputs(report.json().c_str(), stdout);
-  if (report.json().empty() || report.json().back() != '\n') std::fputs("\n", stdout);
+  const std::string json = ReportToJson(report);
+  std::fputs(json.c_str(), stdout);
+  if (json.empty() || json.back() != '\n') std::fputs("\n", stdout);
   return kExitOk;
 }
 

@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "errors.h"
+#include "recipe_files.h"
 #include "sha256.h"
 #include "yaml_json.h"
 #include "status.h"
@@ -20,34 +21,6 @@ namespace qopt::cli {
 namespace {
 
 namespace fs = std::filesystem;
-
-struct InputField {
-  const char* label;
-  std::string* path;
-};
-
-// The recipe's input paths, for the sub-messages that are present only: asking for a
-// missing one would add an empty message and change the recipe's meaning.
-std::vector<InputField> InputFields(v1::Recipe* recipe) {
-  std::vector<InputField> fields;
-  if (recipe->has_model()) fields.push_back({"model.path", recipe->mutable_model()->mutable_path()});
-  if (recipe->has_calibration_data()) {
-    auto* data = recipe->mutable_calibration_data();
-    fields.push_back({"calibration_data.path", data->mutable_path()});
-    fields.push_back({"calibration_data.labels_path", data->mutable_labels_path()});
-  }
-  if (recipe->has_evaluation_data()) {
-    auto* data = recipe->mutable_evaluation_data();
-    fields.push_back({"evaluation_data.path", data->mutable_path()});
-    fields.push_back({"evaluation_data.labels_path", data->mutable_labels_path()});
-  }
-  if (recipe->has_quantization()) {
-    auto* q = recipe->mutable_quantization();
-    fields.push_back({"quantization.config_path", q->mutable_config_path()});
-    fields.push_back({"quantization.freeze_encodings_path", q->mutable_freeze_encodings_path()});
-  }
-  return fields;
-}
 
 // A bare sha256 stays as it is unless a file of that name sits next to the recipe.
 std::string ResolveAgainst(const fs::path& folder, const std::string& path) {
@@ -82,9 +55,10 @@ absl::StatusOr<v1::Recipe> LoadRecipe(const std::string& path, const RecipeOverr
   }
 
   const fs::path folder = fs::path(path).parent_path();
-  for (const InputField& field : InputFields(&recipe)) {
-    *field.path = ResolveAgainst(folder, *field.path);
-  }
+  (void)EditRecipeFiles(&recipe, [&](const std::string&, std::string* value) {
+    *value = ResolveAgainst(folder, *value);
+    return absl::OkStatus();
+  });
   if (!overrides.model.empty()) recipe.mutable_model()->set_path(overrides.model);
   if (!overrides.data.empty()) recipe.mutable_calibration_data()->set_path(overrides.data);
   if (!overrides.eval_data.empty()) recipe.mutable_evaluation_data()->set_path(overrides.eval_data);
@@ -97,12 +71,11 @@ absl::StatusOr<v1::Recipe> LoadRecipe(const std::string& path, const RecipeOverr
 absl::Status UploadRecipeInputs(Connection& connection, v1::Recipe* recipe) {
   // The same file often serves as calibration and evaluation data; hash it once.
   std::map<std::string, std::string> uploaded;
-  for (const InputField& field : InputFields(recipe)) {
-    std::string& path = *field.path;
-    if (path.empty()) continue;
+  return EditRecipeFiles(recipe, [&](const std::string& field, std::string* value) -> absl::Status {
+    std::string& path = *value;
     if (auto it = uploaded.find(path); it != uploaded.end()) {
       path = it->second;
-      continue;
+      return absl::OkStatus();
     }
     std::error_code ec;
     const fs::file_status st = fs::status(path, ec);
@@ -116,13 +89,12 @@ absl::Status UploadRecipeInputs(Connection& connection, v1::Recipe* recipe) {
       uploaded.emplace(path, blob->sha256);
       path = blob->sha256;
     } else if (fs::is_directory(st)) {
-      return UsageError(absl::StrCat(field.label, ": ", path,
-                                     " is a folder; the service takes single files"));
+      return UsageError(absl::StrCat(field, ": ", path, " is a folder; the service takes single files"));
     } else if (!IsSha256Hex(path)) {
-      return UsageError(absl::StrCat(field.label, ": no such file: ", path));
+      return UsageError(absl::StrCat(field, ": no such file: ", path));
     }
-  }
-  return absl::OkStatus();
+    return absl::OkStatus();
+  });
 }
 
 }  // namespace qopt::cli

@@ -11,118 +11,41 @@
 #include "absl/strings/string_view.h"
 #include "calibration_method.h"
 #include "status.h"
+#include "steps/step_spec.h"
 
 namespace qopt {
 namespace {
 
-absl::Status CheckNames(const std::string& where, const char* field,
-                        const google::protobuf::RepeatedPtrField<std::string>& names) {
-  for (const std::string& name : names) {
-    if (name.empty()) return absl::InvalidArgumentError(absl::StrCat(where, ": ", field, " has an empty name"));
+// Where a step may stand, from what its spec says it requires and invalidates.
+absl::Status CheckOrder(const std::string& where, const std::string& name, const StepSpec& spec,
+                        const StepsBefore& before) {
+  if (spec.part_of_auto_quant && before.automatic) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ": ", name, " cannot be combined with auto_quant, which runs it itself"));
+  }
+  if (spec.invalidates_sim && before.calibrated) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ": ", name, " must come before calibrate"));
+  }
+  if (spec.requires_sim && !before.calibrated) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ": ", name, " needs a calibrate step before it"));
   }
   return absl::OkStatus();
 }
 
-absl::Status CheckAdaRound(const std::string& where, const v1::AdaRoundStep& a) {
-  if (a.num_iterations() < 0 || a.num_batches() < 0 || a.batch_size() < 0 || a.memory_budget_mb() < 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        where, ": num_iterations, num_batches, batch_size and memory_budget_mb must be >= 0"));
-  }
-  if (a.reg_param() < 0 || a.learning_rate() < 0) {
-    return absl::InvalidArgumentError(absl::StrCat(where, ": reg_param and learning_rate must be >= 0"));
-  }
-  const double beta_start = a.beta_start() != 0 ? a.beta_start() : 20.0;
-  const double beta_end = a.beta_end() != 0 ? a.beta_end() : 2.0;
-  if (!(beta_end > 0 && beta_start >= beta_end)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        where, ": beta is annealed from beta_start down to beta_end > 0, got ", beta_start, " -> ", beta_end));
-  }
-  if (!(a.warm_start() >= 0 && a.warm_start() < 1)) {
-    return absl::InvalidArgumentError(absl::StrCat(where, ": warm_start must be in [0, 1), got ", a.warm_start()));
-  }
-  return CheckNames(where, "skip_layers", a.skip_layers());
-}
-
 absl::Status CheckSteps(const v1::Recipe& recipe) {
   if (recipe.steps().empty()) return absl::InvalidArgumentError("recipe has no steps");
-  bool calibrated = false;
+  StepsBefore before;
   bool needs_data = false;
-  bool automatic = false;
   for (int i = 0; i < recipe.steps_size(); ++i) {
-    const v1::Step& step = recipe.steps(i);
     const std::string where = absl::StrCat("steps[", i, "]");
-    auto after_calibrate = [&](const char* name) -> absl::Status {
-      if (calibrated) return absl::OkStatus();
-      return absl::InvalidArgumentError(absl::StrCat(where, ": ", name, " needs a calibrate step before it"));
-    };
-    auto before_calibrate = [&](const char* name) -> absl::Status {
-      if (automatic) {
-        return absl::InvalidArgumentError(absl::StrCat(where, ": ", name, " cannot be combined with auto_quant, which runs it itself"));
-      }
-      if (!calibrated) return absl::OkStatus();
-      return absl::InvalidArgumentError(absl::StrCat(where, ": ", name, " must come before calibrate"));
-    };
-    switch (step.kind_case()) {
-      case v1::Step::kFoldBatchNorm:
-        RETURN_IF_ERROR(before_calibrate("fold_batch_norm"));
-        break;
-      case v1::Step::kCrossLayerEqualization:
-        RETURN_IF_ERROR(before_calibrate("cross_layer_equalization"));
-        break;
-      case v1::Step::kCalibrate:
-        RETURN_IF_ERROR(before_calibrate("calibrate"));
-        if (step.calibrate().num_batches() < 0) {
-          return absl::InvalidArgumentError(where + ": calibrate.num_batches must be >= 0");
-        }
-        calibrated = true;
-        needs_data = true;
-        break;
-      case v1::Step::kBiasCorrection: {
-        RETURN_IF_ERROR(after_calibrate("bias_correction"));
-        const v1::BiasCorrectionStep& bc = step.bias_correction();
-        if (!bc.mode().empty() && bc.mode() != "empirical" && bc.mode() != "analytical") {
-          return absl::InvalidArgumentError(absl::StrCat(
-              where, ": bias_correction.mode '", bc.mode(), "' is not empirical or analytical"));
-        }
-        if (bc.num_batches() < 0) return absl::InvalidArgumentError(where + ": bias_correction.num_batches must be >= 0");
-        RETURN_IF_ERROR(CheckNames(where, "bias_correction.skip_layers", bc.skip_layers()));
-        needs_data = true;
-        break;
-      }
-      case v1::Step::kAdaround:
-        if (automatic) {
-          return absl::InvalidArgumentError(where + ": adaround cannot be combined with auto_quant, which runs it itself");
-        }
-        RETURN_IF_ERROR(after_calibrate("adaround"));
-        RETURN_IF_ERROR(CheckAdaRound(where + ": adaround", step.adaround()));
-        break;
-      case v1::Step::kAutoQuant: {
-        if (calibrated) {
-          return absl::InvalidArgumentError(where + ": auto_quant does its own folding, equalization and calibration; "
-                                            "remove those steps");
-        }
-        const v1::AutoQuantStep& aq = step.auto_quant();
-        if (!(aq.allowed_drop() >= 0 && aq.allowed_drop() < 1)) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              where, ": auto_quant.allowed_drop is a fraction in [0, 1) (0.01 = 1 point), got ", aq.allowed_drop()));
-        }
-        if (aq.eval_batches() < 0) return absl::InvalidArgumentError(where + ": auto_quant.eval_batches must be >= 0");
-        RETURN_IF_ERROR(CheckAdaRound(where + ": auto_quant.adaround", aq.adaround()));
-        automatic = calibrated = needs_data = true;
-        break;
-      }
-      case v1::Step::kEvaluate:
-        if (step.evaluate().num_batches() < 0) {
-          return absl::InvalidArgumentError(where + ": evaluate.num_batches must be >= 0");
-        }
-        needs_data = true;
-        RETURN_IF_ERROR(after_calibrate("evaluate"));
-        break;
-      case v1::Step::kExport:
-        break;
-      case v1::Step::KIND_NOT_SET:
-        return absl::InvalidArgumentError(where + ": step names no operation");
-    }
+    const StepSpec* spec = FindStepSpec(recipe.steps(i).kind_case());
+    if (spec == nullptr) return absl::InvalidArgumentError(where + ": step names no operation");
+    const v1::Step step = StepWithDefaults(recipe.steps(i));
+    RETURN_IF_ERROR(CheckOrder(where, StepName(step), *spec, before));
+    if (spec->check != nullptr) RETURN_IF_ERROR(spec->check(where, step, before));
+    before.calibrated |= spec->calibrates;
+    before.automatic |= spec->automatic;
+    needs_data |= spec->reads_data;
   }
   if (needs_data && recipe.calibration_data().path().empty() && recipe.calibration_data().name().empty()) {
     return absl::InvalidArgumentError(
@@ -193,12 +116,6 @@ absl::Status CheckRecipe(const v1::Recipe& recipe) {
   RETURN_IF_ERROR(CheckDevice(recipe.device()));
   if (recipe.num_threads() < 0) return absl::InvalidArgumentError("num_threads must be >= 0");
   return absl::OkStatus();
-}
-
-std::string StepName(const v1::Step& step) {
-  const auto* field = step.GetReflection()->GetOneofFieldDescriptor(
-      step, step.GetDescriptor()->FindOneofByName("kind"));
-  return field == nullptr ? "" : field->name();
 }
 
 std::string RecipeTechnique(const v1::Recipe& recipe) {

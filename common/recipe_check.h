@@ -8,15 +8,13 @@
 
 #include "absl/status/status.h"
 #include "qopt/v1/recipe.pb.h"
+#include "steps/step_spec.h"  // StepName
 
 namespace qopt {
 
 /// InvalidArgument naming the field (e.g. "steps[2]: evaluate needs a calibrate step
 /// before it"). Does not check that model or data files exist.
 absl::Status CheckRecipe(const v1::Recipe& recipe);
-
-/// The step's operation as named in recipes ("fold_batch_norm"), "" when unset.
-std::string StepName(const v1::Step& step);
 
 /// What a recipe does, for metrics: its steps' names other than evaluate and export,
 /// in order, without repeats, joined by '+' ("fold_batch_norm+calibrate"); "export"

@@ -1,6 +1,8 @@
 #include "absl/strings/str_cat.h"
 #include "api/services.h"
 #include "recipe_check.h"
+#include "recipe_files.h"
+#include "report_json.h"
 
 namespace qopt::server {
 grpc::Status JobServiceImpl::SubmitJob(grpc::ServerContext* ctx, const v1::SubmitJobRequest* request,
@@ -15,9 +17,7 @@ grpc::Status JobServiceImpl::SubmitJob(grpc::ServerContext* ctx, const v1::Submi
   if (absl::Status s = catalog_->ResolveRecipe(tenant, &recipe); !s.ok()) return ToGrpc(s);
   if (absl::Status s = catalog_->CheckQuota(tenant, 0); !s.ok()) return ToGrpc(s);
   std::vector<std::string> inputs;
-  for (const auto& [field, sha] : RecipeBlobFields(recipe)) {
-    if (!sha.empty()) inputs.push_back(sha);
-  }
+  for (const RecipeFile& file : RecipeFiles(recipe)) inputs.push_back(file.value);
   auto job = jobs_->Submit(tenant, recipe, request->priority(), request->request_id(), inputs);
   if (!job.ok()) return ToGrpc(job.status());
   *response = *job;
@@ -91,9 +91,12 @@ grpc::Status JobServiceImpl::GetReport(grpc::ServerContext* ctx, const v1::GetRe
   Metrics::RpcTimer timer(metrics_, "GetReport");
   std::string tenant;
   if (grpc::Status s = auth_->Tenant(ctx, &tenant); !s.ok()) return s;
-  auto report = jobs_->Report(tenant, request->id());
-  if (!report.ok()) return ToGrpc(report.status());
-  response->set_json(*report);
+  auto json = jobs_->Report(tenant, request->id());
+  if (!json.ok()) return ToGrpc(json.status());
+  auto report = ReportFromJson(*json);
+  // The worker wrote it: a report that does not parse is the service's fault, not the caller's.
+  if (!report.ok()) return ToGrpc(absl::InternalError(absl::StrCat("job ", request->id(), ": ", report.status().message())));
+  *response = *std::move(report);
   return grpc::Status::OK;
 }
 

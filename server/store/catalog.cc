@@ -1,6 +1,7 @@
 #include "store/catalog.h"
 
 #include "absl/strings/str_cat.h"
+#include "recipe_files.h"
 #include "status.h"
 
 namespace qopt::server {
@@ -32,18 +33,6 @@ absl::Status CheckRecordName(const std::string& name) {
   if (ok) return absl::OkStatus();
   return absl::InvalidArgumentError(absl::StrCat(
       "bad name '", name, "': use 1-128 characters of [A-Za-z0-9._-], starting with a letter or digit"));
-}
-
-std::vector<std::pair<std::string, std::string>> RecipeBlobFields(const v1::Recipe& recipe) {
-  return {
-      {"model.path", recipe.model().path()},
-      {"calibration_data.path", recipe.calibration_data().path()},
-      {"calibration_data.labels_path", recipe.calibration_data().labels_path()},
-      {"evaluation_data.path", recipe.evaluation_data().path()},
-      {"evaluation_data.labels_path", recipe.evaluation_data().labels_path()},
-      {"quantization.config_path", recipe.quantization().config_path()},
-      {"quantization.freeze_encodings_path", recipe.quantization().freeze_encodings_path()},
-  };
 }
 
 absl::StatusOr<int64_t> Catalog::UsedBytesLocked(const std::string& tenant) {
@@ -235,8 +224,7 @@ absl::Status Catalog::ResolveRecipe(const std::string& tenant, v1::Recipe* recip
     return absl::InvalidArgumentError("recipe names no model (model.name, or model.path = blob sha256)");
   }
   std::lock_guard<std::mutex> lock(store_->mu());
-  for (const auto& [field, value] : RecipeBlobFields(*recipe)) {
-    if (value.empty()) continue;
+  for (const auto& [field, value] : RecipeFiles(*recipe)) {
     if (!IsSha256Hex(value)) {
       return absl::InvalidArgumentError(
           absl::StrCat(field, " must be the sha256 of an uploaded blob, got '", value, "'"));

@@ -71,7 +71,4 @@ class Catalog {
 /// Record names: 1-128 characters of [A-Za-z0-9._-], starting with a letter or digit.
 absl::Status CheckRecordName(const std::string& name);
 
-/// The blob fields of a recipe as (field name, value) pairs, empty ones included.
-std::vector<std::pair<std::string, std::string>> RecipeBlobFields(const v1::Recipe& recipe);
-
 }  // namespace qopt::server

@@ -5,6 +5,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "recipe_check.h"
 #include "status.h"
 
@@ -65,7 +66,7 @@ absl::StatusOr<v1::Job> JobStore::Load(const std::string& id) {
 absl::Status JobStore::AppendEvent(const std::string& id, v1::JobState state,
                                    const std::string& stage, double progress, double eta,
                                    const std::string& message,
-                                   const google::protobuf::Map<std::string, double>* metrics) {
+                                   const v1::JobEvent* carried) {
   ASSIGN_OR_RETURN(Statement seq, db_->Prepare(
       "UPDATE jobs SET next_seq = next_seq + 1 WHERE id = ? RETURNING next_seq - 1"));
   seq.Bind(1, id);
@@ -76,12 +77,10 @@ absl::Status JobStore::AppendEvent(const std::string& id, v1::JobState state,
   ASSIGN_OR_RETURN(Statement ins, db_->Prepare(
       "INSERT INTO events (job_id, seq, unix_ms, state, stage, progress, eta, message, metrics) "
       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"));
+  // What an event carries beyond its columns (figures, a step's report) is a serialized
+  // JobEvent holding only those, so new kinds need no new column.
   std::string figures;
-  if (metrics != nullptr && !metrics->empty()) {
-    v1::JobEvent holder;
-    *holder.mutable_metrics() = *metrics;
-    figures = holder.SerializeAsString();
-  }
+  if (carried != nullptr) figures = carried->SerializeAsString();
   ins.Bind(1, id).Bind(2, n).Bind(3, NowUnixMs()).Bind(4, static_cast<int64_t>(state))
       .Bind(5, stage).Bind(6, progress).Bind(7, eta).Bind(8, message).BindBlob(9, figures);
   return ins.Run();
@@ -243,7 +242,10 @@ absl::StatusOr<std::vector<v1::JobEvent>> JobStore::Events(const std::string& te
     e.set_message(st.Text(6));
     if (const std::string figures = st.Blob(7); !figures.empty()) {
       v1::JobEvent holder;
-      if (holder.ParseFromString(figures)) *e.mutable_metrics() = holder.metrics();
+      if (holder.ParseFromString(figures)) {
+        *e.mutable_metrics() = holder.metrics();
+        if (holder.has_step_report()) *e.mutable_step_report() = holder.step_report();
+      }
     }
     out.push_back(std::move(e));
   }
@@ -358,9 +360,17 @@ absl::StatusOr<std::pair<bool, int64_t>> JobStore::Heartbeat(const v1::Heartbeat
       for (const std::string& line : hb.log_lines()) {
         RETURN_IF_ERROR(AppendEvent(hb.job_id(), v1::RUNNING, hb.stage(), hb.progress(), hb.eta_seconds(), line));
       }
+      for (const v1::StepReport& step : hb.step_reports()) {
+        v1::JobEvent carried;
+        *carried.mutable_step_report() = step;
+        RETURN_IF_ERROR(AppendEvent(hb.job_id(), v1::RUNNING, step.step(), hb.progress(), hb.eta_seconds(),
+                                    absl::StrFormat("%s finished in %.1f s", step.step(), step.seconds()), &carried));
+      }
       if (cancel) return AppendEvent(hb.job_id(), v1::CANCELLED, "cancelled", hb.progress(), 0, "cancelled");
+      v1::JobEvent figures;
+      *figures.mutable_metrics() = hb.metrics();
       return AppendEvent(hb.job_id(), v1::RUNNING, hb.stage(), hb.progress(), hb.eta_seconds(),
-                         hb.message(), &hb.metrics());
+                         hb.message(), hb.metrics().empty() ? nullptr : &figures);
     }));
     if (cancel) NotifyFinished(hb.job_id());
     changed_.notify_all();

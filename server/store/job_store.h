@@ -96,7 +96,7 @@ class JobStore {
   absl::StatusOr<v1::Job> Load(const std::string& id);
   absl::Status AppendEvent(const std::string& id, v1::JobState state, const std::string& stage,
                            double progress, double eta, const std::string& message,
-                           const google::protobuf::Map<std::string, double>* metrics = nullptr);
+                           const v1::JobEvent* carried = nullptr);
   absl::Status CheckLease(const std::string& job_id, const std::string& lease_id);
   void NotifyFinished(const std::string& id);
 

@@ -31,19 +31,19 @@ report = json.load(open(out + "/report.json"))
 # This job's peak resident memory: a worker with LibTorch loaded is well above 50 MiB.
 assert 50 < report["peak_memory_mib"] < 64 * 1024, report["peak_memory_mib"]
 steps = {s["step"]: s for s in report["steps"]}
-cle = steps["cross_layer_equalization"]
+cle = steps["cross_layer_equalization"]["details"]
 assert cle["chains"] == [["conv1", "conv2"], ["fc1", "fc2"]], cle["chains"]
 layers = steps["adaround"]["layers"]
 assert [l["layer"] for l in layers] == ["conv1", "conv2", "fc1", "fc2"], layers
-assert sum(l["adaround_error"] for l in layers) < sum(l["nearest_error"] for l in layers), layers
-evals = [s for s in report["steps"] if s["step"] == "evaluate"]
+assert sum(l["figures"]["adaround_error"] for l in layers) < sum(l["figures"]["nearest_error"] for l in layers), layers
+evals = [s["figures"] for s in report["steps"] if s["step"] == "evaluate"]
 assert evals[1]["output_sqnr_db"] > evals[0]["output_sqnr_db"], (evals[0]["output_sqnr_db"], evals[1]["output_sqnr_db"])
 assert all(abs(e["fp32_top1"] - evals[0]["fp32_top1"]) < 1e-9 for e in evals), "the float model must not change"
 bc = steps["bias_correction"]["layers"]
 assert [l["layer"] for l in bc] == ["conv1", "conv2", "fc1"], bc
 # Analytical correction needs batch-norm statistics straight before a layer; here pooling
 # or flattening sits between, so every layer falls back to the empirical method.
-assert [l["method"] for l in bc] == ["empirical"] * 3, bc
+assert [l["labels"]["method"] for l in bc] == ["empirical"] * 3, bc
 # The exported weights are the rounded ones: on the 4-bit grid of their encodings.
 model = torch.jit.load(out + "/model.pt")
 enc = json.load(open(out + "/model.encodings"))["param_encodings"]
@@ -70,13 +70,13 @@ JSON
 "$python" - "$tmp/auto" <<'PY'
 import json, sys
 report = json.load(open(sys.argv[1] + "/report.json"))
-aq = report["steps"][0]
+aq = report["steps"][0]["details"]
 names = [s["stage"] for s in aq["stages"]]
 assert len(names) == 3 and names[-1].endswith("+adaround"), names
 assert aq["kept"] in names, aq
 best = min(aq["stages"], key=lambda s: s["drop"])
 assert aq["kept"] == best["stage"] or aq["kept"] == names[-1], aq
-final = report["steps"][1]
+final = report["steps"][1]["figures"]
 kept = [s for s in aq["stages"] if s["stage"] == aq["kept"]][0]
 assert abs(final["top1"] - kept["top1"]) < 1e-9, (final["top1"], kept["top1"])
 print("ok   auto_quant: " + ", ".join("%s drop %.4f" % (s["stage"], s["drop"]) for s in aq["stages"]) + "; kept " + aq["kept"])

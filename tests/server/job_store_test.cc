@@ -115,6 +115,33 @@ TEST_F(JobStoreTest, HeartbeatsExtendTheLeaseAndCarryCancellation) {
   EXPECT_EQ(store_->Get("t", job->id())->state(), v1::CANCELLED);
 }
 
+TEST_F(JobStoreTest, HeartbeatStepReportsBecomeEventsInOrder) {
+  auto job = store_->Submit("t", Recipe("x"), 0, "");
+  auto lease = store_->Lease("w", 0);
+  v1::HeartbeatRequest hb;
+  hb.set_job_id(job->id());
+  hb.set_lease_id(lease->lease_id);
+  hb.add_log_lines("calibrate: 4 batches");
+  for (const char* step : {"calibrate", "evaluate"}) {
+    v1::StepReport* part = hb.add_step_reports();
+    part->set_step(step);
+    part->set_index(hb.step_reports_size());
+  }
+  (*hb.mutable_step_reports(1)->mutable_figures())["top1"] = 0.9;
+  (*hb.mutable_metrics())["top1"] = 0.9;
+  ASSERT_TRUE(store_->Heartbeat(hb).ok());
+  auto events = store_->Events("t", job->id(), 0);
+  ASSERT_TRUE(events.ok());
+  std::vector<std::string> steps;
+  for (const v1::JobEvent& e : *events) {
+    if (e.has_step_report()) steps.push_back(e.step_report().step());
+  }
+  EXPECT_EQ(steps, (std::vector<std::string>{"calibrate", "evaluate"}));
+  EXPECT_EQ(events->at(events->size() - 2).step_report().figures().at("top1"), 0.9);
+  EXPECT_EQ(events->back().metrics().at("top1"), 0.9) << "the progress event keeps the figures";
+  EXPECT_FALSE(events->back().has_step_report());
+}
+
 TEST_F(JobStoreTest, CancelledJobWhoseWorkerDiedEndsCancelled) {
   auto job = store_->Submit("t", Recipe("x"), 0, "");
   ASSERT_TRUE(store_->Lease("w", 0).ok());

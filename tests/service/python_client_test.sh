@@ -168,10 +168,13 @@ fields = {"model": {"path": "resume.bin"},
           "quantization": {"config_path": "resume.bin", "freeze_encodings_path": "resume.bin"}}
 message, sent = recipes.to_recipe(fields), []
 recipes.replace_local_files(message, tmp, lambda p: sent.append(p) or "f" * 64)
-values = [getattr(getattr(message, m), f) for m, f in recipes.INPUT_FIELDS]
+values = {label: getattr(m, f) for label, m, f in recipes.file_fields(message)}
+expected = {label: "f" * 64 for label in (
+    "model.path", "calibration_data.path", "evaluation_data.path", "evaluation_data.labels_path",
+    "quantization.config_path", "quantization.freeze_encodings_path")}
+expected["calibration_data.labels_path"] = sha
 check("recipe files: all seven fields replaced, the file uploaded once",
-      values == ["f" * 64] * 2 + [sha] + ["f" * 64] * 4 and sent == [path]
-      and message.calibration_data.name == "kept", (values, sent))
+      values == expected and sent == [path] and message.calibration_data.name == "kept", (values, sent))
 
 # Local files in a recipe dict are uploaded; unknown fields are errors before any call.
 preprocess = {"mean": [0.2860], "std": [0.3530]}
@@ -198,6 +201,10 @@ done = a.wait(job.id, on_event=events.append)
 check("wait returns the finished job", done.state == service_pb2.SUCCEEDED, f"{state_name(done.state)} {done.error}")
 check("wait saw every event once, in order",
       [e.sequence for e in events] == sorted({e.sequence for e in events}) and events[-1].state == service_pb2.SUCCEEDED)
+finished = [e.step_report for e in events if e.HasField("step_report")]
+check("each step's report arrives as it finishes",
+      [(s.index, s.step) for s in finished] == [(1, "calibrate"), (2, "evaluate"), (3, "export")]
+      and 0.8 < finished[1].figures["top1"] <= 1 and "model.encodings" in finished[2].artifacts, finished)
 resumed = list(a.watch(job.id, after=events[-2].sequence))
 check("watch resumes after a sequence", [e.sequence for e in resumed] == [events[-1].sequence], resumed)
 report = a.report(job.id)

@@ -16,7 +16,9 @@
 #include "qopt/v1/service.grpc.pb.h"
 #include "recipe/recipe.h"
 #include "recipe/runner.h"
+#include "recipe_files.h"
 #include "sha256.h"
+#include "status.h"
 
 namespace qopt::worker {
 namespace {
@@ -71,26 +73,12 @@ class Worker {
   // local path back to the field and blob it came from, so errors can name those
   // instead of this worker's cache.
   absl::Status Localize(v1::Recipe* recipe, std::vector<std::pair<std::string, std::string>>* local_names) {
-    std::vector<std::pair<const char*, std::string*>> fields;
-    if (recipe->has_model()) fields.push_back({"model", recipe->mutable_model()->mutable_path()});
-    auto add_data = [&](const char* label, v1::DataRef* data) {
-      fields.push_back({label, data->mutable_path()});
-      fields.push_back({label, data->mutable_labels_path()});
-    };
-    if (recipe->has_calibration_data()) add_data("calibration_data", recipe->mutable_calibration_data());
-    if (recipe->has_evaluation_data()) add_data("evaluation_data", recipe->mutable_evaluation_data());
-    if (recipe->has_quantization()) {
-      fields.push_back({"quantization.config_path", recipe->mutable_quantization()->mutable_config_path()});
-      fields.push_back({"quantization.freeze_encodings_path",
-                        recipe->mutable_quantization()->mutable_freeze_encodings_path()});
-    }
-    for (auto& [label, p] : fields) {
-      if (p->empty()) continue;
-      auto local = Fetch(*p);
-      if (!local.ok()) return local.status();
-      local_names->push_back({*local, absl::StrCat(label, " (blob ", p->substr(0, 12), ")")});
-      *p = *local;
-    }
+    RETURN_IF_ERROR(EditRecipeFiles(recipe, [&](const std::string& field, std::string* value) -> absl::Status {
+      ASSIGN_OR_RETURN(std::string local, Fetch(*value));
+      local_names->push_back({local, absl::StrCat(field, " (blob ", value->substr(0, 12), ")")});
+      *value = std::move(local);
+      return absl::OkStatus();
+    }));
     recipe->set_device(o_.device);
     return absl::OkStatus();
   }
@@ -134,6 +122,7 @@ class Worker {
     // Log lines and figures not yet delivered; a heartbeat that fails keeps them.
     std::vector<std::string> pending_logs;
     std::map<std::string, double> pending_metrics;
+    std::vector<v1::StepReport> pending_steps;
     const auto started = std::chrono::steady_clock::now();
 
     // One heartbeat: extends the lease, carries the latest progress, the pending log
@@ -156,6 +145,9 @@ class Worker {
       std::map<std::string, double> figures;
       figures.swap(pending_metrics);
       for (const std::string& line : logs) hb.add_log_lines(line);
+      std::vector<v1::StepReport> steps;
+      steps.swap(pending_steps);
+      for (const v1::StepReport& step : steps) *hb.add_step_reports() = step;
       hb.mutable_metrics()->insert(figures.begin(), figures.end());
       lock.unlock();
       grpc::ClientContext ctx;
@@ -169,6 +161,7 @@ class Worker {
       if (!s.ok()) {
         pending_logs.insert(pending_logs.begin(), logs.begin(), logs.end());
         pending_metrics.insert(figures.begin(), figures.end());
+        pending_steps.insert(pending_steps.begin(), steps.begin(), steps.end());
       }
     };
     std::thread heartbeat([&] {
@@ -193,6 +186,7 @@ class Worker {
         latest = p;
         if (p.log) pending_logs.push_back(p.message);
         for (const auto& [k, v] : p.metrics) pending_metrics[k] = v;
+        if (p.step_report) pending_steps.push_back(*p.step_report);
       };
       run.cancelled = [&] { return cancelled.load(); };
       summary = RunRecipe(recipe, run);
@@ -206,7 +200,7 @@ class Worker {
     if (!cancelled) {
       // What the last steps logged, before the job's final state.
       std::unique_lock<std::mutex> lock(mu);
-      if (!pending_logs.empty() || !pending_metrics.empty()) heartbeat_once(lock);
+      if (!pending_logs.empty() || !pending_metrics.empty() || !pending_steps.empty()) heartbeat_once(lock);
     }
 
     if (cancelled) {

@@ -1,11 +1,11 @@
 """Client: one channel to qopt-server and a method per thing a pipeline does with it."""
 import hashlib
-import json
 import logging
 import os
 import time
 
 import grpc
+from google.protobuf import json_format
 
 from . import blobs, recipes
 from .errors import QoptError, translate_rpc_errors
@@ -194,10 +194,16 @@ class Client:
         self._call(self._jobs.DeleteJob, service_pb2.DeleteJobRequest(id=job_id))
 
     def report(self, job_id):
-        """The job's report as a dict: recipe, model, device, steps (per-step figures) and
-        metrics (fp32_top1, top1, top5, output_sqnr_db, top1_agreement, mean_kl, ...)."""
-        report = self._call(self._jobs.GetReport, service_pb2.GetReportRequest(id=job_id))
-        return json.loads(report.json)
+        """The job's report (a qopt.v1.Report) as a dict, keyed as in report.json: recipe,
+        model, device, peak_memory_mib, steps (each with step, seconds, figures, layers,
+        series, artifacts, details) and metrics (fp32_top1, top1, top5, output_sqnr_db,
+        top1_agreement, mean_kl, ...). report_message() gives the message itself."""
+        return json_format.MessageToDict(self.report_message(job_id), preserving_proto_field_name=True,
+                                         including_default_value_fields=True)
+
+    def report_message(self, job_id):
+        """The job's report as a qopt.v1.Report message."""
+        return self._call(self._jobs.GetReport, service_pb2.GetReportRequest(id=job_id))
 
     def watch(self, job_id, after=0):
         """Yields the job's JobEvents after sequence `after`, as they happen, and ends after

@@ -9,16 +9,21 @@ from .blobs import is_sha256
 from .errors import QoptError
 from .protos import recipe_pb2
 
-# The recipe fields that hold files; the service takes them as uploaded blobs' sha256s.
-INPUT_FIELDS = (
-    ("model", "path"),
-    ("calibration_data", "path"),
-    ("calibration_data", "labels_path"),
-    ("evaluation_data", "path"),
-    ("evaluation_data", "labels_path"),
-    ("quantization", "config_path"),
-    ("quantization", "freeze_encodings_path"),
-)
+
+def file_fields(message, prefix=""):
+    """(label, message, field name) of every non-empty field marked [(qopt.v1.file) = true]
+    in recipe.proto, in sub-messages that are set (ListFields skips the others, so walking
+    never adds one)."""
+    for field, value in message.ListFields():
+        label = f"{prefix}{field.name}"
+        if field.type == field.TYPE_MESSAGE:
+            if field.label == field.LABEL_REPEATED:
+                for i, item in enumerate(value):
+                    yield from file_fields(item, f"{label}[{i}].")
+            else:
+                yield from file_fields(value, f"{label}.")
+        elif field.GetOptions().Extensions[recipe_pb2.file]:
+            yield label, message, field.name
 
 
 def to_recipe(recipe):
@@ -92,13 +97,8 @@ def replace_local_files(recipe, base_dir, upload):
     """Uploads every local file `recipe` names (upload(path) -> sha256) and puts the
     sha256 in its place; each file is uploaded once however many fields name it."""
     uploaded = {}
-    for message_name, field in INPUT_FIELDS:
-        # Reading a sub-message that is not set would not add it, but writing would:
-        # only present ones are touched, so the recipe's meaning stays.
-        if not recipe.HasField(message_name):
-            continue
-        message = getattr(recipe, message_name)
-        path = local_file(f"{message_name}.{field}", getattr(message, field), base_dir)
+    for label, message, field in list(file_fields(recipe)):
+        path = local_file(label, getattr(message, field), base_dir)
         if path is None:
             continue
         if path not in uploaded:

@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "recipe_check.h"
+#include "recipe_files.h"
 #include "status.h"
 
 namespace qopt {
@@ -35,17 +36,12 @@ absl::StatusOr<v1::Recipe> LoadRecipeFile(const std::string& path) {
 }
 
 void ResolveRelativePaths(const std::string& base_dir, v1::Recipe* recipe) {
-  auto resolve = [&](std::string* p) {
-    if (p->empty() || std::filesystem::path(*p).is_absolute()) return;
-    *p = (std::filesystem::path(base_dir) / *p).lexically_normal().string();
-  };
-  resolve(recipe->mutable_model()->mutable_path());
-  for (v1::DataRef* d : {recipe->mutable_calibration_data(), recipe->mutable_evaluation_data()}) {
-    resolve(d->mutable_path());
-    resolve(d->mutable_labels_path());
-  }
-  resolve(recipe->mutable_quantization()->mutable_config_path());
-  resolve(recipe->mutable_quantization()->mutable_freeze_encodings_path());
+  (void)EditRecipeFiles(recipe, [&](const std::string&, std::string* p) {
+    if (!std::filesystem::path(*p).is_absolute()) {
+      *p = (std::filesystem::path(base_dir) / *p).lexically_normal().string();
+    }
+    return absl::OkStatus();
+  });
 }
 
 absl::StatusOr<QuantSimOptions> ValidateRecipe(const v1::Recipe& recipe) {

@@ -4,11 +4,13 @@
 
 #include <functional>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "qopt/v1/recipe.pb.h"
+#include "qopt/v1/report.pb.h"
 
 namespace qopt {
 
@@ -20,6 +22,7 @@ struct Progress {
   std::string message;   // status line ("batch 3/16") or, when `log`, a line to keep
   bool log = false;      // a result worth keeping in the job's history, not just status
   std::map<std::string, double> metrics;  // figures the step produced (evaluate: top1, ...)
+  std::shared_ptr<const v1::StepReport> step_report;  // set once per step, when it finished
 };
 
 struct RunOptions {
@@ -35,6 +38,7 @@ struct RunOptions {
 struct RunSummary {
   std::vector<std::string> artifacts;       // file names inside out_dir
   std::map<std::string, double> metrics;    // e.g. "output_sqnr_db", "top1_agreement"
+  v1::Report report;
   std::string report_json;                  // the report written as report.json
 };
 

@@ -1,0 +1,55 @@
+// What a recipe step is, without LibTorch: where it may stand in a recipe, its options'
+// defaults and their checks. The server runs these checks at submit time, the engine
+// before a run; each step's spec lives in its own file (common/steps/<step>_check.cc).
+#pragma once
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "qopt/v1/recipe.pb.h"
+
+namespace qopt {
+
+/// What the steps before the one being checked did.
+struct StepsBefore {
+  bool calibrated = false;  // a calibrated simulation exists
+  bool automatic = false;   // auto_quant ran, which folds, equalizes, calibrates and rounds itself
+};
+
+struct StepSpec {
+  v1::Step::KindCase kind = v1::Step::KIND_NOT_SET;
+  /// Needs a calibrated simulation before it.
+  bool requires_sim = false;
+  /// Changes the model or rebuilds the simulation, so none may exist before it: "must
+  /// come before calibrate".
+  bool invalidates_sim = false;
+  /// Leaves a calibrated simulation behind.
+  bool calibrates = false;
+  /// auto_quant runs this step itself, so a recipe cannot have both.
+  bool part_of_auto_quant = false;
+  /// auto_quant itself.
+  bool automatic = false;
+  /// Reads the calibration data (or evaluation data, which defaults to it).
+  bool reads_data = false;
+  /// Puts the step's defaults in place of unset options (zeros); the engine runs and the
+  /// checks see the step this way. Null when every zero means what it says.
+  void (*fill_defaults)(v1::Step* step) = nullptr;
+  /// Checks the options (defaults filled in) and any order rule of the step's own;
+  /// errors start with `where` ("steps[2]"). Null when there is nothing to check.
+  absl::Status (*check)(const std::string& where, const v1::Step& step, const StepsBefore& before) = nullptr;
+};
+
+/// The registered spec of `kind`; null for KIND_NOT_SET or a step this build lacks.
+const StepSpec* FindStepSpec(v1::Step::KindCase kind);
+
+/// `step` with its spec's defaults filled in.
+v1::Step StepWithDefaults(const v1::Step& step);
+
+/// The step's operation as named in recipes ("fold_batch_norm"), "" when unset.
+std::string StepName(const v1::Step& step);
+
+/// InvalidArgument "<where>: <field> has an empty name" for an empty layer name.
+absl::Status CheckLayerNames(const std::string& where, const char* field,
+                             const google::protobuf::RepeatedPtrField<std::string>& names);
+
+}  // namespace qopt

@@ -1,0 +1,115 @@
+#include "recipe/steps/run_context.h"
+
+#include <algorithm>
+
+#include <google/protobuf/util/json_util.h>
+
+#include "absl/strings/str_cat.h"
+#include "data/dataset.h"
+#include "ir/import.h"
+#include "status.h"
+
+namespace qopt {
+namespace {
+
+DatasetSpec SpecFromRef(const v1::DataRef& ref) {
+  DatasetSpec spec;
+  spec.path = ref.path();
+  spec.labels_path = ref.labels_path();
+  if (!ref.format().empty()) spec.format = ref.format();
+  spec.max_samples = ref.max_samples();
+  spec.shuffle = ref.shuffle();
+  spec.seed = ref.seed();
+  const v1::Preprocess& p = ref.preprocess();
+  if (p.scale() != 0.0) spec.preprocess.scale = p.scale();
+  spec.preprocess.resize = p.resize();
+  spec.preprocess.center_crop = p.center_crop();
+  spec.preprocess.channels = p.channels();
+  spec.preprocess.mean.assign(p.mean().begin(), p.mean().end());
+  spec.preprocess.std.assign(p.std().begin(), p.std().end());
+  return spec;
+}
+
+absl::StatusOr<std::vector<Batch>> LoadBatches(const v1::DataRef& ref, const c10::Device& device) {
+  ASSIGN_OR_RETURN(Dataset data, LoadDataset(SpecFromRef(ref)));
+  data.inputs = data.inputs.to(device);
+  return MakeBatches(data, ref.batch_size() > 0 ? ref.batch_size() : 16);
+}
+
+}  // namespace
+
+absl::Status SetDetails(const nlohmann::ordered_json& details, v1::StepReport* part) {
+  const auto status = google::protobuf::util::JsonStringToMessage(details.dump(), part->mutable_details());
+  if (!status.ok()) return absl::InternalError(absl::StrCat("step details: ", status.message().as_string()));
+  return absl::OkStatus();
+}
+
+size_t Limit(int n, size_t available) { return n > 0 ? std::min<size_t>(n, available) : available; }
+
+RunContext::RunContext(const v1::Recipe& recipe, c10::Device device, QuantSimOptions sim_options,
+                       const RunOptions& options, Staging* staging)
+    : recipe_(recipe), device_(device), sim_options_(std::move(sim_options)), options_(options), staging_(staging) {}
+
+absl::StatusOr<std::unique_ptr<Graph>> RunContext::Import() const {
+  ASSIGN_OR_RETURN(Graph g, ImportTorchScript(recipe_.model().path()));
+  g.To(device_);
+  return std::make_unique<Graph>(std::move(g));
+}
+
+absl::StatusOr<const std::vector<Batch>*> RunContext::Calibration() {
+  if (!calibration_loaded_) {
+    ASSIGN_OR_RETURN(calibration_, LoadBatches(recipe_.calibration_data(), device_));
+    calibration_loaded_ = true;
+  }
+  return &calibration_;
+}
+
+absl::StatusOr<const std::vector<Batch>*> RunContext::Evaluation() {
+  if (recipe_.evaluation_data().path().empty()) return Calibration();
+  if (!evaluation_loaded_) {
+    ASSIGN_OR_RETURN(evaluation_, LoadBatches(recipe_.evaluation_data(), device_));
+    evaluation_loaded_ = true;
+  }
+  return &evaluation_;
+}
+
+absl::StatusOr<std::vector<at::Tensor>> RunContext::CalibrationInputs(int n) {
+  ASSIGN_OR_RETURN(const std::vector<Batch>* data, Calibration());
+  std::vector<at::Tensor> inputs;
+  for (size_t b = 0; b < Limit(n, data->size()); ++b) inputs.push_back((*data)[b].inputs);
+  return inputs;
+}
+
+void RunContext::BeginStep(int index, std::string stage, v1::StepReport* part) {
+  step_ = index;
+  stage_ = std::move(stage);
+  part_ = part;
+}
+
+absl::Status RunContext::Emit(qopt::Progress progress) {
+  if (options_.on_progress) options_.on_progress(progress);
+  if (options_.cancelled && options_.cancelled()) return absl::CancelledError("job cancelled");
+  return absl::OkStatus();
+}
+
+absl::Status RunContext::Progress(double fraction, std::string message) {
+  return Emit(qopt::Progress{step_, recipe_.steps_size(), stage_, fraction, std::move(message)});
+}
+
+absl::Status RunContext::Log(std::string line, Figures figures) {
+  return Emit(qopt::Progress{step_, recipe_.steps_size(), stage_, 1.0, std::move(line), true, std::move(figures)});
+}
+
+absl::Status RunContext::Finish(const v1::StepReport& part) {
+  qopt::Progress done{step_, recipe_.steps_size(), stage_, 1.0, "done"};
+  done.step_report = std::make_shared<const v1::StepReport>(part);
+  return Emit(std::move(done));
+}
+
+absl::Status RunContext::WriteArtifact(const std::string& name, const std::string& text) {
+  RETURN_IF_ERROR(WriteText(staging_->Path(name), text));
+  AddArtifact(name);
+  return absl::OkStatus();
+}
+
+}  // namespace qopt
