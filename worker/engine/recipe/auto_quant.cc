@@ -31,7 +31,7 @@ absl::StatusOr<AutoQuantResult> RunAutoQuant(const AutoQuantInputs& in) {
   auto prepare = [&](bool equalize, double from) -> absl::StatusOr<Candidate> {
     const auto start = std::chrono::steady_clock::now();
     Candidate c;
-    ASSIGN_OR_RETURN(c.graph, in.import());
+    c.graph = std::make_unique<Graph>(in.model->Clone());
     RETURN_IF_ERROR(FoldBatchNorms(*c.graph).status());
     c.stage.name = "fold_batch_norm+calibrate";
     if (equalize) {

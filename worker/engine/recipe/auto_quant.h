@@ -17,8 +17,8 @@
 namespace qopt {
 
 struct AutoQuantInputs {
-  /// A fresh copy of the model, on the run's device.
-  std::function<absl::StatusOr<std::unique_ptr<Graph>>()> import;
+  /// The model every candidate starts from (a clone each), on the run's device.
+  const Graph* model = nullptr;
   QuantSimOptions sim_options;
   std::vector<at::Tensor> calibration;  // model inputs
   const std::vector<Batch>* evaluation = nullptr;

@@ -38,6 +38,18 @@ double Seconds(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
+// A step's run, with any exception LibTorch (or anything below it) throws turned into an
+// error, so that no job ever ends in an abort.
+absl::Status Guarded(StepRun run_step, const v1::Step& step, RunContext& run) {
+  try {
+    return run_step(step, run);
+  } catch (const c10::Error& e) {
+    return absl::InternalError(FirstLine(e.what_without_backtrace()));
+  } catch (const std::exception& e) {
+    return absl::InternalError(FirstLine(e.what()));
+  }
+}
+
 // Runs step `i` (0-based) and returns its part of the report.
 absl::StatusOr<v1::StepReport> RunStep(const v1::Recipe& recipe, int i, RunContext& run) {
   const v1::Step step = StepWithDefaults(recipe.steps(i));
@@ -54,7 +66,7 @@ absl::StatusOr<v1::StepReport> RunStep(const v1::Recipe& recipe, int i, RunConte
   part.set_index(i + 1);
   run.BeginStep(i + 1, stage, &part);
   RETURN_IF_ERROR(run.Progress(0.0, ""));
-  RETURN_IF_ERROR(run_step(step, run));
+  RETURN_IF_ERROR(Annotate(Guarded(run_step, step, run), stage));
   part.set_seconds(Seconds(start));
   for (size_t k = artifacts_before; k < run.artifacts().size(); ++k) part.add_artifacts(run.artifacts()[k]);
   RETURN_IF_ERROR(run.Finish(part));

@@ -31,7 +31,7 @@ absl::Status RunAutoQuantStep(const v1::Step& step, RunContext& run) {
   AutoQuantInputs in;
   ASSIGN_OR_RETURN(in.calibration, run.CalibrationInputs(0));
   ASSIGN_OR_RETURN(in.evaluation, run.Evaluation());
-  in.import = [&run] { return run.Import(); };
+  in.model = run.graph.get();
   in.sim_options = run.sim_options();
   in.eval_batches = Limit(aq.eval_batches(), in.evaluation->size());
   in.allowed_drop = aq.allowed_drop();
