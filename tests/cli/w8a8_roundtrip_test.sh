@@ -9,7 +9,9 @@ python=${QOPT_PYTHON:-/usr/bin/python3}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-for model in resnet18 mobilenet_v2 googlenet small_scripted; do
+# shufflenet_v2 computes its channel shuffle with integer tensors; control_flow has a
+# data-dependent branch and loop.
+for model in resnet18 mobilenet_v2 googlenet small_scripted shufflenet_v2 control_flow; do
   for recipe in w8a8 w8a8_per_tensor; do
     data=$fx/calib.npy
     [ "$recipe" = w8a8_per_tensor ] && data=$fx/calib.pt

@@ -6,6 +6,7 @@
 #include <torch/script.h>
 
 #include "data/tensor_file.h"
+#include "export/encodings_json.h"
 #include "export/torchscript_export.h"
 #include "ir/import.h"
 #include "ir/interpreter.h"
@@ -14,6 +15,7 @@
 #include "ir/verify.h"
 #include "passes/batch_norm_fold.h"
 #include "passes/output_channels.h"
+#include "quant/quantsim.h"
 #include "test_util.h"
 
 namespace qopt {
@@ -133,6 +135,22 @@ TEST(GraphEdit, ConvolutionBecomesAPairOfSeparableConvolutions) {
   const at::Tensor edited = RunGraph(*g, x);
   EXPECT_LE(RelativeError(edited, reference), 1e-5);
   ExpectExportComputes(*g, x, edited);
+
+  // Quantized, the new layers get quantizers like imported ones, and both exporters
+  // write them: encodings by their names, TorchScript with their fake-quantize ops.
+  auto sim = QuantSim::Create(*g, QuantSimOptions{});
+  ASSERT_THAT(sim, IsOk());
+  ASSERT_THAT((*sim)->ObserveBatch({x}), IsOk());
+  ASSERT_THAT((*sim)->FinishCalibration(), IsOk());
+  const std::string encodings = EncodingsToJson(**sim);
+  EXPECT_NE(encodings.find("layer1.0.conv1.vertical.weight"), std::string::npos);
+  EXPECT_NE(encodings.find("layer1.0.conv1.horizontal.weight"), std::string::npos);
+  auto simulated = (*sim)->Forward(x);
+  ASSERT_THAT(simulated, IsOk());
+  qopt::testing::TempDir dir;
+  ASSERT_THAT(ExportTorchScript(*g, sim->get(), dir.File("q.pt")), IsOk());
+  const at::Tensor exported = torch::jit::load(dir.File("q.pt")).forward({x}).toTensor();
+  EXPECT_LE(RelativeError(exported, *simulated), 1e-5);
 }
 
 TEST(GraphEdit, ConvolutionBecomesConvolutionAndPerChannelScale) {
