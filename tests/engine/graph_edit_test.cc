@@ -15,6 +15,7 @@
 #include "ir/verify.h"
 #include "passes/batch_norm_fold.h"
 #include "passes/output_channels.h"
+#include "passes/pass_util.h"
 #include "quant/quantsim.h"
 #include "test_util.h"
 
@@ -56,8 +57,7 @@ std::vector<Node*> ThreeByThreeConvs(Graph& g) {
   for (const Node* n : g.LiveNodes()) {
     if (n->kind != OpKind::kConv || n->Param("weight") < 0) continue;
     const at::Tensor w = ParamOf(g, *n, "weight");
-    const auto groups = g.values[n->inputs[n->op == "aten::_convolution" ? 8 : 6]].constant->toInt();
-    if (w.dim() == 4 && w.size(2) == 3 && w.size(3) == 3 && groups == 1 && IntsOf(g, *n, 5) == std::vector<int64_t>{1, 1}) {
+    if (w.dim() == 4 && w.size(2) == 3 && w.size(3) == 3 && ConvGroups(g, *n) == 1 && IntsOf(g, *n, 5) == std::vector<int64_t>{1, 1}) {
       out.push_back(g.FindNode(n->name));
     }
   }

@@ -95,11 +95,11 @@ absl::StatusOr<Interpreter::Steps> Interpreter::BuildBlock(const Block& block, b
     if (!graph_.nodes[id].removed) live.push_back(&graph_.nodes[id]);
   }
   std::vector<int> last_use(graph_.values.size(), -1);
+  std::vector<std::vector<int>> uses(live.size());  // top level only
   if (top_level) {
     for (size_t i = 0; i < live.size(); ++i) {
-      std::vector<int> uses;
-      CollectUses(graph_, *live[i], uses);
-      for (int v : uses) last_use[v] = static_cast<int>(i);
+      CollectUses(graph_, *live[i], uses[i]);
+      for (int v : uses[i]) last_use[v] = static_cast<int>(i);
     }
     for (int out : graph_.outputs()) last_use[out] = -1;
   }
@@ -137,14 +137,8 @@ absl::StatusOr<Interpreter::Steps> Interpreter::BuildBlock(const Block& block, b
       }
       step.op = [operation = op->getOperation(jn)](Stack& s) mutable { operation(s); };
     }
-    if (top_level && step.blocks.empty()) {
-      for (int v : n.inputs) {
-        if (last_use[v] == static_cast<int>(i) && !graph_.values[v].constant) step.release.push_back(v);
-      }
-    } else if (top_level) {
-      std::vector<int> uses;
-      CollectUses(graph_, n, uses);
-      for (int v : uses) {
+    if (top_level) {
+      for (int v : uses[i]) {
         if (last_use[v] == static_cast<int>(i) && !graph_.values[v].constant) step.release.push_back(v);
       }
     }

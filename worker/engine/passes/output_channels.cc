@@ -27,8 +27,6 @@ struct Reach {
   bool features_last;
 };
 
-int GroupsSlot(const Node& n) { return n.op == "aten::_convolution" ? 8 : 6; }
-
 bool IsDepthwise(const Graph& g, const Node& n) {
   const auto groups = ConvGroups(g, n);
   const at::Tensor& w = g.values[n.Param("weight")].constant->toTensor();
@@ -148,7 +146,7 @@ void SliceParam(Graph& g, Node& n, const char* role, int64_t dim, const std::vec
 }
 
 void SetGroups(Graph& g, Node& n, int64_t groups) {
-  const int slot = GroupsSlot(n);
+  const int slot = ConvGroupsSlot(n);
   const int old = n.inputs[slot];
   auto& consumers = g.values[old].consumers;
   consumers.erase(std::find(consumers.begin(), consumers.end(), n.id));

@@ -21,9 +21,11 @@ int SoleConsumer(const Graph& g, int vid) {
   return found;
 }
 
+int ConvGroupsSlot(const Node& n) { return n.op == "aten::_convolution" ? 8 : 6; }
+
 std::optional<int64_t> ConvGroups(const Graph& g, const Node& n) {
   if (n.kind == OpKind::kLinear) return 1;
-  const size_t slot = n.op == "aten::_convolution" ? 8 : 6;
+  const size_t slot = ConvGroupsSlot(n);
   if (n.inputs.size() <= slot) return std::nullopt;
   const auto& c = g.values[n.inputs[slot]].constant;
   if (!c || !c->isInt()) return std::nullopt;

@@ -13,6 +13,9 @@ namespace qopt {
 /// pass may rewrite a value's producer only when nothing else sees the value.
 int SoleConsumer(const Graph& g, int vid);
 
+/// Input slot of a convolution node's `groups` argument (aten::_convolution or convNd).
+int ConvGroupsSlot(const Node& n);
+
 /// The groups of a convolution node (1 for a linear layer), or nullopt when they are not
 /// a constant.
 std::optional<int64_t> ConvGroups(const Graph& g, const Node& n);
