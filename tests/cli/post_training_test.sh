@@ -23,7 +23,7 @@ cat > "$tmp/flow.json" <<JSON
 JSON
 "$worker" run --recipe "$tmp/flow.json" --out "$tmp/flow" > "$tmp/flow.log"
 grep -q "adaround.*iteration 300/300" "$tmp/flow.log" || { echo "no AdaRound progress"; tail "$tmp/flow.log"; exit 1; }
-"$python" - "$tmp/flow" <<'PY'
+"$python" - "$tmp/flow" "$src/zoo/small_cnn.pt" <<'PY'
 import json, sys
 import torch
 out = sys.argv[1]
@@ -44,6 +44,24 @@ assert [l["layer"] for l in bc] == ["conv1", "conv2", "fc1"], bc
 # Analytical correction needs batch-norm statistics straight before a layer; here pooling
 # or flattening sits between, so every layer falls back to the empirical method.
 assert [l["labels"]["method"] for l in bc] == ["empirical"] * 3, bc
+# Each AdaRound layer's curve: its reconstruction error over the 300 iterations.
+ada = steps["adaround"]
+curves = {c["name"]: c for c in ada["series"]}
+assert sorted(curves) == sorted(l["layer"] + " reconstruction error" for l in ada["layers"]), list(curves)
+for c in curves.values():
+    assert c["x"][0] == 1 and c["x"][-1] == 300 and c["x"] == sorted(c["x"]) and 10 <= len(c["x"]) <= 51, c["x"]
+    assert len(c["y"]) == len(c["x"]) and all(0 <= y < float("inf") for y in c["y"]), c
+# The float model's cost for one 1x1x28x28 input, against hand counts: conv1 16x28x28
+# outputs x 1x3x3, conv2 32x14x14 x 16x3x3, fc1 64x1568, fc2 10x64; parameters as PyTorch
+# counts them.
+cost = report["cost"]
+assert [int(d) for d in cost["input_shape"]] == [1, 1, 28, 28], cost["input_shape"]
+macs = {l["layer"]: l["figures"]["macs"] for l in cost["layers"]}
+hand = {"conv1": 16 * 28 * 28 * 9, "conv2": 32 * 14 * 14 * 16 * 9, "fc1": 64 * 1568, "fc2": 10 * 64}
+assert {k: v for k, v in macs.items() if v} == hand, macs
+assert cost["macs"] == sum(hand.values()), cost["macs"]
+float_params = sum(p.numel() for p in torch.jit.load(sys.argv[2]).parameters())
+assert cost["parameters"] == float_params == 105914, (cost["parameters"], float_params)
 # The exported weights are the rounded ones: on the 4-bit grid of their encodings.
 model = torch.jit.load(out + "/model.pt")
 enc = json.load(open(out + "/model.encodings"))["param_encodings"]

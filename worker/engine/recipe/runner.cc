@@ -9,6 +9,10 @@
 #include <ATen/Parallel.h>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "ir/cost_model.h"
+#include "ir/shape_inference.h"
 #include "recipe/process_memory.h"
 #include "recipe/recipe.h"
 #include "recipe/staging.h"
@@ -73,12 +77,63 @@ absl::StatusOr<v1::StepReport> RunStep(const v1::Recipe& recipe, int i, RunConte
   return part;
 }
 
-absl::Status LoadModel(RunContext& run) {
+// The imported model's cost for one input shaped like the recipe's data. The cost only
+// informs, so a model or data set it cannot be counted for is said in the log, and the
+// step that needs the data reports any error loading it.
+absl::StatusOr<std::string> CountModelCost(RunContext& run, v1::ModelCost* out) {
+  const v1::Recipe& recipe = run.recipe();
+  if (recipe.calibration_data().path().empty() && recipe.evaluation_data().path().empty()) {
+    return std::string("no data to take the input shape from");
+  }
+  absl::StatusOr<const std::vector<Batch>*> data =
+      recipe.calibration_data().path().empty() ? run.Evaluation() : run.Calibration();
+  if (!data.ok() || (*data)->empty()) return std::string("its data could not be read");
+  std::vector<int64_t> shape = (*data)->front().inputs.sizes().vec();
+  shape[0] = 1;
+  absl::StatusOr<ModelCost> cost = [&]() -> absl::StatusOr<ModelCost> {
+    try {
+      RETURN_IF_ERROR(InferShapes(*run.graph, {shape}));
+      return CountCost(*run.graph);
+    } catch (const std::exception& e) {
+      return absl::InternalError(FirstLine(e.what()));
+    }
+  }();
+  if (!cost.ok()) return absl::StrCat("shapes could not be inferred: ", cost.status().message());
+  out->mutable_input_shape()->Add(shape.begin(), shape.end());
+  out->set_macs(static_cast<double>(cost->macs));
+  out->set_parameters(static_cast<double>(cost->parameters));
+  out->set_parameter_bytes(static_cast<double>(cost->parameter_bytes));
+  out->set_activation_bytes(static_cast<double>(cost->activation_bytes));
+  for (const LayerCost& layer : cost->layers) {
+    if (layer.macs == 0 && layer.parameters == 0) continue;
+    v1::LayerRow* row = out->add_layers();
+    row->set_layer(layer.layer);
+    (*row->mutable_labels())["op_type"] = layer.op_type;
+    auto& f = *row->mutable_figures();
+    f["macs"] = static_cast<double>(layer.macs);
+    f["parameters"] = static_cast<double>(layer.parameters);
+    f["parameter_bytes"] = static_cast<double>(layer.parameter_bytes);
+    f["activation_bytes"] = static_cast<double>(layer.activation_bytes);
+  }
+  return std::string();
+}
+
+absl::Status LoadModel(RunContext& run, v1::Report& report) {
   run.BeginStep(0, "load", /*part=*/nullptr);
-  RETURN_IF_ERROR(run.Progress(0.0, absl::StrCat("loading ", run.recipe().model().path())));
+  RETURN_IF_ERROR(run.Progress(0.0, "loading the model"));
   ASSIGN_OR_RETURN(run.graph, run.Import());
-  return run.Log(absl::StrCat("loaded: ", run.graph->LiveNodes().size(), " ops, ", run.graph->ParamBytes() / 1024,
-                              " KiB of parameters"));
+  std::string line = absl::StrCat("loaded: ", run.graph->LiveNodes().size(), " ops, ",
+                                  run.graph->ParamBytes() / 1024, " KiB of parameters");
+  ASSIGN_OR_RETURN(const std::string not_counted, CountModelCost(run, report.mutable_cost()));
+  if (!not_counted.empty()) {
+    report.clear_cost();
+    absl::StrAppend(&line, "; cost not counted: ", not_counted);
+  } else {
+    const v1::ModelCost& c = report.cost();
+    absl::StrAppend(&line, absl::StrFormat("; %.4g MMACs, %.4g M parameters for input %s", c.macs() / 1e6,
+                                           c.parameters() / 1e6, absl::StrJoin(c.input_shape(), "x")));
+  }
+  return run.Log(line);
 }
 
 }  // namespace
@@ -95,9 +150,9 @@ absl::StatusOr<RunSummary> RunRecipe(const v1::Recipe& recipe, const RunOptions&
 
   ASSIGN_OR_RETURN(Staging staging, Staging::Create(options.out_dir));
   RunContext run(recipe, device, sim_options, options, &staging);
-  RETURN_IF_ERROR(LoadModel(run));
   RunSummary summary;
   v1::Report& report = summary.report;
+  RETURN_IF_ERROR(LoadModel(run, report));
   report.set_recipe(recipe.name());
   report.set_model(recipe.model().path());
   report.set_device(device.str());

@@ -167,6 +167,7 @@ absl::StatusOr<at::Tensor> AdaRoundLayer(const Graph& graph, const Node& layer, 
   // Progress every 1 % of the iterations, and at least every quarter second so that a
   // cancellation is seen promptly however many iterations a layer has.
   const int report_every = std::max(1, iterations / 100);
+  const int curve_every = std::max(1, iterations / AdaRoundLayerResult::kCurvePoints);
   constexpr std::chrono::milliseconds kReportInterval{250};
   auto last_report = std::chrono::steady_clock::now();
   ASSIGN_OR_RETURN(const LayerOp op, LayerOp::Of(graph, layer));
@@ -181,6 +182,10 @@ absl::StatusOr<at::Tensor> AdaRoundLayer(const Graph& graph, const Node& layer, 
     const at::Tensor xb = x.index_select(0, idx).to(w.device()), yb = y.index_select(0, idx).to(w.device());
     const at::Tensor& wq = rounding.soft_weight();
     const at::Tensor out = op.Forward(xb, wq, bias);
+    if (result && ((it + 1) % curve_every == 0 || it == 0)) {
+      result->curve_iterations.push_back(it + 1);
+      result->curve_error.push_back(ReconstructionError(out, yb).item<double>());
+    }
     // d/d(out) of sum over channels, mean over samples and positions.
     const at::Tensor grad_out = (out - yb) * (2.0 * out.size(1) / static_cast<double>(out.numel()));
     const at::Tensor grad_w = op.WeightGrad(grad_out, xb, wq).contiguous();

@@ -79,6 +79,11 @@ struct AdaRoundLayerResult {
   double seconds = 0.0;
   /// Whether the layer's cached samples went to a temporary file (memory budget).
   bool spilled = false;
+  /// The reconstruction error with the soft rounding being learned, on the sampled batch of
+  /// `kCurvePoints` evenly spaced iterations (1-based): how the optimisation went.
+  std::vector<int> curve_iterations;
+  std::vector<double> curve_error;
+  static constexpr int kCurvePoints = 50;
 };
 
 /// Runs AdaRound over `sim`'s quantized conv / linear weights. `batches` are model inputs

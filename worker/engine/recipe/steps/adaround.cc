@@ -39,6 +39,10 @@ absl::Status RunAdaRoundStep(const v1::Step& step, RunContext& run) {
     f["flipped"] = r.flipped;
     f["seconds"] = r.seconds;
     f["spilled"] = r.spilled;
+    v1::Series* curve = run.part().add_series();
+    curve->set_name(r.layer + " reconstruction error");
+    curve->mutable_x()->Add(r.curve_iterations.begin(), r.curve_iterations.end());
+    curve->mutable_y()->Add(r.curve_error.begin(), r.curve_error.end());
     nearest += r.nearest_error;
     learned += r.adaround_error;
   }
