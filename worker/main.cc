@@ -44,7 +44,8 @@ int Run(const std::string& model, const std::string& recipe_path, const std::str
     std::fprintf(stderr, "error: %s\n", std::string(summary.status().message()).c_str());
     return summary.status().code() == absl::StatusCode::kInvalidArgument ||
                    summary.status().code() == absl::StatusCode::kUnimplemented ||
-                   summary.status().code() == absl::StatusCode::kNotFound
+                   summary.status().code() == absl::StatusCode::kNotFound ||
+                   summary.status().code() == absl::StatusCode::kPermissionDenied
                ? 2
                : 1;
   }

@@ -46,6 +46,17 @@ expect truncated_model "cannot load TorchScript model" -- --model "$fx/truncated
 expect unknown_op "aten::qopt_no_such_op" -- --model "$fx/unknown_op.pt" --recipe "$recipe" --data "$fx/calib.npy"
 # An op that throws inside the interpreter: an error naming the step and the layer, not a signal.
 expect throwing_op "calibration batch 1: reshape (aten::reshape): shape" -- --model "$fx/throwing.pt" --recipe "$recipe" --data "$fx/calib.npy"
+# Hostile models (tests/fixtures/hostile_models.py): refused before any of their code runs.
+rm -f "$fx/hostile_probe_written.pt"
+expect hostile_from_file "aten::from_file, which reads a file" -- --model "$fx/hostile_from_file.pt" --recipe "$recipe" --data "$fx/calib.npy"
+expect hostile_save "aten::save, which writes a file" -- --model "$fx/hostile_save.pt" --recipe "$recipe" --data "$fx/calib.npy"
+expect hostile_setstate "defines __setstate__, code that TorchScript runs while loading" -- --model "$fx/hostile_setstate.pt" --recipe "$recipe" --data "$fx/calib.npy"
+expect hostile_print "prim::Print, which prints" -- --model "$fx/hostile_print.pt" --recipe "$recipe" --data "$fx/calib.npy"
+expect hostile_custom_op "operator qopt_probe::leak, which is not a built-in tensor operator" -- --model "$fx/hostile_custom_op.pt" --recipe "$recipe" --data "$fx/calib.npy"
+expect hostile_torch_load "operator aten::load, which is not a built-in tensor operator" -- --model "$fx/hostile_load.pt" --recipe "$recipe" --data "$fx/calib.npy"
+if [ -e "$fx/hostile_probe_written.pt" ]; then
+  echo "FAIL hostile models: a model wrote $fx/hostile_probe_written.pt"; failures=$((failures + 1))
+fi
 expect missing_model "model file not found" -- --model "$fx/nope.pt" --recipe "$recipe" --data "$fx/calib.npy"
 expect shape_mismatch "conv1 (aten::_convolution).*channels" -- --model "$fx/resnet18.pt" --recipe "$recipe" --data "$fx/calib_wrong_shape.npy"
 expect unknown_field "Cannot find field" -- --model "$fx/resnet18.pt" --recipe "$tmp/unknown_field.json" --data "$fx/calib.npy"

@@ -2,6 +2,9 @@
 // Module::forward, and errors for files that are not runnable models.
 #include "ir/import.h"
 
+#include <cstdio>
+#include <filesystem>
+
 #include <ATen/ATen.h>
 #include <torch/script.h>
 
@@ -153,7 +156,7 @@ TEST(ImportTest, BadFilesGiveOneLineErrors) {
   const std::vector<std::pair<std::string, std::string>> cases = {
       {"not_torchscript.pt", "not a TorchScript model"},
       {"truncated.pt", "cannot load TorchScript model"},
-      {"unknown_op.pt", "Unknown builtin op: aten::qopt_no_such_op"},
+      {"unknown_op.pt", "the model uses operator aten::qopt_no_such_op, which is not a built-in tensor operator"},
       {"no_such_file.pt", "model file not found"},
   };
   for (const auto& [file, message] : cases) {
@@ -161,6 +164,28 @@ TEST(ImportTest, BadFilesGiveOneLineErrors) {
     EXPECT_THAT(g, StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr(message))) << file;
     EXPECT_EQ(std::string(g.status().message()).find('\n'), std::string::npos) << file;
   }
+}
+
+// Models that reach outside their tensors are refused before any of their code runs
+// (tests/fixtures/hostile_models.py); the probe file they would write never appears.
+TEST(ImportTest, RefusesModelsThatReachOutsideTheirTensors) {
+  const std::string probe = Fixture("hostile_probe_written.pt");
+  std::remove(probe.c_str());
+  constexpr auto kDenied = absl::StatusCode::kPermissionDenied;
+  // Operators TorchScript does not know fail its loader, before anything runs.
+  constexpr auto kUnknown = absl::StatusCode::kInvalidArgument;
+  const std::vector<std::tuple<std::string, absl::StatusCode, std::string>> cases = {
+      {"hostile_from_file.pt", kDenied, "aten::from_file, which reads a file"},
+      {"hostile_save.pt", kDenied, "aten::save, which writes a file"},
+      {"hostile_setstate.pt", kDenied, "defines __setstate__"},
+      {"hostile_print.pt", kDenied, "prim::Print, which prints"},
+      {"hostile_custom_op.pt", kUnknown, "operator qopt_probe::leak, which is not a built-in tensor operator"},
+      {"hostile_load.pt", kUnknown, "operator aten::load, which is not a built-in tensor operator"},
+  };
+  for (const auto& [file, code, message] : cases) {
+    EXPECT_THAT(ImportTorchScript(Fixture(file)), StatusIs(code, HasSubstr(message))) << file;
+  }
+  EXPECT_FALSE(std::filesystem::exists(probe));
 }
 
 }  // namespace

@@ -10,10 +10,12 @@
 #include <torch/csrc/jit/passes/constant_propagation.h>
 #include <torch/csrc/jit/passes/dead_code_elimination.h>
 #include <torch/csrc/jit/passes/freeze_module.h>
+#include <torch/csrc/jit/passes/inliner.h>
 #include <torch/csrc/jit/passes/remove_exceptions.h>
 #include <torch/csrc/jit/passes/remove_mutation.h>
 #include <torch/script.h>
 
+#include "ir/admission.h"
 #include "ir/jit_bridge.h"
 #include "ir/op_registry.h"
 #include "status.h"
@@ -200,10 +202,20 @@ class Importer {
 absl::StatusOr<Graph> ImportTorchScript(const std::string& path) {
   using namespace internal_import;
   RETURN_IF_ERROR(CheckFile(path));
+  auto refused = [&](const absl::Status& s) {
+    return absl::Status(s.code(), absl::StrCat("cannot load TorchScript model ", path, ": ", s.message()));
+  };
+  if (absl::Status s = AdmitArchive(path); !s.ok()) return refused(s);
 
   std::shared_ptr<torch::jit::Graph> jg;
   try {
     torch::jit::Module module = torch::jit::load(path, c10::Device(c10::kCPU));
+    // Admission, before freezing's constant propagation evaluates anything.
+    {
+      std::shared_ptr<torch::jit::Graph> forward = module.get_method("forward").graph()->copy();
+      torch::jit::Inline(*forward);
+      if (absl::Status s = AdmitGraph(*forward); !s.ok()) return refused(s);
+    }
     module.eval();
     torch::jit::Module frozen = torch::jit::freeze_module(module);
     jg = frozen.get_method("forward").graph()->copy();
@@ -217,10 +229,10 @@ absl::StatusOr<Graph> ImportTorchScript(const std::string& path) {
     torch::jit::EliminateDeadCode(jg);
   } catch (const c10::Error& e) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "cannot load TorchScript model ", path, ": ", FirstLine(e.what_without_backtrace())));
+        "cannot load TorchScript model ", path, ": ", ExplainLoadError(FirstLine(e.what_without_backtrace()))));
   } catch (const std::exception& e) {
     return absl::InvalidArgumentError(
-        absl::StrCat("cannot load TorchScript model ", path, ": ", FirstLine(e.what())));
+        absl::StrCat("cannot load TorchScript model ", path, ": ", ExplainLoadError(FirstLine(e.what()))));
   }
   RETURN_IF_ERROR(CheckRunnable(*jg->block()));
 
