@@ -65,6 +65,8 @@ expect bitwidth_17 "quantization.activation_bitwidth must be in 2..16, got 17" -
 expect missing_data "needs calibration data" -- --model "$fx/resnet18.pt" --recipe "$recipe"
 expect data_not_found "data file not found" -- --model "$fx/resnet18.pt" --recipe "$recipe" --data "$fx/nope.npy"
 expect truncated_data "truncated .npy" -- --model "$fx/resnet18.pt" --recipe "$recipe" --data "$fx/calib_truncated.npy"
+expect npy_64_dims "calib_dims64.npy: .npy shape (65536, 65536, .*) is not a tensor this file can hold" -- --model "$fx/resnet18.pt" --recipe "$recipe" --data "$fx/calib_dims64.npy"
+expect npy_huge_dim "calib_huge.npy: .npy shape (4611686018427387904, 4) is not a tensor this file can hold" -- --model "$fx/resnet18.pt" --recipe "$recipe" --data "$fx/calib_huge.npy"
 expect corrupt_data "unknown data format" -- --model "$fx/resnet18.pt" --recipe "$recipe" --data "$fx/not_torchscript.pt"
 expect broken_recipe "invalid recipe" -- --model "$fx/resnet18.pt" --recipe "$tmp/broken.json" --data "$fx/calib.npy"
 expect missing_recipe "recipe file not found" -- --model "$fx/resnet18.pt" --recipe "$tmp/nope.json" --data "$fx/calib.npy"

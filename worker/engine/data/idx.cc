@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "data/dataset.h"
+#include "data/tensor_file.h"
 
 namespace qopt {
 
@@ -46,15 +47,17 @@ absl::StatusOr<at::Tensor> ReadIdx(const std::string& path) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": truncated IDX header"));
   }
   std::vector<int64_t> shape;
-  int64_t count = 1;
   for (int i = 0; i < ndim; ++i) {
     const unsigned char* p = bytes.data() + 4 + 4 * i;
-    const int64_t d = (int64_t{p[0]} << 24) | (int64_t{p[1]} << 16) | (int64_t{p[2]} << 8) | p[3];
-    shape.push_back(d);
-    count *= d;
+    shape.push_back((int64_t{p[0]} << 24) | (int64_t{p[1]} << 16) | (int64_t{p[2]} << 8) | p[3]);
   }
   const size_t element = at::elementSize(dtype);
-  const size_t need = static_cast<size_t>(count) * element;
+  const std::optional<size_t> total = DenseBytes(shape, element);
+  if (!total) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": IDX shape (", absl::StrJoin(shape, ", "),
+                                                   ") is not a tensor this file can hold"));
+  }
+  const size_t need = *total;
   if (bytes.size() - header < need) {
     return absl::InvalidArgumentError(absl::StrCat(
         path, ": truncated IDX data: shape (", absl::StrJoin(shape, ", "), ") needs ", need,
@@ -64,7 +67,7 @@ absl::StatusOr<at::Tensor> ReadIdx(const std::string& path) {
   auto* out = static_cast<unsigned char*>(t.data_ptr());
   const unsigned char* src = bytes.data() + header;
   // IDX stores multi-byte elements big-endian.
-  for (size_t i = 0; i < static_cast<size_t>(count); ++i) {
+  for (size_t i = 0; i < need / element; ++i) {
     for (size_t b = 0; b < element; ++b) out[i * element + b] = src[i * element + element - 1 - b];
   }
   return t;

@@ -2,15 +2,27 @@
 
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <regex>
 
 #include <ATen/ATen.h>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "status.h"
 #include "absl/strings/str_join.h"
+#include "status.h"
 
 namespace qopt {
+
+std::optional<size_t> DenseBytes(const std::vector<int64_t>& shape, size_t element_size) {
+  size_t bytes = element_size;
+  for (int64_t d : shape) {
+    if (d < 0 || __builtin_mul_overflow(bytes, static_cast<size_t>(d), &bytes)) return std::nullopt;
+  }
+  // at::empty counts in int64_t.
+  if (bytes > static_cast<size_t>(std::numeric_limits<int64_t>::max())) return std::nullopt;
+  return bytes;
+}
 namespace internal_data {
 
 }  // namespace internal_data
@@ -86,12 +98,19 @@ absl::StatusOr<at::Tensor> ParseNpy(const std::vector<char>& b, const std::strin
   const std::string dims = m[1];
   const std::regex number("\\d+");
   for (std::sregex_iterator it(dims.begin(), dims.end(), number), end; it != end; ++it) {
-    shape.push_back(std::stoll(it->str()));
+    int64_t d = 0;
+    if (!absl::SimpleAtoi(it->str(), &d)) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ": .npy shape dimension ", it->str(), " is too large"));
+    }
+    shape.push_back(d);
   }
-  int64_t count = 1;
-  for (int64_t d : shape) count *= d;
   const size_t data_start = header_start + header_len;
-  const size_t need = static_cast<size_t>(count) * at::elementSize(dtype);
+  const std::optional<size_t> bytes = DenseBytes(shape, at::elementSize(dtype));
+  if (!bytes) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": .npy shape (", absl::StrJoin(shape, ", "),
+                                                   ") is not a tensor this file can hold"));
+  }
+  const size_t need = *bytes;
   if (b.size() - data_start < need) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": truncated .npy: expected ", need,
                                                    " data bytes for shape (",

@@ -1,6 +1,7 @@
 // NumPy .npy arrays (data/dataset.h builds data sets on top of this).
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -19,5 +20,10 @@ absl::StatusOr<at::Tensor> ParseNpy(const std::vector<char>& bytes, const std::s
 
 /// Reads a whole file; InvalidArgument naming it when missing or unreadable.
 absl::StatusOr<std::vector<char>> ReadFileBytes(const std::string& path);
+
+/// Bytes of a dense tensor of `shape` with `element_size`-byte elements, or nullopt when a
+/// dimension is negative or the product overflows: file headers are untrusted, and the
+/// size must be checked against the file before anything is allocated.
+std::optional<size_t> DenseBytes(const std::vector<int64_t>& shape, size_t element_size);
 
 }  // namespace qopt

@@ -85,10 +85,15 @@ absl::StatusOr<std::string> CountModelCost(RunContext& run, v1::ModelCost* out) 
   if (recipe.calibration_data().path().empty() && recipe.evaluation_data().path().empty()) {
     return std::string("no data to take the input shape from");
   }
-  absl::StatusOr<const std::vector<Batch>*> data =
-      recipe.calibration_data().path().empty() ? run.Evaluation() : run.Calibration();
-  if (!data.ok() || (*data)->empty()) return std::string("its data could not be read");
-  std::vector<int64_t> shape = (*data)->front().inputs.sizes().vec();
+  std::vector<int64_t> shape;
+  try {
+    absl::StatusOr<const std::vector<Batch>*> data =
+        recipe.calibration_data().path().empty() ? run.Evaluation() : run.Calibration();
+    if (!data.ok() || (*data)->empty()) return std::string("its data could not be read");
+    shape = (*data)->front().inputs.sizes().vec();
+  } catch (const std::exception&) {
+    return std::string("its data could not be read");
+  }
   shape[0] = 1;
   absl::StatusOr<ModelCost> cost = [&]() -> absl::StatusOr<ModelCost> {
     try {
@@ -118,8 +123,7 @@ absl::StatusOr<std::string> CountModelCost(RunContext& run, v1::ModelCost* out) 
   return std::string();
 }
 
-absl::Status LoadModel(RunContext& run, v1::Report& report) {
-  run.BeginStep(0, "load", /*part=*/nullptr);
+absl::Status LoadModelUnguarded(RunContext& run, v1::Report& report) {
   RETURN_IF_ERROR(run.Progress(0.0, "loading the model"));
   ASSIGN_OR_RETURN(run.graph, run.Import());
   std::string line = absl::StrCat("loaded: ", run.graph->LiveNodes().size(), " ops, ",
@@ -134,6 +138,18 @@ absl::Status LoadModel(RunContext& run, v1::Report& report) {
                                            c.parameters() / 1e6, absl::StrJoin(c.input_shape(), "x")));
   }
   return run.Log(line);
+}
+
+absl::Status LoadModel(RunContext& run, v1::Report& report) {
+  run.BeginStep(0, "load", /*part=*/nullptr);
+  // As for steps: whatever LibTorch throws becomes an error, never an abort.
+  try {
+    return LoadModelUnguarded(run, report);
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat("load: ", FirstLine(e.what_without_backtrace())));
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("load: ", FirstLine(e.what())));
+  }
 }
 
 }  // namespace
