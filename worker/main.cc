@@ -13,6 +13,7 @@
 #include "file_text.h"
 #include "recipe/recipe.h"
 #include "recipe/runner.h"
+#include "sandbox/job_process.h"
 #if QOPT_WORKER_SERVICE
 #include "runtime/lease_loop.h"
 #endif
@@ -66,6 +67,7 @@ int main(int argc, char** argv) {
                 "Either `qopt-worker run ...` (offline, one recipe) or "
                 "`qopt-worker --server HOST:PORT` (serve jobs from qopt-server)."};
   std::string server, worker_id, cache_dir, tls_ca, service_device = "cpu";
+  qopt::sandbox::SandboxOptions service_limits;
   app.add_option("--server", server, "qopt-server to lease jobs from (token: QOPT_TOKEN)");
   app.add_option("--worker-id", worker_id, "Name shown in job events (default: host-pid)");
   app.add_option("--cache-dir", cache_dir, "Blob cache (default: $TMPDIR/qopt-worker-cache)");
@@ -87,12 +89,24 @@ int main(int argc, char** argv) {
   run->add_option("--threads", threads, "LibTorch threads (default: all cores)");
   run->add_flag("--quiet", quiet, "No progress lines");
 
+  // The worker's own child for one service job (sandbox/job_process.h); not for people.
+  qopt::sandbox::SandboxOptions job_limits;
+  CLI::App* job = app.add_subcommand("job", "")->group("");
+  job->add_option("--job-dir", job_limits.job_dir)->required();
+  job->add_option("--memory-mb", job_limits.memory_mb);
+  job->add_option("--cpu-seconds", job_limits.cpu_seconds);
+
+  app.add_option("--job-memory-mb", service_limits.memory_mb,
+                 "Address-space limit of each job's process, MiB (0: none)");
+  app.add_option("--job-cpu-seconds", service_limits.cpu_seconds, "CPU-time limit of each job's process (0: none)");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
   if (run->parsed()) return Run(model, recipe, data, out, device, threads, quiet);
+  if (job->parsed()) return qopt::sandbox::RunJobChild(job_limits);
   if (server.empty()) {
     std::fprintf(stderr, "error: give `run ...` or --server HOST:PORT (see --help)\n");
     return 2;
@@ -116,6 +130,7 @@ int main(int argc, char** argv) {
   const std::string tmp = std::getenv("TMPDIR") ? std::getenv("TMPDIR") : "/tmp";
   options.cache_dir = cache_dir.empty() ? tmp + "/qopt-worker-cache" : cache_dir;
   options.work_dir = tmp + "/qopt-worker-" + std::to_string(getpid());
+  options.job_limits = service_limits;
   signal(SIGINT, OnSignal);
   signal(SIGTERM, OnSignal);
   return qopt::worker::RunLeaseLoop(options, g_stop);

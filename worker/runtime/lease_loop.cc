@@ -16,6 +16,7 @@
 #include "qopt/v1/service.grpc.pb.h"
 #include "recipe/recipe.h"
 #include "recipe/runner.h"
+#include "sandbox/job_process.h"
 #include "recipe_files.h"
 #include "sha256.h"
 #include "status.h"
@@ -173,7 +174,9 @@ class Worker {
     });
 
     v1::Recipe recipe = lease.recipe();
-    const std::string out_dir = (fs::path(o_.work_dir) / lease.job_id()).string();
+    // The job's folder, handed to its sandboxed process; the artifacts land in out/.
+    const std::string job_dir = (fs::path(o_.work_dir) / lease.job_id()).string();
+    const std::string out_dir = (fs::path(job_dir) / "out").string();
     absl::StatusOr<RunSummary> summary = absl::UnknownError("not run");
     std::vector<std::pair<std::string, std::string>> local_names;
     if (absl::Status s = Localize(&recipe, &local_names); !s.ok()) {
@@ -189,7 +192,14 @@ class Worker {
         if (p.step_report) pending_steps.push_back(*p.step_report);
       };
       run.cancelled = [&] { return cancelled.load(); };
-      summary = RunRecipe(recipe, run);
+      std::error_code ec;
+      fs::remove_all(job_dir, ec);
+      fs::create_directories(job_dir, ec);
+      sandbox::JobProcessOptions job;
+      job.job_dir = job_dir;
+      job.limits = o_.job_limits;
+      job.limits.job_dir = job_dir;
+      summary = sandbox::RunJobProcess(recipe, run, job);
     }
     {
       std::lock_guard<std::mutex> lock(mu);
@@ -239,7 +249,7 @@ class Worker {
     }
     std::fflush(stdout);
     std::error_code ec;
-    fs::remove_all(out_dir, ec);
+    fs::remove_all(job_dir, ec);
   }
 
   int Loop(const std::atomic<bool>& stop) {

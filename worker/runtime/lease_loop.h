@@ -6,6 +6,8 @@
 #include <atomic>
 #include <string>
 
+#include "sandbox/sandbox.h"
+
 namespace qopt::worker {
 
 struct LeaseLoopOptions {
@@ -17,6 +19,8 @@ struct LeaseLoopOptions {
   std::string cache_dir;  // blobs fetched from the server, by sha256
   std::string work_dir;   // per-job output directories
   int heartbeat_ms = 1000;
+  /// Limits of each job's sandboxed process (its folder is set per job).
+  sandbox::SandboxOptions job_limits;
 };
 
 /// Runs until `stop` is set. Returns a process exit code.

@@ -1,0 +1,35 @@
+// Each job runs in a child process of the worker: `qopt-worker job`, which enters the
+// sandbox (sandbox.h) before it reads its recipe. A crash, an abort or the kernel's OOM
+// killer ends the child, and the job fails with the child's last error line; the worker
+// goes on to its next job.
+#pragma once
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "recipe/runner.h"
+#include "sandbox/sandbox.h"
+
+namespace qopt::sandbox {
+
+struct JobProcessOptions {
+  /// The job's folder (created, emptied by the caller): recipe, artifacts and temporary
+  /// files live beneath it. Artifacts go to `job_dir`/out.
+  std::string job_dir;
+  /// The program to run as the child; "/proc/self/exe" is this worker.
+  std::string program = "/proc/self/exe";
+  SandboxOptions limits;
+};
+
+/// Runs `recipe` in a sandboxed child. Progress frames reach `run.on_progress` as they
+/// arrive; `run.cancelled` is polled and kills the child. `run.out_dir` is ignored: the
+/// artifacts are in `options.job_dir`/out.
+absl::StatusOr<RunSummary> RunJobProcess(const v1::Recipe& recipe, const RunOptions& run,
+                                         const JobProcessOptions& options);
+
+/// The child's side (`qopt-worker job --job-dir DIR`): enters the sandbox, reads
+/// DIR/recipe.pb, runs it with artifacts in DIR/out and writes frames to descriptor 3.
+/// Returns the process exit code.
+int RunJobChild(const SandboxOptions& limits);
+
+}  // namespace qopt::sandbox
