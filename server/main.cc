@@ -109,6 +109,8 @@ int main(int argc, char** argv) {
                  "Cancel an upload stream that sends nothing for this long")->check(CLI::Range(1, 86400));
   app.add_option("--max-uploads-per-tenant", limits.max_uploads_per_tenant,
                  "Upload streams one tenant may have open at once")->check(CLI::Range(1, 100000));
+  app.add_option("--max-uploads", limits.max_uploads,
+                 "Upload streams all tenants together may have open at once")->check(CLI::Range(1, 100000));
   app.add_option("--part-expiry-seconds", part_expiry_seconds,
                  "Remove an interrupted upload's partial file untouched for this long")->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
   app.add_option("--max-running-jobs-per-tenant", store_options.max_running_per_tenant,

@@ -14,23 +14,36 @@ class UploadSlot {
   UploadSlot(BlobServiceImpl* service, std::string tenant) : service_(service), tenant_(std::move(tenant)) {
     std::lock_guard<std::mutex> lock(service_->active_mu_);
     int& open = service_->open_per_tenant_[tenant_];
-    held_ = open < service_->limits_.max_uploads_per_tenant;
-    if (held_) ++open;
+    if (open >= service_->limits_.max_uploads_per_tenant) {
+      refusal_ = absl::StrCat("tenant '", tenant_, "' already has ", open,
+                              " uploads open (the server's --max-uploads-per-tenant); retry when one ends");
+    } else if (service_->open_total_ >= service_->limits_.max_uploads) {
+      refusal_ = absl::StrCat("the server has ", service_->open_total_,
+                              " uploads open (its --max-uploads); retry later");
+    } else {
+      ++open;
+      ++service_->open_total_;
+    }
   }
   ~UploadSlot() {
     std::lock_guard<std::mutex> lock(service_->active_mu_);
     auto it = service_->open_per_tenant_.find(tenant_);
-    if (held_) --it->second;
+    if (held()) {
+      --it->second;
+      --service_->open_total_;
+    }
     if (it->second == 0) service_->open_per_tenant_.erase(it);
   }
   UploadSlot(const UploadSlot&) = delete;
   UploadSlot& operator=(const UploadSlot&) = delete;
-  bool held() const { return held_; }
+  bool held() const { return refusal_.empty(); }
+  /// Why the slot was refused (RESOURCE_EXHAUSTED).
+  const std::string& refusal() const { return refusal_; }
 
  private:
   BlobServiceImpl* service_;
   std::string tenant_;
-  bool held_ = false;
+  std::string refusal_;
 };
 
 grpc::Status BlobServiceImpl::Upload(grpc::ServerContext* ctx,
@@ -40,11 +53,7 @@ grpc::Status BlobServiceImpl::Upload(grpc::ServerContext* ctx,
   std::string tenant;
   if (grpc::Status s = auth_->Tenant(ctx, &tenant); !s.ok()) return s;
   UploadSlot upload_slot(this, tenant);
-  if (!upload_slot.held()) {
-    return {grpc::StatusCode::RESOURCE_EXHAUSTED,
-            absl::StrCat("tenant '", tenant, "' already has ", limits_.max_uploads_per_tenant,
-                         " uploads open (the server's --max-uploads-per-tenant); retry when one ends")};
-  }
+  if (!upload_slot.held()) return {grpc::StatusCode::RESOURCE_EXHAUSTED, upload_slot.refusal()};
   IdleWatchdog::Watch watch(watchdog_, ctx);
   const auto idled = [&] {
     return grpc::Status(grpc::StatusCode::CANCELLED,

@@ -21,8 +21,10 @@ namespace qopt::server {
 struct ServerLimits {
   int64_t max_upload_bytes = int64_t{8} << 30;
   int max_lease_wait_ms = 30000;
-  /// Upload streams one tenant may have open at once (each holds a thread and a file).
+  /// Upload streams one tenant, and all tenants together, may have open at once (each
+  /// holds a thread and a file descriptor).
   int max_uploads_per_tenant = 8;
+  int max_uploads = 256;
   /// Highest job priority a tenant may ask for; higher is INVALID_ARGUMENT.
   int max_priority = 100;
 };
@@ -52,6 +54,7 @@ class BlobServiceImpl final : public v1::BlobService::Service {
   std::mutex active_mu_;
   std::set<std::string> active_;
   std::map<std::string, int> open_per_tenant_;
+  int open_total_ = 0;
   friend class UploadSlot;
 };
 
