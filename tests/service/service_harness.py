@@ -1,6 +1,7 @@
 """Shared by the Python service tests: a qopt-server on loopback in a temporary folder,
 with tokens, optional workers, and a clean stop. Needs PYTHONPATH=BUILD/python (stubs and
 qopt_client) and QOPT_SERVER_BIN / QOPT_WORKER_BIN."""
+import ctypes
 import json
 import os
 import re
@@ -33,6 +34,16 @@ def finish():
     sys.exit(1 if failures else 0)
 
 
+def _die_with_parent(extra=None):
+    """preexec_fn: the child gets SIGKILL when the test process dies (a ctest timeout), so
+    no server or worker outlives its test."""
+    def run():
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if extra:
+            extra()
+    return run
+
+
 def md(token, lease_token=None):
     items = [("authorization", "Bearer " + token)]
     if lease_token:
@@ -56,7 +67,8 @@ class Server:
             cmd += ["--local-workers", str(workers)]
         cmd += list(args)
         self.log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, preexec_fn=preexec)
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT,
+                                     preexec_fn=_die_with_parent(preexec))
         self.address = None
         for _ in range(200):
             text = open(self.log_path).read()
@@ -80,7 +92,7 @@ class Server:
         log = open(os.path.join(self.dir, worker_id + ".log"), "w")
         proc = subprocess.Popen([os.environ["QOPT_WORKER_BIN"], "--server", self.address, "--worker-id", worker_id,
                                  "--cache-dir", cache_dir, "--device", device],
-                                stdout=log, stderr=subprocess.STDOUT, env=env)
+                                stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent())
         self.worker_procs.append(proc)
         return proc
 

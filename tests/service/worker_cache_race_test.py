@@ -2,7 +2,8 @@
 new blob is uploaded and two jobs that read it are submitted at once, so both workers
 fetch it at the same time: no job may fail. Then a cached blob overwritten with other
 bytes (as a job could) is re-hashed, fetched again, and the next job still succeeds; and
-a job folder left by a worker that died is removed when a worker starts."""
+a job folder left by a worker that died is removed when a worker starts; a job asking for
+256 threads gets no more than the worker's cores."""
 import os
 import time
 
@@ -81,6 +82,23 @@ try:
     with open(os.path.join(cache, model), "rb") as f:
         check(hashlib.sha256(f.read()).hexdigest() == model, "the cached model was fetched again")
     check(not os.path.exists(orphan), f"the dead worker's folder qopt-worker-{dead_pid} was removed")
+
+    # num_threads is capped at the worker's cores: LibTorch keeps the threads it starts.
+    fmnist = a.upload("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")
+    greedy = a.submit({"model": {"path": model}, "num_threads": 256,
+                       "calibration_data": {"path": fmnist, "max_samples": 64, "batch_size": 64},
+                       "steps": [{"calibrate": {}}]}).id
+    deadline = time.time() + 60
+    while time.time() < deadline and a.get(greedy).state not in (service_pb2.SUCCEEDED, service_pb2.FAILED):
+        time.sleep(0.05)
+    check(a.get(greedy).state == service_pb2.SUCCEEDED, f"the num_threads 256 job ran: {a.get(greedy).error}")
+
+    def threads(pid):
+        with open(f"/proc/{pid}/status") as f:
+            return int(next(line.split()[1] for line in f if line.startswith("Threads:")))
+    counts = [threads(p.pid) for p in server.worker_procs]
+    check(max(counts) < 64 + os.cpu_count(), f"worker threads after a num_threads 256 job: {counts} "
+          f"({os.cpu_count()} cores)")
 finally:
     server.cleanup()
 finish()
