@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "download.h"
+#include "file_name.h"
 #include "errors.h"
 #include "job_format.h"
 #include "report_json.h"
@@ -132,9 +133,10 @@ absl::StatusOr<int> RunCancel(Connection& connection, const std::string& job_id)
 
 absl::StatusOr<int> RunDownload(Connection& connection, const std::string& job_id,
                                 const std::string& name, const std::string& path) {
-  // Only the name's last component: an artifact name must not pick a folder for us.
-  const std::string target = path.empty() ? std::filesystem::path(name).filename().string() : path;
-  if (target.empty()) return UsageError("artifact name " + name + " is not a file name; use -o PATH");
+  // An artifact name never picks a folder: names with separators (or hidden names) are
+  // refused, as the server refuses to store them.
+  if (absl::Status s = CheckPlainFileName("artifact", name); !s.ok()) return UsageError(std::string(s.message()));
+  const std::string target = path.empty() ? name : path;
   ASSIGN_OR_RETURN(v1::Artifact artifact, DownloadArtifact(connection, job_id, name, target));
   if (connection.options().json) {
     PrintLine(nlohmann::json{{"path", target},

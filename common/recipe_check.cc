@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <iterator>
+#include <map>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -10,6 +11,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
 #include "calibration_method.h"
+#include "file_name.h"
 #include "status.h"
 #include "steps/step_spec.h"
 
@@ -36,6 +38,7 @@ absl::Status CheckSteps(const v1::Recipe& recipe) {
   if (recipe.steps().empty()) return absl::InvalidArgumentError("recipe has no steps");
   StepsBefore before;
   bool needs_data = false;
+  std::map<std::string, std::string> written;  // artifact name -> the step that writes it
   for (int i = 0; i < recipe.steps_size(); ++i) {
     const std::string where = absl::StrCat("steps[", i, "]");
     const StepSpec* spec = FindStepSpec(recipe.steps(i).kind_case());
@@ -43,6 +46,16 @@ absl::Status CheckSteps(const v1::Recipe& recipe) {
     const v1::Step step = StepWithDefaults(recipe.steps(i));
     RETURN_IF_ERROR(CheckOrder(where, StepName(step), *spec, before));
     if (spec->check != nullptr) RETURN_IF_ERROR(spec->check(where, step, before));
+    if (spec->artifacts != nullptr) {
+      for (const std::string& name : spec->artifacts(step)) {
+        RETURN_IF_ERROR(Annotate(CheckPlainFileName("artifact", name), where));
+        if (const auto [it, fresh] = written.emplace(name, where); !fresh) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              where, ": ", StepName(step), " writes ", name, ", which ", it->second,
+              " already writes; give it another prefix"));
+        }
+      }
+    }
     before.calibrated |= spec->calibrates;
     before.automatic |= spec->automatic;
     needs_data |= spec->reads_data;
@@ -115,6 +128,7 @@ absl::Status CheckRecipe(const v1::Recipe& recipe) {
   RETURN_IF_ERROR(CheckQuantization(recipe.quantization()));
   RETURN_IF_ERROR(CheckDevice(recipe.device()));
   if (recipe.num_threads() < 0) return absl::InvalidArgumentError("num_threads must be >= 0");
+  if (recipe.time_limit_seconds() < 0) return absl::InvalidArgumentError("time_limit_seconds must be >= 0");
   return absl::OkStatus();
 }
 

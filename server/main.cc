@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -17,6 +18,7 @@
 #include <grpcpp/health_check_service_interface.h>
 #include <prometheus/exposer.h>
 
+#include "api/malformed_request.h"
 #include "api/services.h"
 #include "file_text.h"
 
@@ -53,6 +55,25 @@ pid_t StartWorker(const std::string& binary, const std::string& server, int inde
   return pid;
 }
 
+bool IsLoopback(const std::string& listen) {
+  const std::string host = listen.substr(0, listen.rfind(':'));
+  return host == "127.0.0.1" || host == "localhost" || host == "[::1]" || host == "::1";
+}
+
+// Removes expired .part files and blobs nothing refers to; logs what it freed.
+void CollectGarbage(qopt::server::Catalog& catalog, int64_t part_max_age_ms) {
+  auto collected = catalog.CollectGarbage(part_max_age_ms);
+  if (!collected.ok()) {
+    std::fprintf(stderr, "garbage collection: %s\n", std::string(collected.status().message()).c_str());
+  } else if (collected->parts > 0 || collected->blobs > 0) {
+    std::printf("garbage collection: removed %lld expired partial uploads (%lld bytes) and %lld unreferenced "
+                "blobs (%lld bytes)\n",
+                static_cast<long long>(collected->parts), static_cast<long long>(collected->part_bytes),
+                static_cast<long long>(collected->blobs), static_cast<long long>(collected->blob_bytes));
+    std::fflush(stdout);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -64,6 +85,9 @@ int main(int argc, char** argv) {
   JobStore::Options store_options;
   Catalog::Options catalog_options;
   ServerLimits limits;
+  bool allow_open_remote = false;
+  int upload_idle_seconds = 60, max_job_seconds = 86400;
+  int64_t part_expiry_seconds = 86400;
   app.add_option("--listen", listen, "HOST:PORT to serve gRPC on");
   app.add_option("--data-dir", data_dir, "Directory for the database and blobs")->required();
   app.add_option("--local-workers", local_workers, "Worker processes to start on this host");
@@ -79,12 +103,44 @@ int main(int argc, char** argv) {
   app.add_option("--tls-cert", tls_cert, "PEM certificate chain: serve gRPC over TLS")
       ->check(CLI::ExistingFile);
   app.add_option("--tls-key", tls_key, "PEM private key of --tls-cert")->check(CLI::ExistingFile);
+  app.add_flag("--allow-open-remote", allow_open_remote,
+               "Without --auth-file, listen on a non-loopback address anyway (anyone reaching it may act as a worker)");
+  app.add_option("--upload-idle-seconds", upload_idle_seconds,
+                 "Cancel an upload stream that sends nothing for this long")->check(CLI::Range(1, 86400));
+  app.add_option("--max-uploads-per-tenant", limits.max_uploads_per_tenant,
+                 "Upload streams one tenant may have open at once")->check(CLI::Range(1, 100000));
+  app.add_option("--max-uploads", limits.max_uploads,
+                 "Upload streams all tenants together may have open at once")->check(CLI::Range(1, 100000));
+  app.add_option("--part-expiry-seconds", part_expiry_seconds,
+                 "Remove an interrupted upload's partial file untouched for this long")->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
+  app.add_option("--max-running-jobs-per-tenant", store_options.max_running_per_tenant,
+                 "Jobs of one tenant running at once; 0 = no limit")->check(CLI::NonNegativeNumber);
+  app.add_option("--max-priority", limits.max_priority, "Highest job priority accepted (higher: INVALID_ARGUMENT)");
+  app.add_option("--max-job-seconds", max_job_seconds,
+                 "Longest run of one job; a recipe's time_limit_seconds may ask for less; 0 = no limit")
+      ->check(CLI::NonNegativeNumber);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
 
+  store_options.max_job_ms = int64_t{max_job_seconds} * 1000;
+  if (part_expiry_seconds <= upload_idle_seconds) {
+    std::fprintf(stderr, "error: --part-expiry-seconds must be longer than --upload-idle-seconds\n");
+    return 2;
+  }
+  if (auth_file.empty() && !IsLoopback(listen)) {
+    if (!allow_open_remote) {
+      std::fprintf(stderr,
+                   "error: without --auth-file the server is open (every caller is tenant 'default' and may act "
+                   "as a worker), so it listens on loopback only; give --auth-file, or --allow-open-remote to "
+                   "serve %s anyway\n", listen.c_str());
+      return 2;
+    }
+    std::fprintf(stderr, "warning: open server (no --auth-file) listening on %s: anyone who reaches it may "
+                 "read and change every job and act as a worker\n", listen.c_str());
+  }
   std::error_code ec;
   std::filesystem::create_directories(data_dir, ec);
   auto db = StoreDb::Open(data_dir + "/qopt.db");
@@ -122,11 +178,15 @@ int main(int argc, char** argv) {
     }
     exposer->RegisterCollectable(metrics.registry());
   }
-  BlobServiceImpl blob_service(blobs->get(), &catalog, &auth, &metrics, limits);
+  // Before serving: what a crash or an earlier run left behind.
+  const int64_t part_max_age_ms = part_expiry_seconds * 1000;
+  CollectGarbage(catalog, part_max_age_ms);
+  IdleWatchdog watchdog{std::chrono::seconds(upload_idle_seconds)};
+  BlobServiceImpl blob_service(blobs->get(), &catalog, &auth, &metrics, &watchdog, limits);
   ModelServiceImpl model_service(&catalog, &auth, &metrics);
   DatasetServiceImpl dataset_service(&catalog, &auth, &metrics);
-  JobServiceImpl job_service(jobs->get(), blobs->get(), &catalog, &auth, &metrics);
-  WorkerServiceImpl worker_service(jobs->get(), blobs->get(), &auth, &metrics, limits);
+  JobServiceImpl job_service(jobs->get(), blobs->get(), &catalog, &auth, &metrics, limits);
+  WorkerServiceImpl worker_service(jobs->get(), blobs->get(), &auth, &metrics, &watchdog, limits);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
@@ -155,6 +215,9 @@ int main(int argc, char** argv) {
   builder.RegisterService(&dataset_service);
   builder.RegisterService(&job_service);
   builder.RegisterService(&worker_service);
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+  interceptors.push_back(MalformedRequestInterceptorFactory());
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || port == 0) {
     std::fprintf(stderr, "error: cannot listen on %s\n", listen.c_str());
@@ -173,11 +236,22 @@ int main(int argc, char** argv) {
   signal(SIGINT, OnSignal);
   signal(SIGTERM, OnSignal);
   std::vector<pid_t> workers(local_workers, -1);
+  // Often enough that a partial upload outlives its expiry by at most half of it.
+  const auto gc_period = std::min<std::chrono::milliseconds>(std::chrono::minutes(1),
+                                                             std::chrono::milliseconds(part_max_age_ms / 2));
+  auto last_gc = std::chrono::steady_clock::now();
   while (!g_stop) {
     if (auto expired = (*jobs)->ExpireLeases(); !expired.ok()) {
       std::fprintf(stderr, "lease expiry: %s\n", std::string(expired.status().message()).c_str());
     } else {
       metrics.LeaseExpired(*expired);
+    }
+    if (auto stopped = (*jobs)->EnforceTimeLimits(); !stopped.ok()) {
+      std::fprintf(stderr, "time limits: %s\n", std::string(stopped.status().message()).c_str());
+    }
+    if (std::chrono::steady_clock::now() - last_gc > gc_period) {
+      CollectGarbage(catalog, part_max_age_ms);
+      last_gc = std::chrono::steady_clock::now();
     }
     if (auto counts = (*jobs)->CountByState(); counts.ok()) metrics.SetJobCounts(*counts);
     if (auto counts = (*jobs)->CountByTechnique(); counts.ok()) {

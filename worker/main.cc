@@ -112,6 +112,11 @@ int main(int argc, char** argv) {
     return 2;
   }
 #if QOPT_WORKER_SERVICE
+  // A worker that cannot run on its device would lease jobs only to fail each one.
+  if (absl::Status s = qopt::CheckDeviceAvailable(service_device); !s.ok()) {
+    std::fprintf(stderr, "error: --device %s: %s\n", service_device.c_str(), std::string(s.message()).c_str());
+    return 2;
+  }
   char host[256] = "worker";
   gethostname(host, sizeof(host) - 1);
   qopt::worker::LeaseLoopOptions options;

@@ -14,13 +14,25 @@ void FillDefaults(v1::Step* step) {
   if (e->prefix().empty()) e->set_prefix("model");
 }
 
+std::vector<std::string> Artifacts(const v1::Step& step) {
+  const v1::ExportStep& e = step.export_();
+  std::vector<std::string> names;
+  if (e.torchscript()) names.push_back(ExportTorchScriptName(e));
+  if (e.encodings()) names.push_back(ExportEncodingsName(e));
+  return names;
+}
+
 }  // namespace
+
+std::string ExportTorchScriptName(const v1::ExportStep& step) { return step.prefix() + ".pt"; }
+std::string ExportEncodingsName(const v1::ExportStep& step) { return step.prefix() + ".encodings"; }
 
 const StepSpec& ExportSpec() {
   static const StepSpec spec = [] {
     StepSpec s;
     s.kind = v1::Step::kExport;
     s.fill_defaults = FillDefaults;
+    s.artifacts = Artifacts;
     return s;
   }();
   return spec;

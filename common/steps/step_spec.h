@@ -4,6 +4,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "qopt/v1/recipe.pb.h"
@@ -37,6 +38,10 @@ struct StepSpec {
   /// Checks the options (defaults filled in) and any order rule of the step's own;
   /// errors start with `where` ("steps[2]"). Null when there is nothing to check.
   absl::Status (*check)(const std::string& where, const v1::Step& step, const StepsBefore& before) = nullptr;
+  /// The artifacts (file names in the job's output folder) the step writes, defaults
+  /// filled in; the recipe check requires each to be a plain file name written by one
+  /// step only. Null when the step writes none.
+  std::vector<std::string> (*artifacts)(const v1::Step& step) = nullptr;
 };
 
 /// The registered spec of `kind`; null for KIND_NOT_SET or a step this build lacks.
@@ -44,6 +49,11 @@ const StepSpec* FindStepSpec(v1::Step::KindCase kind);
 
 /// `step` with its spec's defaults filled in.
 v1::Step StepWithDefaults(const v1::Step& step);
+
+/// File names the export step writes (defaults filled in): the TorchScript model and the
+/// encodings. The engine writes exactly these.
+std::string ExportTorchScriptName(const v1::ExportStep& step);
+std::string ExportEncodingsName(const v1::ExportStep& step);
 
 /// The step's operation as named in recipes ("fold_batch_norm"), "" when unset.
 std::string StepName(const v1::Step& step);

@@ -60,6 +60,12 @@ grpc::Status Authenticator::Worker(const grpc::ServerContext* ctx) const {
   return grpc::Status::OK;
 }
 
+std::string LeaseToken(const grpc::ServerContext* ctx) {
+  const auto& md = ctx->client_metadata();
+  auto it = md.find("qopt-lease-token");
+  return it == md.end() ? "" : std::string(it->second.data(), it->second.size());
+}
+
 grpc::Status ToGrpc(const absl::Status& s) {
   if (s.ok()) return grpc::Status::OK;
   return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));

@@ -24,12 +24,17 @@ class Authenticator {
   grpc::Status Worker(const grpc::ServerContext* ctx) const;
   /// A worker token for the server's own local workers ("" when open).
   std::string AnyWorkerToken() const { return workers_.empty() ? "" : *workers_.begin(); }
+  /// No auth file: every caller is tenant "default" and may act as a worker.
+  bool open() const { return open_; }
 
  private:
   bool open_ = true;
   std::map<std::string, std::string> tenants_;
   std::set<std::string> workers_;
 };
+
+/// The lease token a worker's call carries (`qopt-lease-token` metadata), "" when none.
+std::string LeaseToken(const grpc::ServerContext* ctx);
 
 /// absl::Status -> grpc::Status, keeping code and message (the one conversion point).
 grpc::Status ToGrpc(const absl::Status& s);

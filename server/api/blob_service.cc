@@ -7,11 +7,44 @@ namespace qopt::server {
 
 constexpr size_t kMaxChunk = 1 << 20;
 
-std::string TenantKey(const std::string& tenant) {
-  Sha256 hash;
-  hash.Update(tenant);
-  return hash.HexDigest().substr(0, 16);
-}
+// One of a tenant's upload streams, held for the life of the call: each holds a server
+// thread and, once its header arrives, an open file, so a tenant may hold only a few.
+class UploadSlot {
+ public:
+  UploadSlot(BlobServiceImpl* service, std::string tenant) : service_(service), tenant_(std::move(tenant)) {
+    std::lock_guard<std::mutex> lock(service_->active_mu_);
+    int& open = service_->open_per_tenant_[tenant_];
+    if (open >= service_->limits_.max_uploads_per_tenant) {
+      refusal_ = absl::StrCat("tenant '", tenant_, "' already has ", open,
+                              " uploads open (the server's --max-uploads-per-tenant); retry when one ends");
+    } else if (service_->open_total_ >= service_->limits_.max_uploads) {
+      refusal_ = absl::StrCat("the server has ", service_->open_total_,
+                              " uploads open (its --max-uploads); retry later");
+    } else {
+      ++open;
+      ++service_->open_total_;
+    }
+  }
+  ~UploadSlot() {
+    std::lock_guard<std::mutex> lock(service_->active_mu_);
+    auto it = service_->open_per_tenant_.find(tenant_);
+    if (held()) {
+      --it->second;
+      --service_->open_total_;
+    }
+    if (it->second == 0) service_->open_per_tenant_.erase(it);
+  }
+  UploadSlot(const UploadSlot&) = delete;
+  UploadSlot& operator=(const UploadSlot&) = delete;
+  bool held() const { return refusal_.empty(); }
+  /// Why the slot was refused (RESOURCE_EXHAUSTED).
+  const std::string& refusal() const { return refusal_; }
+
+ private:
+  BlobServiceImpl* service_;
+  std::string tenant_;
+  std::string refusal_;
+};
 
 grpc::Status BlobServiceImpl::Upload(grpc::ServerContext* ctx,
                                      grpc::ServerReader<v1::UploadRequest>* reader,
@@ -19,8 +52,21 @@ grpc::Status BlobServiceImpl::Upload(grpc::ServerContext* ctx,
   Metrics::RpcTimer timer(metrics_, "Upload");
   std::string tenant;
   if (grpc::Status s = auth_->Tenant(ctx, &tenant); !s.ok()) return s;
+  UploadSlot upload_slot(this, tenant);
+  if (!upload_slot.held()) return {grpc::StatusCode::RESOURCE_EXHAUSTED, upload_slot.refusal()};
+  IdleWatchdog::Watch watch(watchdog_, ctx);
+  const auto idled = [&] {
+    return grpc::Status(grpc::StatusCode::CANCELLED,
+                        absl::StrCat("upload idle for ", watchdog_->idle_timeout().count() / 1000.0,
+                                     " s; resume it from GetUploadStatus"));
+  };
   v1::UploadRequest msg;
-  if (!reader->Read(&msg) || !msg.has_header()) {
+  if (!reader->Read(&msg)) {
+    if (watch.timed_out()) return idled();
+    return {grpc::StatusCode::INVALID_ARGUMENT, "an upload starts with a header message"};
+  }
+  watch.Touch();
+  if (!msg.has_header()) {
     return {grpc::StatusCode::INVALID_ARGUMENT, "an upload starts with a header message"};
   }
   const v1::UploadHeader header = msg.header();
@@ -43,8 +89,12 @@ grpc::Status BlobServiceImpl::Upload(grpc::ServerContext* ctx,
     response->set_deduplicated(true);
     return grpc::Status::OK;
   }
-  if (absl::Status s = catalog_->CheckQuota(tenant, header.size()); !s.ok()) return ToGrpc(s);
-  const std::string owner = TenantKey(tenant);
+  const std::string owner = UploaderKey(tenant);
+  // What is already on disk for this upload counts in the tenant's usage.
+  if (absl::Status s = catalog_->CheckQuota(tenant, header.size() - blobs_->PartialSize(header.sha256(), owner));
+      !s.ok()) {
+    return ToGrpc(s);
+  }
   const std::string slot = absl::StrCat(header.sha256(), ".", owner);
   {
     std::lock_guard<std::mutex> lock(active_mu_);
@@ -64,6 +114,7 @@ grpc::Status BlobServiceImpl::Upload(grpc::ServerContext* ctx,
   auto upload = blobs_->Begin(header.sha256(), header.size(), header.offset(), owner);
   if (!upload.ok()) return ToGrpc(upload.status());
   while (reader->Read(&msg)) {
+    watch.Touch();
     if (!msg.has_chunk()) {
       return {grpc::StatusCode::INVALID_ARGUMENT, "only the first upload message is a header"};
     }
@@ -73,6 +124,7 @@ grpc::Status BlobServiceImpl::Upload(grpc::ServerContext* ctx,
     if (absl::Status s = (*upload)->Write(msg.chunk()); !s.ok()) return ToGrpc(s);
     metrics_->BytesIn(static_cast<int64_t>(msg.chunk().size()));
   }
+  if (watch.timed_out()) return idled();
   if (ctx->IsCancelled()) return {grpc::StatusCode::CANCELLED, "upload cancelled; resume it later"};
   if (absl::Status s = (*upload)->Seal(); !s.ok()) return ToGrpc(s);
   return ToGrpc(catalog_->PublishUpload(tenant, **upload, header.sha256()));
@@ -91,7 +143,7 @@ grpc::Status BlobServiceImpl::GetUploadStatus(grpc::ServerContext* ctx,
   if (!owned.ok()) return ToGrpc(owned.status());
   response->set_complete(*owned);
   response->set_committed_offset(*owned ? blobs_->Size(request->sha256())
-                                        : blobs_->PartialSize(request->sha256(), TenantKey(tenant)));
+                                        : blobs_->PartialSize(request->sha256(), UploaderKey(tenant)));
   return grpc::Status::OK;
 }
 

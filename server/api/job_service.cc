@@ -12,6 +12,13 @@ grpc::Status JobServiceImpl::SubmitJob(grpc::ServerContext* ctx, const v1::Submi
   if (grpc::Status s = auth_->Tenant(ctx, &tenant); !s.ok()) return s;
   // The server checks the recipe's shape and its blobs but never opens a model: workers
   // do, in their own processes.
+  // Rejected rather than clamped: a job quietly run at another priority than asked would
+  // surprise its owner more than an error naming the limit.
+  if (request->priority() > limits_.max_priority) {
+    return {grpc::StatusCode::INVALID_ARGUMENT,
+            absl::StrCat("priority ", request->priority(), " is above this server's maximum of ",
+                         limits_.max_priority)};
+  }
   v1::Recipe recipe = request->recipe();
   if (absl::Status s = CheckRecipe(recipe); !s.ok()) return ToGrpc(s);
   if (absl::Status s = catalog_->ResolveRecipe(tenant, &recipe); !s.ok()) return ToGrpc(s);

@@ -3,11 +3,13 @@
 #pragma once
 
 #include <atomic>
+#include <map>
 #include <mutex>
 #include <set>
 #include <string>
 
 #include "api/auth.h"
+#include "api/idle_watchdog.h"
 #include "api/metrics.h"
 #include "qopt/v1/service.grpc.pb.h"
 #include "store/blob_store.h"
@@ -19,13 +21,20 @@ namespace qopt::server {
 struct ServerLimits {
   int64_t max_upload_bytes = int64_t{8} << 30;
   int max_lease_wait_ms = 30000;
+  /// Upload streams one tenant, and all tenants together, may have open at once (each
+  /// holds a thread and a file descriptor).
+  int max_uploads_per_tenant = 8;
+  int max_uploads = 256;
+  /// Highest job priority a tenant may ask for; higher is INVALID_ARGUMENT.
+  int max_priority = 100;
 };
 
 class BlobServiceImpl final : public v1::BlobService::Service {
  public:
   BlobServiceImpl(BlobStore* blobs, Catalog* catalog, const Authenticator* auth, Metrics* metrics,
-                  ServerLimits limits)
-      : blobs_(blobs), catalog_(catalog), auth_(auth), metrics_(metrics), limits_(limits) {}
+                  IdleWatchdog* watchdog, ServerLimits limits)
+      : blobs_(blobs), catalog_(catalog), auth_(auth), metrics_(metrics), watchdog_(watchdog),
+        limits_(limits) {}
   grpc::Status Upload(grpc::ServerContext* ctx, grpc::ServerReader<v1::UploadRequest>* reader,
                       v1::UploadResponse* response) override;
   grpc::Status GetUploadStatus(grpc::ServerContext* ctx, const v1::GetUploadStatusRequest* request,
@@ -38,10 +47,15 @@ class BlobServiceImpl final : public v1::BlobService::Service {
   Catalog* catalog_;
   const Authenticator* auth_;
   Metrics* metrics_;
+  IdleWatchdog* watchdog_;
   ServerLimits limits_;
-  // Uploads streaming now, by sha256 and tenant key: one at a time per partial file.
+  // Uploads streaming now, by sha256 and tenant key: one at a time per partial file; and
+  // how many each tenant has open.
   std::mutex active_mu_;
   std::set<std::string> active_;
+  std::map<std::string, int> open_per_tenant_;
+  int open_total_ = 0;
+  friend class UploadSlot;
 };
 
 /// Models and datasets share one implementation over the catalog's records.
@@ -86,8 +100,8 @@ class DatasetServiceImpl final : public v1::DatasetService::Service {
 class JobServiceImpl final : public v1::JobService::Service {
  public:
   JobServiceImpl(JobStore* jobs, BlobStore* blobs, Catalog* catalog, const Authenticator* auth,
-                 Metrics* metrics)
-      : jobs_(jobs), blobs_(blobs), catalog_(catalog), auth_(auth), metrics_(metrics) {}
+                 Metrics* metrics, ServerLimits limits)
+      : jobs_(jobs), blobs_(blobs), catalog_(catalog), auth_(auth), metrics_(metrics), limits_(limits) {}
   grpc::Status SubmitJob(grpc::ServerContext* ctx, const v1::SubmitJobRequest* request,
                          v1::Job* response) override;
   grpc::Status GetJob(grpc::ServerContext* ctx, const v1::GetJobRequest* request,
@@ -111,13 +125,14 @@ class JobServiceImpl final : public v1::JobService::Service {
   Catalog* catalog_;
   const Authenticator* auth_;
   Metrics* metrics_;
+  ServerLimits limits_;
 };
 
 class WorkerServiceImpl final : public v1::WorkerService::Service {
  public:
   WorkerServiceImpl(JobStore* jobs, BlobStore* blobs, const Authenticator* auth, Metrics* metrics,
-                    ServerLimits limits)
-      : jobs_(jobs), blobs_(blobs), auth_(auth), metrics_(metrics), limits_(limits) {}
+                    IdleWatchdog* watchdog, ServerLimits limits)
+      : jobs_(jobs), blobs_(blobs), auth_(auth), metrics_(metrics), watchdog_(watchdog), limits_(limits) {}
   grpc::Status Lease(grpc::ServerContext* ctx, const v1::LeaseRequest* request,
                      v1::LeaseResponse* response) override;
   grpc::Status Heartbeat(grpc::ServerContext* ctx, const v1::HeartbeatRequest* request,
@@ -132,10 +147,16 @@ class WorkerServiceImpl final : public v1::WorkerService::Service {
                     v1::Empty* response) override;
 
  private:
+  /// The worker token, then the call's lease token, which must be the lease of `job_id`
+  /// and `lease_id` when those are given.
+  grpc::Status AuthorizeLease(grpc::ServerContext* ctx, const std::string& job_id,
+                              const std::string& lease_id, LeaseScope* scope);
+
   JobStore* jobs_;
   BlobStore* blobs_;
   const Authenticator* auth_;
   Metrics* metrics_;
+  IdleWatchdog* watchdog_;
   ServerLimits limits_;
 };
 

@@ -2,22 +2,45 @@
 
 #include "absl/strings/str_cat.h"
 #include "api/services.h"
+#include "file_name.h"
 
 namespace qopt::server {
+
+grpc::Status WorkerServiceImpl::AuthorizeLease(grpc::ServerContext* ctx, const std::string& job_id,
+                                               const std::string& lease_id, LeaseScope* scope) {
+  if (grpc::Status s = auth_->Worker(ctx); !s.ok()) return s;
+  auto held = jobs_->LeaseOfToken(LeaseToken(ctx));
+  if (!held.ok()) return ToGrpc(held.status());
+  if (held->job_id != job_id || held->lease_id != lease_id) {
+    return {grpc::StatusCode::PERMISSION_DENIED,
+            absl::StrCat("the lease token is for another lease than ", lease_id, " on job ", job_id)};
+  }
+  *scope = *std::move(held);
+  return grpc::Status::OK;
+}
 
 grpc::Status WorkerServiceImpl::Lease(grpc::ServerContext* ctx, const v1::LeaseRequest* request,
                                       v1::LeaseResponse* response) {
   Metrics::RpcTimer timer(metrics_, "Lease");
   if (grpc::Status s = auth_->Worker(ctx); !s.ok()) return s;
   metrics_->WorkerSeen(request->worker_id());
+  std::vector<std::string> offered(request->devices().begin(), request->devices().end());
+  if (offered.empty()) offered.push_back(request->device().empty() ? "cpu" : request->device());
+  std::vector<std::string> kinds;
+  for (const std::string& device : offered) {
+    v1::Recipe probe;
+    probe.set_device(device);
+    kinds.push_back(DeviceKind(probe));
+  }
   const int wait = std::clamp(request->wait_ms(), 0, limits_.max_lease_wait_ms);
-  auto grant = jobs_->Lease(request->worker_id(), wait);
+  auto grant = jobs_->Lease(request->worker_id(), kinds, wait);
   if (absl::IsNotFound(grant.status())) return grpc::Status::OK;  // nothing queued: empty reply
   if (!grant.ok()) return ToGrpc(grant.status());
   response->set_job_id(grant->job_id);
   response->set_lease_id(grant->lease_id);
   *response->mutable_recipe() = grant->recipe;
   response->set_lease_expires_unix_ms(grant->expires_unix_ms);
+  response->set_lease_token(grant->token);
   return grpc::Status::OK;
 }
 
@@ -25,7 +48,8 @@ grpc::Status WorkerServiceImpl::Heartbeat(grpc::ServerContext* ctx,
                                           const v1::HeartbeatRequest* request,
                                           v1::HeartbeatResponse* response) {
   Metrics::RpcTimer timer(metrics_, "Heartbeat");
-  if (grpc::Status s = auth_->Worker(ctx); !s.ok()) return s;
+  LeaseScope scope;
+  if (grpc::Status s = AuthorizeLease(ctx, request->job_id(), request->lease_id(), &scope); !s.ok()) return s;
   metrics_->WorkerSeen(request->worker_id());
   auto result = jobs_->Heartbeat(*request);
   if (!result.ok()) return ToGrpc(result.status());
@@ -38,6 +62,18 @@ grpc::Status WorkerServiceImpl::ReadBlob(grpc::ServerContext* ctx, const v1::Rea
                                          grpc::ServerWriter<v1::Chunk>* writer) {
   Metrics::RpcTimer timer(metrics_, "ReadBlob");
   if (grpc::Status s = auth_->Worker(ctx); !s.ok()) return s;
+  if (!IsSha256Hex(request->sha256())) {
+    return {grpc::StatusCode::INVALID_ARGUMENT, "sha256 must be 64 lowercase hex digits"};
+  }
+  auto scope = jobs_->LeaseOfToken(LeaseToken(ctx));
+  if (!scope.ok()) return ToGrpc(scope.status());
+  // A lease reads its own job's inputs and nothing else.
+  auto input = jobs_->IsInput(scope->job_id, request->sha256());
+  if (!input.ok()) return ToGrpc(input.status());
+  if (!*input) {
+    return {grpc::StatusCode::PERMISSION_DENIED,
+            absl::StrCat("blob ", request->sha256(), " is not an input of job ", scope->job_id)};
+  }
   return StreamBlob(*blobs_, request->sha256(), writer, metrics_);
 }
 
@@ -45,43 +81,57 @@ grpc::Status WorkerServiceImpl::PutArtifact(grpc::ServerContext* ctx,
                                             grpc::ServerReader<v1::PutArtifactRequest>* reader,
                                             v1::PutArtifactResponse* response) {
   Metrics::RpcTimer timer(metrics_, "PutArtifact");
-  if (grpc::Status s = auth_->Worker(ctx); !s.ok()) return s;
+  IdleWatchdog::Watch watch(watchdog_, ctx);
   v1::PutArtifactRequest msg;
   if (!reader->Read(&msg) || !msg.has_header()) {
     return {grpc::StatusCode::INVALID_ARGUMENT, "an artifact upload starts with its header"};
   }
+  watch.Touch();
   const v1::Artifact header = msg.header();
-  const std::string job_id = msg.job_id(), lease_id = msg.lease_id();
+  LeaseScope scope;
+  if (grpc::Status s = AuthorizeLease(ctx, msg.job_id(), msg.lease_id(), &scope); !s.ok()) return s;
+  if (absl::Status s = CheckPlainFileName("artifact", header.name()); !s.ok()) return ToGrpc(s);
   if (header.size() > limits_.max_upload_bytes) {
     return {grpc::StatusCode::RESOURCE_EXHAUSTED, absl::StrCat("artifact of ", header.size(), " bytes is too large")};
   }
-  if (!blobs_->Exists(header.sha256())) {
-    auto upload = blobs_->Begin(header.sha256(), header.size(), 0, job_id);
-    if (!upload.ok()) return ToGrpc(upload.status());
-    while (reader->Read(&msg)) {
-      if (absl::Status s = (*upload)->Write(msg.chunk()); !s.ok()) return ToGrpc(s);
-      metrics_->BytesIn(static_cast<int64_t>(msg.chunk().size()));
+  // Every byte is sent and checked, even for a blob the server holds already: an artifact
+  // is what this lease produced, never a hash it happens to know.
+  auto upload = blobs_->Begin(header.sha256(), header.size(), 0, RandomId("put-"));
+  if (!upload.ok()) return ToGrpc(upload.status());
+  const auto fail = [&](grpc::Status s) {
+    (*upload)->Discard();  // an artifact upload is never resumed
+    return s;
+  };
+  while (reader->Read(&msg)) {
+    watch.Touch();
+    if (!msg.has_chunk()) {
+      return fail({grpc::StatusCode::INVALID_ARGUMENT, "only the first artifact message is a header"});
     }
-    if (absl::Status s = (*upload)->Commit(); !s.ok()) return ToGrpc(s);
-  } else {
-    while (reader->Read(&msg)) {
-    }
+    if (absl::Status s = (*upload)->Write(msg.chunk()); !s.ok()) return fail(ToGrpc(s));
+    metrics_->BytesIn(static_cast<int64_t>(msg.chunk().size()));
   }
-  return ToGrpc(jobs_->AddArtifact(job_id, lease_id, header));
+  if (watch.timed_out()) return fail({grpc::StatusCode::CANCELLED, "artifact upload idle; send it again"});
+  if (ctx->IsCancelled()) return fail({grpc::StatusCode::CANCELLED, "artifact upload cancelled"});
+  if (absl::Status s = (*upload)->Seal(); !s.ok()) return fail(ToGrpc(s));
+  absl::Status added = jobs_->AddArtifact(scope.job_id, scope.lease_id, header, [&] { return (*upload)->Publish(); });
+  if (!added.ok()) return fail(ToGrpc(added));
+  return grpc::Status::OK;
 }
 
 grpc::Status WorkerServiceImpl::Complete(grpc::ServerContext* ctx, const v1::CompleteRequest* request,
                                          v1::Empty*) {
   Metrics::RpcTimer timer(metrics_, "Complete");
-  if (grpc::Status s = auth_->Worker(ctx); !s.ok()) return s;
-  return ToGrpc(jobs_->Complete(request->job_id(), request->lease_id(), request->report_json()));
+  LeaseScope scope;
+  if (grpc::Status s = AuthorizeLease(ctx, request->job_id(), request->lease_id(), &scope); !s.ok()) return s;
+  return ToGrpc(jobs_->Complete(scope.job_id, scope.lease_id, request->report_json()));
 }
 
 grpc::Status WorkerServiceImpl::Fail(grpc::ServerContext* ctx, const v1::FailRequest* request,
                                      v1::Empty*) {
   Metrics::RpcTimer timer(metrics_, "Fail");
-  if (grpc::Status s = auth_->Worker(ctx); !s.ok()) return s;
-  return ToGrpc(jobs_->Fail(request->job_id(), request->lease_id(), request->error()));
+  LeaseScope scope;
+  if (grpc::Status s = AuthorizeLease(ctx, request->job_id(), request->lease_id(), &scope); !s.ok()) return s;
+  return ToGrpc(jobs_->Fail(scope.job_id, scope.lease_id, request->error()));
 }
 
 }  // namespace qopt::server

@@ -3,9 +3,13 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <sys/stat.h>
+
 #include <algorithm>
+#include <chrono>
 #include <filesystem>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "status.h"
 
@@ -46,6 +50,48 @@ int64_t BlobStore::PartialSize(const std::string& sha256, const std::string& own
   return ec ? 0 : static_cast<int64_t>(n);
 }
 
+int64_t BlobStore::PartialBytes(const std::string& owner) const {
+  const std::string suffix = absl::StrCat(".", owner, ".part");
+  int64_t total = 0;
+  std::error_code ec;
+  for (fs::directory_iterator it(fs::path(root_) / "uploads", ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (!absl::EndsWith(name, suffix)) continue;
+    std::error_code size_ec;
+    const auto n = it->file_size(size_ec);
+    if (!size_ec) total += static_cast<int64_t>(n);
+  }
+  return total;
+}
+
+BlobStore::Removed BlobStore::RemoveExpiredParts(int64_t max_age_ms) {
+  Removed removed;
+  const auto cutoff = fs::file_time_type::clock::now() - std::chrono::milliseconds(max_age_ms);
+  std::error_code ec;
+  for (fs::directory_iterator it(fs::path(root_) / "uploads", ec), end; !ec && it != end; it.increment(ec)) {
+    if (!absl::EndsWith(it->path().filename().string(), ".part")) continue;
+    std::error_code file_ec;
+    if (it->last_write_time(file_ec) > cutoff || file_ec) continue;
+    const auto n = it->file_size(file_ec);
+    if (fs::remove(it->path(), file_ec)) {
+      ++removed.files;
+      removed.bytes += file_ec ? 0 : static_cast<int64_t>(n);
+    }
+  }
+  return removed;
+}
+
+std::vector<std::string> BlobStore::ListBlobs() const {
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (fs::recursive_directory_iterator it(fs::path(root_) / "blobs", ec), end; !ec && it != end;
+       it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (IsSha256Hex(name)) out.push_back(name);
+  }
+  return out;
+}
+
 absl::Status BlobStore::Remove(const std::string& sha256) {
   if (!IsSha256Hex(sha256)) return absl::InvalidArgumentError("not a sha256");
   std::error_code ec;
@@ -78,7 +124,10 @@ absl::StatusOr<std::unique_ptr<BlobUpload>> BlobStore::Begin(const std::string& 
   up->final_path_ = Path(sha256);
   up->hasher_ = std::make_unique<Sha256>();
   up->fd_ = open(up->part_path_.c_str(), O_WRONLY | O_CREAT | (offset == 0 ? O_TRUNC : O_APPEND), 0644);
-  if (up->fd_ < 0) return absl::InternalError(absl::StrCat("cannot open ", up->part_path_));
+  // Errors reach callers: they name the blob, never the server's files.
+  if (up->fd_ < 0) return absl::InternalError(absl::StrCat("cannot open the partial file of blob ", sha256));
+  // A resumed upload is fresh again: garbage collection expires parts by their mtime.
+  futimens(up->fd_, nullptr);
   if (offset > 0) {
     // Resuming: the hash must cover the bytes already on disk.
     std::ifstream in(up->part_path_, std::ios::binary);
@@ -110,7 +159,7 @@ absl::Status BlobUpload::Write(const std::string& bytes) {
     size_t done = 0;
     while (done < len) {
       const ssize_t n = write(fd_, bytes.data() + at + done, len - done);
-      if (n < 0) return absl::InternalError(absl::StrCat("write to ", part_path_, " failed"));
+      if (n < 0) return absl::InternalError(absl::StrCat("cannot write blob ", sha256_, " to disk"));
       done += static_cast<size_t>(n);
     }
   }
@@ -129,7 +178,7 @@ absl::Status BlobUpload::Seal() {
   if (offset_ != size_) {
     return absl::InvalidArgumentError(absl::StrCat("upload ended at ", offset_, " of ", size_, " bytes"));
   }
-  if (fsync(fd_) != 0) return absl::InternalError(absl::StrCat("fsync of ", part_path_, " failed"));
+  if (fsync(fd_) != 0) return absl::InternalError(absl::StrCat("cannot make blob ", sha256_, " durable (fsync)"));
   close(fd_);
   fd_ = -1;
   const std::string actual = hasher_->HexDigest();

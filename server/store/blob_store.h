@@ -9,6 +9,7 @@
 #include <fstream>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "sha256.h"
@@ -18,7 +19,7 @@ namespace qopt::server {
 class BlobStore;
 
 /// One upload in progress; Commit() (or Seal() then Publish()) or drop it (the .part
-/// file stays for resuming).
+/// file stays for resuming, until garbage collection removes it as expired).
 class BlobUpload {
  public:
   ~BlobUpload();
@@ -30,7 +31,7 @@ class BlobUpload {
   absl::Status Seal();
   /// Renames a sealed upload into place (fast; callers may hold a lock around it).
   absl::Status Publish();
-  /// Discards a sealed upload that will not be published.
+  /// Removes the upload's .part file (sealed or not): it will not be published or resumed.
   void Discard();
   absl::Status Commit();
 
@@ -60,6 +61,18 @@ class BlobStore {
   int64_t Size(const std::string& sha256) const;
   /// Deletes a stored blob (the catalog decides when nothing refers to it).
   absl::Status Remove(const std::string& sha256);
+
+  /// Bytes on disk in every interrupted upload of `owner` (they count against its quota).
+  int64_t PartialBytes(const std::string& owner) const;
+  struct Removed {
+    int64_t files = 0;
+    int64_t bytes = 0;
+  };
+  /// Deletes .part files untouched for `max_age_ms` (an upload writing to one keeps it
+  /// fresh; a stalled one is cancelled long before).
+  Removed RemoveExpiredParts(int64_t max_age_ms);
+  /// The sha256 of every stored blob (for garbage collection).
+  std::vector<std::string> ListBlobs() const;
 
  private:
   explicit BlobStore(std::string root) : root_(std::move(root)) {}

@@ -1,5 +1,7 @@
 #include "store/catalog.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "recipe_files.h"
 #include "status.h"
@@ -26,6 +28,12 @@ v1::Dataset ReadRecord(const Statement& st) {
 
 }  // namespace
 
+std::string UploaderKey(const std::string& tenant) {
+  Sha256 hash;
+  hash.Update(tenant);
+  return hash.HexDigest().substr(0, 16);
+}
+
 absl::Status CheckRecordName(const std::string& name) {
   const bool ok = !name.empty() && name.size() <= 128 && std::isalnum(static_cast<unsigned char>(name[0])) &&
                   name.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -43,7 +51,8 @@ absl::StatusOr<int64_t> Catalog::UsedBytesLocked(const std::string& tenant) {
       "  WHERE j.tenant = ?)"));
   st.Bind(1, tenant).Bind(2, tenant);
   ASSIGN_OR_RETURN(bool row, st.Step());
-  return row ? st.Int(0) : 0;
+  // Partial uploads hold disk too: without them, unfinished uploads would be free storage.
+  return (row ? st.Int(0) : 0) + blobs_->PartialBytes(UploaderKey(tenant));
 }
 
 absl::StatusOr<int64_t> Catalog::UsedBytes(const std::string& tenant) {
@@ -79,12 +88,13 @@ absl::Status Catalog::PublishUpload(const std::string& tenant, BlobUpload& uploa
                                     const std::string& sha256) {
   std::lock_guard<std::mutex> lock(store_->mu());
   if (options_.quota_bytes > 0) {
+    // The sealed upload's .part file is still counted in `used`: publishing it adds nothing.
     ASSIGN_OR_RETURN(int64_t used, UsedBytesLocked(tenant));
-    if (used + upload.size() > options_.quota_bytes) {
+    if (used > options_.quota_bytes) {
       upload.Discard();
       return absl::ResourceExhaustedError(absl::StrCat(
-          "storage quota exceeded: tenant '", tenant, "' holds ", used, " of ", options_.quota_bytes,
-          " bytes and the upload needs ", upload.size(), " more"));
+          "storage quota exceeded: tenant '", tenant, "' holds ", used - upload.size(), " of ",
+          options_.quota_bytes, " bytes and the upload needs ", upload.size(), " more"));
     }
   }
   RETURN_IF_ERROR(upload.Publish());
@@ -237,6 +247,14 @@ absl::Status Catalog::ResolveRecipe(const std::string& tenant, v1::Recipe* recip
   return absl::OkStatus();
 }
 
+absl::StatusOr<bool> Catalog::ReferencedLocked(const std::string& sha256) {
+  ASSIGN_OR_RETURN(Statement any, store_->db()->Prepare(
+      "SELECT 1 FROM tenant_blobs WHERE sha256 = ? UNION SELECT 1 FROM job_inputs WHERE sha256 = ? "
+      "UNION SELECT 1 FROM artifacts WHERE sha256 = ? LIMIT 1"));
+  any.Bind(1, sha256).Bind(2, sha256).Bind(3, sha256);
+  return any.Step();
+}
+
 absl::StatusOr<std::vector<std::string>> Catalog::ReleaseLocked(const std::string& tenant,
                                                                 const std::vector<std::string>& sha256s) {
   std::vector<std::string> unreferenced;
@@ -254,11 +272,7 @@ absl::StatusOr<std::vector<std::string>> Catalog::ReleaseLocked(const std::strin
         "DELETE FROM tenant_blobs WHERE tenant = ? AND sha256 = ?"));
     drop.Bind(1, tenant).Bind(2, sha);
     RETURN_IF_ERROR(drop.Run());
-    ASSIGN_OR_RETURN(Statement any, store_->db()->Prepare(
-        "SELECT 1 FROM tenant_blobs WHERE sha256 = ? UNION SELECT 1 FROM job_inputs WHERE sha256 = ? "
-        "UNION SELECT 1 FROM artifacts WHERE sha256 = ? LIMIT 1"));
-    any.Bind(1, sha).Bind(2, sha).Bind(3, sha);
-    ASSIGN_OR_RETURN(bool referenced, any.Step());
+    ASSIGN_OR_RETURN(bool referenced, ReferencedLocked(sha));
     if (!referenced) unreferenced.push_back(sha);
   }
   return unreferenced;
@@ -269,6 +283,26 @@ absl::Status Catalog::Release(const std::string& tenant, const std::vector<std::
   ASSIGN_OR_RETURN(std::vector<std::string> gone, ReleaseLocked(tenant, sha256s));
   RemoveFiles(gone);
   return absl::OkStatus();
+}
+
+absl::StatusOr<Catalog::Collected> Catalog::CollectGarbage(int64_t part_max_age_ms) {
+  Collected collected;
+  const BlobStore::Removed parts = blobs_->RemoveExpiredParts(part_max_age_ms);
+  collected.parts = parts.files;
+  collected.part_bytes = parts.bytes;
+  for (const std::string& sha : blobs_->ListBlobs()) {
+    // One blob at a time under the lock: both ways a blob is published (an upload, an
+    // artifact) insert its referring row under the same lock, so none is caught between.
+    std::lock_guard<std::mutex> lock(store_->mu());
+    ASSIGN_OR_RETURN(bool referenced, ReferencedLocked(sha));
+    if (referenced) continue;
+    const int64_t size = blobs_->Size(sha);
+    if (blobs_->Remove(sha).ok()) {
+      ++collected.blobs;
+      collected.blob_bytes += std::max<int64_t>(size, 0);
+    }
+  }
+  return collected;
 }
 
 void Catalog::RemoveFiles(const std::vector<std::string>& sha256s) {

@@ -27,9 +27,11 @@ class Catalog {
       : store_(std::move(store)), blobs_(blobs), options_(options) {}
 
   int64_t quota_bytes() const { return options_.quota_bytes; }
-  /// Bytes the tenant holds (distinct uploaded blobs and artifacts).
+  /// Bytes the tenant holds (distinct uploaded blobs and artifacts, and the .part files of
+  /// its interrupted uploads).
   absl::StatusOr<int64_t> UsedBytes(const std::string& tenant);
-  /// ResourceExhausted when `adding` more bytes would pass the tenant's quota.
+  /// ResourceExhausted when `adding` more bytes would pass the tenant's quota. A running
+  /// upload passes the bytes it has still to send.
   absl::Status CheckQuota(const std::string& tenant, int64_t adding);
   absl::StatusOr<bool> Owns(const std::string& tenant, const std::string& sha256);
 
@@ -56,9 +58,20 @@ class Catalog {
   /// tenant refers to any more, and deletes blob files nothing refers to.
   absl::Status Release(const std::string& tenant, const std::vector<std::string>& sha256s);
 
+  struct Collected {
+    int64_t parts = 0, part_bytes = 0;  // expired .part files
+    int64_t blobs = 0, blob_bytes = 0;  // blob files nothing refers to
+  };
+  /// Garbage collection, at startup and periodically: removes .part files untouched for
+  /// `part_max_age_ms`, and blob files no tenant, job input or artifact refers to (e.g.
+  /// left by a crash, or by a worker whose lease ended after uploading).
+  absl::StatusOr<Collected> CollectGarbage(int64_t part_max_age_ms);
+
  private:
   absl::StatusOr<bool> OwnsLocked(const std::string& tenant, const std::string& sha256);
   absl::StatusOr<int64_t> UsedBytesLocked(const std::string& tenant);
+  /// True while any tenant, job input or artifact refers to the blob.
+  absl::StatusOr<bool> ReferencedLocked(const std::string& sha256);
   absl::StatusOr<std::vector<std::string>> ReleaseLocked(const std::string& tenant,
                                                          const std::vector<std::string>& sha256s);
   void RemoveFiles(const std::vector<std::string>& sha256s);
@@ -67,6 +80,10 @@ class Catalog {
   BlobStore* blobs_;
   Options options_;
 };
+
+/// The key naming a tenant's uploads on disk (uploads/<sha256>.<key>.part): 16 hex
+/// digits of the tenant's hash, so tenant names never reach a file name.
+std::string UploaderKey(const std::string& tenant);
 
 /// Record names: 1-128 characters of [A-Za-z0-9._-], starting with a letter or digit.
 absl::Status CheckRecordName(const std::string& name);

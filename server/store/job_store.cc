@@ -1,12 +1,15 @@
 #include "store/job_store.h"
 
+#include <algorithm>
 #include <chrono>
 #include <random>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "recipe_check.h"
+#include "sha256.h"
 #include "status.h"
 
 namespace qopt::server {
@@ -15,7 +18,22 @@ namespace internal_store {
 constexpr char kJobColumns[] =
     "id, state, priority, recipe, attempts, stage, progress, eta, error, created_ms, updated_ms";
 
+// The stage a queued job shows: why it waits, when a worker of some kind must come.
+std::string QueuedStage(const std::string& device_kind) {
+  return device_kind == "cpu" ? "queued" : absl::StrCat("waiting for a worker with ", device_kind);
+}
+
+std::string TokenHash(const std::string& token) {
+  Sha256 hash;
+  hash.Update(token);
+  return hash.HexDigest();
+}
+
 }  // namespace internal_store
+
+std::string DeviceKind(const v1::Recipe& recipe) {
+  return absl::StartsWith(recipe.device(), "cuda") ? "cuda" : "cpu";
+}
 
 absl::StatusOr<std::unique_ptr<JobStore>> JobStore::Open(const std::string& path, Options options) {
   ASSIGN_OR_RETURN(std::shared_ptr<StoreDb> db, StoreDb::Open(path));
@@ -99,13 +117,21 @@ absl::StatusOr<v1::Job> JobStore::Submit(const std::string& tenant, const v1::Re
   }
   const std::string id = RandomId("job-");
   const int64_t now = NowUnixMs();
+  const std::string device_kind = DeviceKind(recipe);
+  const std::string stage = internal_store::QueuedStage(device_kind);
+  // The recipe's own limit, capped by the server's.
+  int64_t time_limit_ms = int64_t{recipe.time_limit_seconds()} * 1000;
+  if (options_.max_job_ms > 0 && (time_limit_ms == 0 || time_limit_ms > options_.max_job_ms)) {
+    time_limit_ms = options_.max_job_ms;
+  }
   RETURN_IF_ERROR(Transaction([&]() -> absl::Status {
     ASSIGN_OR_RETURN(Statement st, db_->Prepare(
         "INSERT INTO jobs (id, tenant, request_id, state, priority, recipe, created_ms, updated_ms, "
-        "technique) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"));
+        "technique, device_kind, time_limit_ms, stage) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
     st.Bind(1, id).Bind(2, tenant).Bind(3, request_id).Bind(4, static_cast<int64_t>(v1::QUEUED))
         .Bind(5, static_cast<int64_t>(priority)).BindBlob(6, recipe.SerializeAsString())
-        .Bind(7, now).Bind(8, now).Bind(9, RecipeTechnique(recipe));
+        .Bind(7, now).Bind(8, now).Bind(9, RecipeTechnique(recipe)).Bind(10, device_kind)
+        .Bind(11, time_limit_ms).Bind(12, stage);
     RETURN_IF_ERROR(st.Run());
     for (const std::string& sha : inputs) {
       ASSIGN_OR_RETURN(Statement in, db_->Prepare(
@@ -113,7 +139,7 @@ absl::StatusOr<v1::Job> JobStore::Submit(const std::string& tenant, const v1::Re
       in.Bind(1, id).Bind(2, sha);
       RETURN_IF_ERROR(in.Run());
     }
-    return AppendEvent(id, v1::QUEUED, "queued", 0.0, 0.0, "job queued");
+    return AppendEvent(id, v1::QUEUED, stage, 0.0, 0.0, "job queued");
   }));
   changed_.notify_all();
   return Load(id);
@@ -209,7 +235,8 @@ absl::StatusOr<std::vector<std::string>> JobStore::Delete(const std::string& ten
         blobs.push_back(del.Text(0));
       }
     }
-    for (const char* sql : {"DELETE FROM events WHERE job_id = ?", "DELETE FROM jobs WHERE id = ?"}) {
+    for (const char* sql : {"DELETE FROM events WHERE job_id = ?", "DELETE FROM leases WHERE job_id = ?",
+                            "DELETE FROM jobs WHERE id = ?"}) {
       ASSIGN_OR_RETURN(Statement del, db_->Prepare(sql));
       del.Bind(1, id);
       RETURN_IF_ERROR(del.Run());
@@ -286,29 +313,49 @@ absl::StatusOr<v1::Artifact> JobStore::GetArtifact(const std::string& tenant, co
   return absl::NotFoundError(absl::StrCat("job ", id, " has no artifact '", name, "'"));
 }
 
-absl::StatusOr<LeaseGrant> JobStore::Lease(const std::string& worker_id, int wait_ms) {
+absl::StatusOr<LeaseGrant> JobStore::Lease(const std::string& worker_id,
+                                            const std::vector<std::string>& device_kinds, int wait_ms) {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(wait_ms);
+  const auto offers = [&](const char* kind) {
+    return static_cast<int64_t>(std::find(device_kinds.begin(), device_kinds.end(), kind) != device_kinds.end());
+  };
   std::unique_lock<std::mutex> lock(mu_);
   for (;;) {
+    // Fair share: among the jobs this worker can serve, those of the tenant with the
+    // fewest running jobs come first, so a tenant's long queue cannot starve another's.
     ASSIGN_OR_RETURN(Statement pick, db_->Prepare(
-        "SELECT id FROM jobs WHERE state = ? ORDER BY priority DESC, rowid LIMIT 1"));
-    pick.Bind(1, static_cast<int64_t>(v1::QUEUED));
+        "SELECT j.id FROM jobs j LEFT JOIN "
+        "  (SELECT tenant, COUNT(*) AS n FROM jobs WHERE state = ?1 GROUP BY tenant) r ON r.tenant = j.tenant "
+        "WHERE j.state = ?2 AND ((j.device_kind = 'cpu' AND ?3) OR (j.device_kind = 'cuda' AND ?4)) "
+        "  AND (?5 = 0 OR COALESCE(r.n, 0) < ?5) "
+        "ORDER BY COALESCE(r.n, 0), j.priority DESC, j.rowid LIMIT 1"));
+    pick.Bind(1, static_cast<int64_t>(v1::RUNNING)).Bind(2, static_cast<int64_t>(v1::QUEUED))
+        .Bind(3, offers("cpu")).Bind(4, offers("cuda"))
+        .Bind(5, static_cast<int64_t>(options_.max_running_per_tenant));
     ASSIGN_OR_RETURN(bool row, pick.Step());
     if (row) {
       const std::string id = pick.Text(0);
+      RETURN_IF_ERROR(pick.Run());
       LeaseGrant grant;
       grant.job_id = id;
       grant.lease_id = RandomId("lease-");
-      grant.expires_unix_ms = NowUnixMs() + options_.lease_ms;
+      ASSIGN_OR_RETURN(grant.token, RandomSecret());
+      const int64_t now = NowUnixMs();
+      grant.expires_unix_ms = now + options_.lease_ms;
       RETURN_IF_ERROR(Transaction([&]() -> absl::Status {
         ASSIGN_OR_RETURN(Statement up, db_->Prepare(
             "UPDATE jobs SET state = ?, lease_id = ?, worker_id = ?, lease_expires_ms = ?, "
-            "attempts = attempts + 1, stage = 'leased', progress = 0, updated_ms = ? "
+            "attempts = attempts + 1, stage = 'leased', progress = 0, updated_ms = ?, leased_ms = ? "
             "WHERE id = ? AND state = ?"));
         up.Bind(1, static_cast<int64_t>(v1::RUNNING)).Bind(2, grant.lease_id).Bind(3, worker_id)
-            .Bind(4, grant.expires_unix_ms).Bind(5, NowUnixMs()).Bind(6, id)
-            .Bind(7, static_cast<int64_t>(v1::QUEUED));
+            .Bind(4, grant.expires_unix_ms).Bind(5, now).Bind(6, now).Bind(7, id)
+            .Bind(8, static_cast<int64_t>(v1::QUEUED));
         RETURN_IF_ERROR(up.Run());
+        ASSIGN_OR_RETURN(Statement rec, db_->Prepare(
+            "INSERT INTO leases (token_sha256, job_id, lease_id, worker_id, issued_ms) VALUES (?, ?, ?, ?, ?)"));
+        rec.Bind(1, internal_store::TokenHash(grant.token)).Bind(2, id).Bind(3, grant.lease_id)
+            .Bind(4, worker_id).Bind(5, now);
+        RETURN_IF_ERROR(rec.Run());
         return AppendEvent(id, v1::RUNNING, "leased", 0, 0, absl::StrCat("leased by ", worker_id));
       }));
       ASSIGN_OR_RETURN(v1::Job job, Load(id));
@@ -321,6 +368,28 @@ absl::StatusOr<LeaseGrant> JobStore::Lease(const std::string& worker_id, int wai
       return absl::NotFoundError("no queued job");
     }
   }
+}
+
+absl::StatusOr<LeaseScope> JobStore::LeaseOfToken(const std::string& token) {
+  if (token.empty()) {
+    return absl::UnauthenticatedError("this call needs the lease's token (qopt-lease-token metadata)");
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  ASSIGN_OR_RETURN(Statement st, db_->Prepare("SELECT job_id, lease_id FROM leases WHERE token_sha256 = ?"));
+  st.Bind(1, internal_store::TokenHash(token));
+  ASSIGN_OR_RETURN(bool row, st.Step());
+  if (!row) return absl::UnauthenticatedError("unknown lease token");
+  LeaseScope scope{st.Text(0), st.Text(1)};
+  RETURN_IF_ERROR(st.Run());
+  RETURN_IF_ERROR(CheckLease(scope.job_id, scope.lease_id));
+  return scope;
+}
+
+absl::StatusOr<bool> JobStore::IsInput(const std::string& job_id, const std::string& sha256) {
+  std::lock_guard<std::mutex> lock(mu_);
+  ASSIGN_OR_RETURN(Statement st, db_->Prepare("SELECT 1 FROM job_inputs WHERE job_id = ? AND sha256 = ?"));
+  st.Bind(1, job_id).Bind(2, sha256);
+  return st.Step();
 }
 
 void JobStore::NotifyFinished(const std::string& id) {
@@ -379,9 +448,11 @@ absl::StatusOr<std::pair<bool, int64_t>> JobStore::Heartbeat(const v1::Heartbeat
 }
 
 absl::Status JobStore::AddArtifact(const std::string& job_id, const std::string& lease_id,
-                                   const v1::Artifact& artifact) {
+                                   const v1::Artifact& artifact,
+                                   const std::function<absl::Status()>& publish) {
   std::lock_guard<std::mutex> lock(mu_);
   RETURN_IF_ERROR(CheckLease(job_id, lease_id));
+  if (publish) RETURN_IF_ERROR(publish());
   ASSIGN_OR_RETURN(Statement st, db_->Prepare(
       "INSERT OR REPLACE INTO artifacts (job_id, name, sha256, size) VALUES (?, ?, ?, ?)"));
   st.Bind(1, job_id).Bind(2, artifact.name()).Bind(3, artifact.sha256()).Bind(4, artifact.size());
@@ -431,37 +502,40 @@ absl::StatusOr<int> JobStore::ExpireLeases() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     ASSIGN_OR_RETURN(Statement st, db_->Prepare(
-        "SELECT id, attempts, cancel_requested FROM jobs WHERE state = ? AND lease_expires_ms < ?"));
+        "SELECT id, attempts, cancel_requested, device_kind FROM jobs WHERE state = ? AND lease_expires_ms < ?"));
     st.Bind(1, static_cast<int64_t>(v1::RUNNING)).Bind(2, NowUnixMs());
     struct Stale {
       std::string id;
       int64_t attempts;
       bool cancel;
+      std::string device_kind;
     };
     std::vector<Stale> stale;
     for (;;) {
       ASSIGN_OR_RETURN(bool row, st.Step());
       if (!row) break;
-      stale.push_back({st.Text(0), st.Int(1), st.Int(2) != 0});
+      stale.push_back({st.Text(0), st.Int(1), st.Int(2) != 0, st.Text(3)});
     }
-    for (const auto& [id, attempts, cancel] : stale) {
+    for (const auto& [id, attempts, cancel, device_kind] : stale) {
       const bool give_up = attempts >= options_.max_attempts;
       // A job cancelled while its worker was lost ends cancelled, not queued again.
       const v1::JobState next = cancel ? v1::CANCELLED : (give_up ? v1::FAILED : v1::QUEUED);
       RETURN_IF_ERROR(Transaction([&]() -> absl::Status {
         ASSIGN_OR_RETURN(Statement up, db_->Prepare(
-            "UPDATE jobs SET state = ?, lease_id = '', error = ?, updated_ms = ? "
+            "UPDATE jobs SET state = ?, lease_id = '', error = ?, stage = ?, updated_ms = ? "
             "WHERE id = ? AND state = ?"));
         const std::string error = next == v1::FAILED
                                       ? absl::StrCat("worker lost ", attempts, " times (lease expired)")
                                       : "";
-        up.Bind(1, static_cast<int64_t>(next)).Bind(2, error)
-            .Bind(3, NowUnixMs()).Bind(4, id).Bind(5, static_cast<int64_t>(v1::RUNNING));
+        const std::string stage = next == v1::QUEUED ? internal_store::QueuedStage(device_kind)
+                                                     : next == v1::FAILED ? "failed" : "cancelled";
+        up.Bind(1, static_cast<int64_t>(next)).Bind(2, error).Bind(3, stage)
+            .Bind(4, NowUnixMs()).Bind(5, id).Bind(6, static_cast<int64_t>(v1::RUNNING));
         RETURN_IF_ERROR(up.Run());
         switch (next) {
-          case v1::CANCELLED: return AppendEvent(id, next, "cancelled", 0, 0, "cancelled");
-          case v1::FAILED: return AppendEvent(id, next, "failed", 0, 0, error);
-          default: return AppendEvent(id, next, "queued", 0, 0, "lease expired; queued again");
+          case v1::CANCELLED: return AppendEvent(id, next, stage, 0, 0, "cancelled");
+          case v1::FAILED: return AppendEvent(id, next, stage, 0, 0, error);
+          default: return AppendEvent(id, next, stage, 0, 0, "lease expired; queued again");
         }
       }));
       if (next != v1::QUEUED) NotifyFinished(id);
@@ -470,6 +544,40 @@ absl::StatusOr<int> JobStore::ExpireLeases() {
   }
   if (expired > 0) changed_.notify_all();
   return expired;
+}
+
+absl::StatusOr<int> JobStore::EnforceTimeLimits() {
+  int stopped = 0;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ASSIGN_OR_RETURN(Statement st, db_->Prepare(
+        "SELECT id, time_limit_ms FROM jobs WHERE state = ? AND time_limit_ms > 0 AND leased_ms + time_limit_ms < ?"));
+    st.Bind(1, static_cast<int64_t>(v1::RUNNING)).Bind(2, NowUnixMs());
+    std::vector<std::pair<std::string, int64_t>> over;
+    for (;;) {
+      ASSIGN_OR_RETURN(bool row, st.Step());
+      if (!row) break;
+      over.emplace_back(st.Text(0), st.Int(1));
+    }
+    for (const auto& [id, limit_ms] : over) {
+      const std::string error = absl::StrFormat(
+          "time limit of %g s exceeded; the job was stopped (recipe time_limit_seconds, capped by the "
+          "server's --max-job-seconds)", limit_ms / 1000.0);
+      RETURN_IF_ERROR(Transaction([&]() -> absl::Status {
+        ASSIGN_OR_RETURN(Statement up, db_->Prepare(
+            "UPDATE jobs SET state = ?, lease_id = '', error = ?, stage = 'failed', updated_ms = ? "
+            "WHERE id = ? AND state = ?"));
+        up.Bind(1, static_cast<int64_t>(v1::FAILED)).Bind(2, error).Bind(3, NowUnixMs()).Bind(4, id)
+            .Bind(5, static_cast<int64_t>(v1::RUNNING));
+        RETURN_IF_ERROR(up.Run());
+        return AppendEvent(id, v1::FAILED, "failed", 0, 0, error);
+      }));
+      NotifyFinished(id);
+      ++stopped;
+    }
+  }
+  if (stopped > 0) changed_.notify_all();
+  return stopped;
 }
 
 absl::StatusOr<std::vector<std::pair<v1::JobState, int64_t>>> JobStore::CountByState() {

@@ -24,13 +24,27 @@ struct LeaseGrant {
   std::string lease_id;
   v1::Recipe recipe;
   int64_t expires_unix_ms = 0;
+  std::string token;  // the lease's secret; only its hash is stored
 };
+
+/// The lease a lease token was issued for.
+struct LeaseScope {
+  std::string job_id;
+  std::string lease_id;
+};
+
+/// What a job needs of a worker: "cpu" or "cuda" (from the recipe's device).
+std::string DeviceKind(const v1::Recipe& recipe);
 
 class JobStore {
  public:
   struct Options {
     int64_t lease_ms = 10000;  // lease length; heartbeats extend it
     int max_attempts = 3;
+    /// Jobs of one tenant running at once; 0 = no limit.
+    int max_running_per_tenant = 0;
+    /// Longest run of a job (its recipe may ask for less); 0 = no limit.
+    int64_t max_job_ms = 0;
   };
   static absl::StatusOr<std::unique_ptr<JobStore>> Open(const std::string& path, Options options);
   /// Shares a database with other stores (the catalog).
@@ -61,12 +75,25 @@ class JobStore {
   void WaitForEvent(const std::string& id, int64_t after, int timeout_ms);
 
   // Workers.
-  /// The next queued job by priority then age, or NotFound after `wait_ms`.
-  absl::StatusOr<LeaseGrant> Lease(const std::string& worker_id, int wait_ms);
+  /// The next queued job this worker can serve (`device_kinds`: "cpu", "cuda"), or
+  /// NotFound after `wait_ms`. Fair share: the job of the tenant with the fewest running
+  /// jobs first (tenants at max_running_per_tenant are skipped), then by priority, then
+  /// by age.
+  absl::StatusOr<LeaseGrant> Lease(const std::string& worker_id,
+                                   const std::vector<std::string>& device_kinds, int wait_ms);
+  /// The lease `token` was issued for: Unauthenticated for an unknown token,
+  /// FailedPrecondition once that lease is no longer held.
+  absl::StatusOr<LeaseScope> LeaseOfToken(const std::string& token);
+  /// True when `sha256` is one of the job's input blobs.
+  absl::StatusOr<bool> IsInput(const std::string& job_id, const std::string& sha256);
   /// Extends the lease and records progress; returns true when the job was cancelled.
   absl::StatusOr<std::pair<bool, int64_t>> Heartbeat(const v1::HeartbeatRequest& hb);
+  /// Runs `publish` (which makes the artifact's blob visible) and records the artifact,
+  /// both while the lease is checked held and under the store's lock, so a blob is never
+  /// visible without the row that keeps it (garbage collection sees both or neither).
   absl::Status AddArtifact(const std::string& job_id, const std::string& lease_id,
-                           const v1::Artifact& artifact);
+                           const v1::Artifact& artifact,
+                           const std::function<absl::Status()>& publish = nullptr);
   absl::Status Complete(const std::string& job_id, const std::string& lease_id,
                         const std::string& report_json);
   absl::Status Fail(const std::string& job_id, const std::string& lease_id,
@@ -74,6 +101,9 @@ class JobStore {
   /// Requeues (or fails, past max_attempts) running jobs whose lease expired; returns
   /// how many expired.
   absl::StatusOr<int> ExpireLeases();
+  /// Fails running jobs past their wall-time limit ("time limit of N s exceeded"); their
+  /// workers stop at the next heartbeat. Returns how many.
+  absl::StatusOr<int> EnforceTimeLimits();
 
   /// Called (under the store's lock; keep it short) whenever a job reaches a final state.
   void set_on_finished(std::function<void(const v1::Job&)> f) { on_finished_ = std::move(f); }

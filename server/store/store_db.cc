@@ -1,5 +1,7 @@
 #include "store/store_db.h"
 
+#include <openssl/rand.h>
+
 #include <chrono>
 #include <random>
 
@@ -92,6 +94,24 @@ constexpr const char* kMigrations[] = {
     ALTER TABLE jobs ADD COLUMN technique TEXT NOT NULL DEFAULT '';
     ALTER TABLE events ADD COLUMN metrics BLOB NOT NULL DEFAULT '';
     )sql",
+    // Issue 11: the device a job needs ('cpu' or 'cuda'), its wall-time limit and when its
+    // current lease began; every lease issued with the hash of its secret token, so a
+    // worker's calls are scoped to its own lease (and a token of a lease that ended is
+    // recognised as such).
+    R"sql(
+    ALTER TABLE jobs ADD COLUMN device_kind TEXT NOT NULL DEFAULT 'cpu';
+    ALTER TABLE jobs ADD COLUMN time_limit_ms INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN leased_ms INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX jobs_tenant_state ON jobs(tenant, state);
+    CREATE TABLE leases (
+      token_sha256 TEXT PRIMARY KEY,
+      job_id TEXT NOT NULL REFERENCES jobs(id),
+      lease_id TEXT NOT NULL,
+      worker_id TEXT NOT NULL,
+      issued_ms INTEGER NOT NULL
+    );
+    CREATE INDEX leases_job ON leases(job_id);
+    )sql",
 };
 
 }  // namespace
@@ -146,6 +166,18 @@ std::string RandomId(const char* prefix) {
   std::string id = prefix;
   for (int i = 0; i < 16; ++i) id += hex[rng() % 16];
   return id;
+}
+
+absl::StatusOr<std::string> RandomSecret() {
+  unsigned char bytes[32];
+  if (RAND_bytes(bytes, sizeof(bytes)) != 1) return absl::InternalError("no random bytes for a secret");
+  static const char* hex = "0123456789abcdef";
+  std::string secret;
+  for (unsigned char b : bytes) {
+    secret += hex[b >> 4];
+    secret += hex[b & 15];
+  }
+  return secret;
 }
 
 int64_t NowUnixMs() {

@@ -29,8 +29,10 @@ class StoreDb {
   std::mutex mu_;
 };
 
-/// A fresh random id: prefix followed by 16 hex digits.
+/// A fresh random id: prefix followed by 16 hex digits. Not secret (a fast generator).
 std::string RandomId(const char* prefix);
+/// A secret credential: 256 bits from OpenSSL's CSPRNG, as 64 hex digits.
+absl::StatusOr<std::string> RandomSecret();
 int64_t NowUnixMs();
 
 }  // namespace qopt::server

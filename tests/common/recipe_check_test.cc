@@ -68,12 +68,31 @@ TEST(RecipeCheckTest, RejectsMalformedRecipesNamingTheField) {
       {R"pb(steps { adaround { warm_start: 1.5 } })pb", "warm_start must be in [0, 1)"},
       {R"pb(steps { adaround { reg_param: -1 } })pb", "reg_param and learning_rate must be >= 0"},
       {R"pb(steps { auto_quant {} })pb", "auto_quant does its own folding, equalization and calibration"},
+      {R"pb(time_limit_seconds: -1)pb", "time_limit_seconds must be >= 0"},
+      // Issue 11: an export prefix is a file name inside the job's folder, never a path.
+      {R"pb(steps { export { prefix: "../../etc/x" } })pb", "steps[4]: artifact '../../etc/x.pt' is not a plain file name"},
+      {R"pb(steps { export { prefix: "/tmp/x" } })pb", "contains a path separator"},
+      {R"pb(steps { export { prefix: "a\\b" } })pb", "contains a path separator"},
+      {R"pb(steps { export { prefix: ".hidden" } })pb", "starts with '.'"},
+      {R"pb(steps { export { prefix: "a\nb" } })pb", "control character"},
+      // Two exports of the same names cannot both be moved into the output folder.
+      {R"pb(steps { export {} })pb", "steps[4]: export writes model.pt, which steps[3] already writes"},
+      {R"pb(steps { export { encodings: true prefix: "model" } })pb", "writes model.encodings, which steps[3]"},
   };
   for (const auto& [extra, message] : cases) {
     const absl::Status s = Check(extra);
     EXPECT_TRUE(absl::IsInvalidArgument(s)) << extra << " -> " << s;
     EXPECT_THAT(std::string(s.message()), HasSubstr(message)) << extra;
   }
+}
+
+TEST(RecipeCheckTest, ExportsOfDistinctNamesMayFollowEachOther) {
+  EXPECT_TRUE(Check(R"pb(steps { export { prefix: "second" } })pb").ok());
+  // The same prefix is fine when the two steps write different artifacts.
+  v1::Recipe r = Parse(kGood);
+  r.mutable_steps(3)->mutable_export_()->set_torchscript(true);
+  r.add_steps()->mutable_export_()->set_encodings(true);
+  EXPECT_TRUE(CheckRecipe(r).ok()) << CheckRecipe(r);
 }
 
 TEST(RecipeCheckTest, StepsNeedWhatComesBeforeThem) {

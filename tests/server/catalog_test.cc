@@ -4,7 +4,9 @@
 
 #include <unistd.h>
 
+#include <chrono>
 #include <filesystem>
+#include <thread>
 
 #include <gtest/gtest.h>
 
@@ -40,7 +42,7 @@ class CatalogTest : public ::testing::Test {
     h.Update(bytes);
     const std::string digest = h.HexDigest();
     if (sha) *sha = digest;
-    auto up = blobs_->Begin(digest, static_cast<int64_t>(bytes.size()), 0, tenant);
+    auto up = blobs_->Begin(digest, static_cast<int64_t>(bytes.size()), 0, UploaderKey(tenant));
     if (!up.ok()) return up.status();
     if (absl::Status s = (*up)->Write(bytes); !s.ok()) return s;
     if (absl::Status s = (*up)->Seal(); !s.ok()) return s;
@@ -82,7 +84,7 @@ TEST_F(CatalogTest, QuotaRejectsUploadsThatDoNotFit) {
   EXPECT_TRUE(absl::IsResourceExhausted(s)) << s;
   EXPECT_NE(s.message().find("quota"), std::string::npos) << s;
   EXPECT_FALSE(blobs_->Exists(sha)) << "a rejected upload must not be published";
-  EXPECT_EQ(blobs_->PartialSize(sha, "alice"), 0) << "nor left half-written";
+  EXPECT_EQ(blobs_->PartialSize(sha, UploaderKey("alice")), 0) << "nor left half-written";
   EXPECT_TRUE(absl::IsResourceExhausted(catalog_->CheckQuota("alice", 2)));
   EXPECT_TRUE(catalog_->CheckQuota("bob", 30).ok()) << "quotas are per tenant";
   // The same bytes again cost nothing: usage counts distinct blobs.
@@ -213,6 +215,47 @@ TEST_F(CatalogTest, DeletingRecordsAndJobsFreesStorage) {
   EXPECT_TRUE(*catalog_->Owns("bob", kHello));
 }
 
+// Issue 11: interrupted uploads hold disk, so they count against the quota until they
+// expire; garbage collection removes them and blobs nothing refers to.
+TEST_F(CatalogTest, PartialUploadsCountUntilTheyExpire) {
+  catalog_ = std::make_unique<Catalog>(db_, blobs_.get(), Catalog::Options{/*quota_bytes=*/20});
+  {
+    auto up = blobs_->Begin(kHello, 11, 0, UploaderKey("alice"));
+    ASSERT_TRUE(up.ok());
+    ASSERT_TRUE((*up)->Write("hello").ok());
+  }  // the stream broke: the part stays for resuming
+  EXPECT_EQ(*catalog_->UsedBytes("alice"), 5);
+  EXPECT_EQ(*catalog_->UsedBytes("bob"), 0);
+  EXPECT_TRUE(absl::IsResourceExhausted(catalog_->CheckQuota("alice", 16)));
+  EXPECT_TRUE(catalog_->CheckQuota("alice", 15).ok());
+
+  auto kept = catalog_->CollectGarbage(/*part_max_age_ms=*/60000);
+  ASSERT_TRUE(kept.ok()) << kept.status();
+  EXPECT_EQ(kept->parts, 0) << "a fresh part is kept";
+  std::this_thread::sleep_for(std::chrono::milliseconds(30));
+  auto collected = catalog_->CollectGarbage(/*part_max_age_ms=*/10);
+  ASSERT_TRUE(collected.ok());
+  EXPECT_EQ(collected->parts, 1);
+  EXPECT_EQ(collected->part_bytes, 5);
+  EXPECT_EQ(*catalog_->UsedBytes("alice"), 0);
+}
+
+TEST_F(CatalogTest, GarbageCollectionRemovesOnlyUnreferencedBlobs) {
+  ASSERT_TRUE(Upload("alice", "hello world").ok());
+  // A blob file nothing refers to, as a crash between publish and record would leave.
+  auto orphan = blobs_->Begin(std::string("5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03"),
+                              6, 0, "lost");
+  ASSERT_TRUE(orphan.ok());
+  ASSERT_TRUE((*orphan)->Write("hello\n").ok());
+  ASSERT_TRUE((*orphan)->Commit().ok());
+  auto collected = catalog_->CollectGarbage(60000);
+  ASSERT_TRUE(collected.ok()) << collected.status();
+  EXPECT_EQ(collected->blobs, 1);
+  EXPECT_EQ(collected->blob_bytes, 6);
+  EXPECT_FALSE(blobs_->Exists("5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03"));
+  EXPECT_TRUE(blobs_->Exists(kHello)) << "alice's blob is referenced";
+}
+
 TEST_F(CatalogTest, SchemaMigratesOnceAcrossReopens) {
   jobs_.reset();
   catalog_.reset();
@@ -222,7 +265,7 @@ TEST_F(CatalogTest, SchemaMigratesOnceAcrossReopens) {
   auto st = (*again)->db()->Prepare("PRAGMA user_version");
   ASSERT_TRUE(st.ok());
   ASSERT_TRUE(*st->Step());
-  EXPECT_EQ(st->Int(0), 3);
+  EXPECT_EQ(st->Int(0), 4);
 }
 
 }  // namespace

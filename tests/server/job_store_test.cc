@@ -55,12 +55,12 @@ TEST_F(JobStoreTest, LeasesByPriorityThenAge) {
   auto low = store_->Submit("t", Recipe("low"), 0, "");
   auto high = store_->Submit("t", Recipe("high"), 5, "");
   auto later = store_->Submit("t", Recipe("later"), 0, "");
-  auto first = store_->Lease("w", 0);
+  auto first = store_->Lease("w", {"cpu"}, 0);
   ASSERT_TRUE(first.ok());
   EXPECT_EQ(first->job_id, high->id());
-  EXPECT_EQ(store_->Lease("w", 0)->job_id, low->id());
-  EXPECT_EQ(store_->Lease("w", 0)->job_id, later->id());
-  EXPECT_TRUE(absl::IsNotFound(store_->Lease("w", 50).status()));
+  EXPECT_EQ(store_->Lease("w", {"cpu"}, 0)->job_id, low->id());
+  EXPECT_EQ(store_->Lease("w", {"cpu"}, 0)->job_id, later->id());
+  EXPECT_TRUE(absl::IsNotFound(store_->Lease("w", {"cpu"}, 50).status()));
 }
 
 TEST_F(JobStoreTest, LongPollWakesOnSubmit) {
@@ -69,7 +69,7 @@ TEST_F(JobStoreTest, LongPollWakesOnSubmit) {
     store_->Submit("t", Recipe("x"), 0, "").IgnoreError();
   });
   const auto start = std::chrono::steady_clock::now();
-  auto lease = store_->Lease("w", 5000);
+  auto lease = store_->Lease("w", {"cpu"}, 5000);
   submitter.join();
   ASSERT_TRUE(lease.ok()) << lease.status();
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(4));
@@ -77,11 +77,11 @@ TEST_F(JobStoreTest, LongPollWakesOnSubmit) {
 
 TEST_F(JobStoreTest, ExpiredLeaseRequeuesThenFails) {
   auto job = store_->Submit("t", Recipe("x"), 0, "");
-  ASSERT_TRUE(store_->Lease("w1", 0).ok());
+  ASSERT_TRUE(store_->Lease("w1", {"cpu"}, 0).ok());
   std::this_thread::sleep_for(std::chrono::milliseconds(250));
   EXPECT_EQ(*store_->ExpireLeases(), 1);
   EXPECT_EQ(store_->Get("t", job->id())->state(), v1::QUEUED);
-  auto second = store_->Lease("w2", 0);
+  auto second = store_->Lease("w2", {"cpu"}, 0);
   ASSERT_TRUE(second.ok());
   std::this_thread::sleep_for(std::chrono::milliseconds(250));
   EXPECT_EQ(*store_->ExpireLeases(), 1);
@@ -94,7 +94,7 @@ TEST_F(JobStoreTest, ExpiredLeaseRequeuesThenFails) {
 
 TEST_F(JobStoreTest, HeartbeatsExtendTheLeaseAndCarryCancellation) {
   auto job = store_->Submit("t", Recipe("x"), 0, "");
-  auto lease = store_->Lease("w", 0);
+  auto lease = store_->Lease("w", {"cpu"}, 0);
   v1::HeartbeatRequest hb;
   hb.set_job_id(job->id());
   hb.set_lease_id(lease->lease_id);
@@ -117,7 +117,7 @@ TEST_F(JobStoreTest, HeartbeatsExtendTheLeaseAndCarryCancellation) {
 
 TEST_F(JobStoreTest, HeartbeatStepReportsBecomeEventsInOrder) {
   auto job = store_->Submit("t", Recipe("x"), 0, "");
-  auto lease = store_->Lease("w", 0);
+  auto lease = store_->Lease("w", {"cpu"}, 0);
   v1::HeartbeatRequest hb;
   hb.set_job_id(job->id());
   hb.set_lease_id(lease->lease_id);
@@ -144,7 +144,7 @@ TEST_F(JobStoreTest, HeartbeatStepReportsBecomeEventsInOrder) {
 
 TEST_F(JobStoreTest, CancelledJobWhoseWorkerDiedEndsCancelled) {
   auto job = store_->Submit("t", Recipe("x"), 0, "");
-  ASSERT_TRUE(store_->Lease("w", 0).ok());
+  ASSERT_TRUE(store_->Lease("w", {"cpu"}, 0).ok());
   ASSERT_TRUE(store_->Cancel("t", job->id()).ok());
   std::this_thread::sleep_for(std::chrono::milliseconds(250));
   EXPECT_EQ(*store_->ExpireLeases(), 1);
@@ -162,7 +162,7 @@ TEST_F(JobStoreTest, TenantsSeeOnlyTheirJobs) {
 
 TEST_F(JobStoreTest, EventsResumeFromASequenceAndSurviveRestart) {
   auto job = store_->Submit("t", Recipe("x"), 0, "");
-  auto lease = store_->Lease("w", 0);
+  auto lease = store_->Lease("w", {"cpu"}, 0);
   ASSERT_TRUE(store_->Complete(job->id(), lease->lease_id, R"({"ok": true})").ok());
   auto all = store_->Events("t", job->id(), 0);
   ASSERT_TRUE(all.ok());
@@ -178,7 +178,7 @@ TEST_F(JobStoreTest, EventsResumeFromASequenceAndSurviveRestart) {
 
 TEST_F(JobStoreTest, ListPagesAndFilters) {
   for (int i = 0; i < 5; ++i) ASSERT_TRUE(store_->Submit("t", Recipe("x"), 0, "").ok());
-  ASSERT_TRUE(store_->Lease("w", 0).ok());
+  ASSERT_TRUE(store_->Lease("w", {"cpu"}, 0).ok());
   auto page = store_->List("t", v1::JOB_STATE_UNSPECIFIED, 2, "");
   ASSERT_TRUE(page.ok());
   EXPECT_EQ(page->jobs_size(), 2);
@@ -190,6 +190,82 @@ TEST_F(JobStoreTest, ListPagesAndFilters) {
   EXPECT_EQ(seen, 5);
   EXPECT_EQ(store_->List("t", v1::RUNNING, 10, "")->jobs_size(), 1);
   EXPECT_EQ(store_->List("t", v1::QUEUED, 10, "")->jobs_size(), 4);
+}
+
+// Issue 11: a tenant with a long queue cannot starve another; each lease is fair share
+// first (fewest running jobs), then priority, then age.
+TEST_F(JobStoreTest, LeasesFairlyBetweenTenants) {
+  std::vector<std::string> busy;
+  for (int i = 0; i < 20; ++i) busy.push_back(store_->Submit("busy", Recipe("long"), 50, "")->id());
+  ASSERT_EQ(store_->Lease("w1", {"cpu"}, 0)->job_id, busy[0]);
+  ASSERT_EQ(store_->Lease("w2", {"cpu"}, 0)->job_id, busy[1]);
+  auto other = store_->Submit("other", Recipe("short"), 0, "");
+  EXPECT_EQ(store_->Lease("w3", {"cpu"}, 0)->job_id, other->id())
+      << "the next free slot goes to the tenant with no running job, despite its lower priority";
+  EXPECT_EQ(store_->Lease("w4", {"cpu"}, 0)->job_id, busy[2]);
+}
+
+TEST_F(JobStoreTest, TenantsRunAtMostTheirLimit) {
+  Reopen({200, 2, /*max_running_per_tenant=*/1});
+  auto a1 = store_->Submit("a", Recipe("x"), 0, "");
+  auto a2 = store_->Submit("a", Recipe("x"), 0, "");
+  ASSERT_EQ(store_->Lease("w1", {"cpu"}, 0)->job_id, a1->id());
+  EXPECT_TRUE(absl::IsNotFound(store_->Lease("w2", {"cpu"}, 0).status())) << "a is at its limit";
+  auto b = store_->Submit("b", Recipe("x"), 0, "");
+  EXPECT_EQ(store_->Lease("w2", {"cpu"}, 0)->job_id, b->id());
+  (void)a2;
+}
+
+TEST_F(JobStoreTest, CudaJobsWaitForACudaWorker) {
+  v1::Recipe gpu = Recipe("gpu");
+  gpu.set_device("cuda:0");
+  auto job = store_->Submit("t", gpu, 0, "");
+  EXPECT_EQ(job->stage(), "waiting for a worker with cuda");
+  EXPECT_TRUE(absl::IsNotFound(store_->Lease("cpu-worker", {"cpu"}, 0).status()));
+  auto cpu_job = store_->Submit("t", Recipe("cpu"), 0, "");
+  EXPECT_EQ(store_->Lease("cpu-worker", {"cpu"}, 0)->job_id, cpu_job->id()) << "the cpu job does not wait";
+  auto gpu_lease = store_->Lease("gpu-worker", {"cpu", "cuda"}, 0);
+  ASSERT_TRUE(gpu_lease.ok());
+  EXPECT_EQ(gpu_lease->job_id, job->id());
+}
+
+TEST_F(JobStoreTest, LeaseTokensNameTheirLeaseOnly) {
+  auto job = store_->Submit("t", Recipe("x"), 0, "", {std::string(64, 'a')});
+  auto lease = store_->Lease("w", {"cpu"}, 0);
+  ASSERT_TRUE(lease.ok());
+  EXPECT_EQ(lease->token.size(), 64u);
+  auto scope = store_->LeaseOfToken(lease->token);
+  ASSERT_TRUE(scope.ok()) << scope.status();
+  EXPECT_EQ(scope->job_id, job->id());
+  EXPECT_EQ(scope->lease_id, lease->lease_id);
+  EXPECT_TRUE(absl::IsUnauthenticated(store_->LeaseOfToken("").status()));
+  EXPECT_TRUE(absl::IsUnauthenticated(store_->LeaseOfToken(lease->lease_id).status()))
+      << "the lease id is not the secret";
+  EXPECT_TRUE(*store_->IsInput(job->id(), std::string(64, 'a')));
+  EXPECT_FALSE(*store_->IsInput(job->id(), std::string(64, 'b')));
+  std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  ASSERT_EQ(*store_->ExpireLeases(), 1);
+  EXPECT_TRUE(absl::IsFailedPrecondition(store_->LeaseOfToken(lease->token).status()))
+      << "a token outlives its lease only to say so";
+}
+
+TEST_F(JobStoreTest, JobsPastTheirTimeLimitFail) {
+  Reopen({10000, 2, 0, /*max_job_ms=*/60000});
+  v1::Recipe quick = Recipe("quick");
+  quick.set_time_limit_seconds(1);
+  auto limited = store_->Submit("t", quick, 0, "");
+  v1::Recipe greedy = Recipe("greedy");
+  greedy.set_time_limit_seconds(1000000);
+  auto capped = store_->Submit("t", greedy, 0, "");
+  ASSERT_TRUE(store_->Lease("w", {"cpu"}, 0).ok());
+  ASSERT_TRUE(store_->Lease("w", {"cpu"}, 0).ok());
+  EXPECT_EQ(*store_->EnforceTimeLimits(), 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  EXPECT_EQ(*store_->EnforceTimeLimits(), 1);
+  auto job = store_->Get("t", limited->id());
+  EXPECT_EQ(job->state(), v1::FAILED);
+  EXPECT_THAT(job->error(), ::testing::HasSubstr("time limit of 1 s exceeded"));
+  EXPECT_EQ(store_->Get("t", capped->id())->state(), v1::RUNNING) << "capped at 60 s, still running";
 }
 
 }  // namespace

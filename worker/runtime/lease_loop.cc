@@ -1,5 +1,9 @@
 #include "runtime/lease_loop.h"
 
+#include <signal.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -7,10 +11,13 @@
 #include <fstream>
 #include <map>
 #include <mutex>
+#include <random>
 #include <thread>
 
 #include <grpcpp/grpcpp.h>
 
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "qopt/v1/service.grpc.pb.h"
@@ -20,6 +27,7 @@
 #include "recipe_files.h"
 #include "sha256.h"
 #include "status.h"
+#include "utf8.h"
 
 namespace qopt::worker {
 namespace {
@@ -38,17 +46,51 @@ class Worker {
     stub_ = v1::WorkerService::NewStub(grpc::CreateChannel(o.server, credentials));
   }
 
+  // The worker token, and while a job is held its lease's token, which the server needs
+  // for every call about the job.
   void Context(grpc::ClientContext* ctx, int deadline_ms) const {
     if (!o_.token.empty()) ctx->AddMetadata("authorization", "Bearer " + o_.token);
+    if (!lease_token_.empty()) ctx->AddMetadata("qopt-lease-token", lease_token_);
     ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(deadline_ms));
   }
 
-  // Local path of a blob, fetched into the cache on first use.
+  // Local path of a blob whose bytes were just checked against its hash. The cache is
+  // shared by the workers of a host and a cached file is not trusted: it is re-hashed
+  // before each use and fetched again when it does not match. A fetch that arrives
+  // corrupted (DATA_LOSS) or is cut off (UNAVAILABLE) is tried again.
   absl::StatusOr<std::string> Fetch(const std::string& sha256) {
     const fs::path path = fs::path(o_.cache_dir) / sha256;
     std::error_code ec;
-    if (fs::exists(path, ec)) return path.string();
-    const fs::path tmp = path.string() + ".partial";
+    if (fs::exists(path, ec)) {
+      auto cached = Sha256File(path.string());
+      if (cached.ok() && cached->sha256 == sha256) return path.string();
+      std::fprintf(stderr, "worker %s: cached blob %s does not match its hash; fetching it again\n",
+                   o_.worker_id.c_str(), sha256.c_str());
+    }
+    constexpr int kAttempts = 3;
+    absl::Status status;
+    for (int attempt = 1; attempt <= kAttempts; ++attempt) {
+      status = Download(sha256, path);
+      if (status.ok()) return path.string();
+      if (!absl::IsDataLoss(status) && !absl::IsUnavailable(status)) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100 * attempt));
+    }
+    return status;
+  }
+
+  // Fetches a blob into a temporary file of its own (two workers fetching the same new
+  // blob never share one), checks its hash and renames it into place atomically.
+  absl::Status Download(const std::string& sha256, const fs::path& path) {
+    static thread_local std::mt19937_64 rng{std::random_device{}()};
+    const fs::path tmp = fs::path(o_.cache_dir) /
+                         absl::StrCat(".", sha256, ".", getpid(), "-", absl::Hex(rng()), ".partial");
+    struct RemoveTmp {
+      const fs::path& tmp;
+      ~RemoveTmp() {
+        std::error_code ec;
+        fs::remove(tmp, ec);  // nothing once renamed
+      }
+    } remove_tmp{tmp};
     {
       grpc::ClientContext ctx;
       Context(&ctx, 600000);
@@ -59,15 +101,22 @@ class Worker {
       v1::Chunk chunk;
       while (reader->Read(&chunk)) out.write(chunk.data().data(), static_cast<std::streamsize>(chunk.data().size()));
       grpc::Status s = reader->Finish();
-      if (!s.ok()) return absl::UnavailableError(absl::StrCat("fetching blob ", sha256, ": ", s.error_message()));
+      if (!s.ok()) {
+        // gRPC and Abseil number their codes alike.
+        return absl::Status(static_cast<absl::StatusCode>(s.error_code()),
+                            absl::StrCat("fetching blob ", sha256, ": ", s.error_message()));
+      }
+      out.close();
+      if (!out) return absl::ResourceExhaustedError(absl::StrCat("cannot write blob ", sha256, " to the worker's cache"));
     }
     auto digest = Sha256File(tmp.string());
     if (!digest.ok() || digest->sha256 != sha256) {
-      fs::remove(tmp, ec);
       return absl::DataLossError(absl::StrCat("blob ", sha256, " arrived corrupted"));
     }
+    std::error_code ec;
     fs::rename(tmp, path, ec);
-    return path.string();
+    if (ec) return absl::InternalError(absl::StrCat("cannot store blob ", sha256, " in the worker's cache: ", ec.message()));
+    return absl::OkStatus();
   }
 
   // Replaces the recipe's blob names with cached local files. `local_names` maps each
@@ -80,7 +129,9 @@ class Worker {
       *value = std::move(local);
       return absl::OkStatus();
     }));
-    recipe->set_device(o_.device);
+    // The server leases a cuda job only to a worker offering cuda: it runs on this
+    // worker's GPU whatever index the recipe named; every other job runs on the CPU.
+    recipe->set_device(absl::StartsWith(recipe->device(), "cuda") ? o_.device : "cpu");
     return absl::OkStatus();
   }
 
@@ -150,6 +201,7 @@ class Worker {
       steps.swap(pending_steps);
       for (const v1::StepReport& step : steps) *hb.add_step_reports() = step;
       hb.mutable_metrics()->insert(figures.begin(), figures.end());
+      SanitizeUtf8Fields(&hb);  // log lines can carry raw bytes from the job's files
       lock.unlock();
       grpc::ClientContext ctx;
       Context(&ctx, 5000);
@@ -221,7 +273,7 @@ class Worker {
       fail.set_lease_id(lease.lease_id());
       std::string error(summary.status().message());
       for (const auto& [local, name] : local_names) error = absl::StrReplaceAll(error, {{local, name}});
-      fail.set_error(error);
+      fail.set_error(SanitizeUtf8(error));
       grpc::ClientContext ctx;
       Context(&ctx, 10000);
       v1::Empty empty;
@@ -242,6 +294,7 @@ class Worker {
         complete.set_job_id(lease.job_id());
         complete.set_lease_id(lease.lease_id());
         complete.set_report_json(summary->report_json);
+        SanitizeUtf8Fields(&complete);
         s = stub_->Complete(&ctx, complete, &empty);
       }
       std::printf("worker %s: job %s %s\n", o_.worker_id.c_str(), lease.job_id().c_str(),
@@ -255,6 +308,7 @@ class Worker {
   int Loop(const std::atomic<bool>& stop) {
     std::error_code ec;
     fs::create_directories(o_.cache_dir, ec);
+    RemoveOrphans();
     fs::create_directories(o_.work_dir, ec);
     int failures = 0;
     while (!stop) {
@@ -263,6 +317,9 @@ class Worker {
       v1::LeaseRequest req;
       req.set_worker_id(o_.worker_id);
       req.set_device(o_.device);
+      // Every worker serves CPU jobs; a GPU worker also its GPU's.
+      req.add_devices("cpu");
+      if (o_.device != "cpu") req.add_devices(o_.device);
       req.set_wait_ms(5000);
       v1::LeaseResponse lease;
       const grpc::Status s = stub_->Lease(&ctx, req, &lease);
@@ -275,14 +332,42 @@ class Worker {
         continue;
       }
       failures = 0;
-      if (!lease.job_id().empty()) RunJob(lease);
+      if (lease.job_id().empty()) continue;
+      lease_token_ = lease.lease_token();
+      RunJob(lease);
+      lease_token_.clear();
     }
     return 0;
+  }
+
+  // What workers of this host that died (kill -9, OOM) left behind: their job folders
+  // ($TMPDIR/qopt-worker-<pid> of a process that no longer runs) and their unfinished
+  // fetches in the shared cache (temporary files untouched for an hour).
+  void RemoveOrphans() const {
+    std::error_code ec;
+    const fs::path own = fs::path(o_.work_dir);
+    for (fs::directory_iterator it(own.parent_path(), ec), end; !ec && it != end; it.increment(ec)) {
+      const std::string name = it->path().filename().string();
+      int pid = 0;
+      if (!absl::StartsWith(name, "qopt-worker-") || !absl::SimpleAtoi(name.substr(12), &pid) || pid <= 0) continue;
+      if (it->path() == own || kill(pid, 0) == 0 || errno != ESRCH) continue;
+      std::error_code rm;
+      if (fs::remove_all(it->path(), rm) > 0 && !rm) {
+        std::printf("worker %s: removed %s, left by a worker that exited\n", o_.worker_id.c_str(), name.c_str());
+      }
+    }
+    const auto cutoff = fs::file_time_type::clock::now() - std::chrono::hours(1);
+    for (fs::directory_iterator it(o_.cache_dir, ec), end; !ec && it != end; it.increment(ec)) {
+      if (!absl::EndsWith(it->path().filename().string(), ".partial")) continue;
+      std::error_code file_ec;
+      if (it->last_write_time(file_ec) < cutoff && !file_ec) fs::remove(it->path(), file_ec);
+    }
   }
 
  private:
   LeaseLoopOptions o_;
   std::unique_ptr<v1::WorkerService::Stub> stub_;
+  std::string lease_token_;  // of the job being run; set and cleared by Loop
 };
 
 }  // namespace

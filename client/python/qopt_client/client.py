@@ -268,8 +268,11 @@ class Client:
         A dest_path that is a folder or ends with "/" gets the file `name` inside it.
 
         The bytes go to dest_path + ".partial", renamed only when size and sha256 match
-        the job's artifact entry (else QoptError DATA_LOSS and no file).
+        the job's artifact entry (else QoptError DATA_LOSS and no file). A name that is
+        not a plain file name (a path separator, a leading ".") is INVALID_ARGUMENT: an
+        artifact name never picks where its file goes.
         """
+        _check_plain_file_name(name)
         job = self.get(job_id)
         artifact = next((a for a in job.artifacts if a.name == name), None)
         if artifact is None:
@@ -300,6 +303,23 @@ class Client:
             _remove_quietly(partial)
             raise
         return dest
+
+
+def _check_plain_file_name(name):
+    """The server's rule for artifact names (common/file_name.h), checked again here."""
+    why = None
+    if not name:
+        why = "it is empty"
+    elif len(name.encode("utf-8", "surrogateescape")) > 255:
+        why = "it is longer than 255 bytes"
+    elif name.startswith("."):
+        why = "it starts with '.'"
+    elif "/" in name or "\\" in name:
+        why = "it contains a path separator"
+    elif any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+        why = "it contains a control character"
+    if why:
+        raise QoptError("INVALID_ARGUMENT", f"artifact {name!r} is not a plain file name: {why}")
 
 
 def _remove_quietly(path):

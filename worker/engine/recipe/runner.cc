@@ -32,11 +32,21 @@ absl::StatusOr<c10::Device> ParseDevice(const std::string& name) {
       return absl::FailedPreconditionError(
           absl::StrCat("device ", d, " requested but this build or machine has no CUDA"));
     }
+    if (device.is_cuda() && device.has_index() && device.index() >= static_cast<int>(at::getNumGPUs())) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("device ", d, " requested but this machine has ", at::getNumGPUs(), " GPUs"));
+    }
     return device;
   } catch (const c10::Error&) {
     return absl::InvalidArgumentError(absl::StrCat("unknown device '", d, "': use cpu or cuda:N"));
   }
 }
+
+}  // namespace
+
+absl::Status CheckDeviceAvailable(const std::string& device) { return ParseDevice(device).status(); }
+
+namespace {
 
 double Seconds(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -159,8 +169,9 @@ absl::StatusOr<RunSummary> RunRecipe(const v1::Recipe& recipe, const RunOptions&
   // The report's peak memory is this job's, not that of earlier jobs of a service worker.
   ResetPeakMemory();
   ASSIGN_OR_RETURN(c10::Device device, ParseDevice(recipe.device()));
-  const int threads = recipe.num_threads() > 0 ? recipe.num_threads()
-                                               : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  // More threads than cores only adds threads (LibTorch keeps its pools after the job).
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int threads = recipe.num_threads() > 0 ? std::min(recipe.num_threads(), cores) : cores;
   at::set_num_threads(threads);
   at::NoGradGuard no_grad;
 

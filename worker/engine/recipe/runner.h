@@ -43,6 +43,12 @@ struct RunSummary {
 };
 
 /// Validates and runs `recipe`. Errors carry the engine's one-line explanation.
+/// `num_threads` is capped at the machine's cores.
 absl::StatusOr<RunSummary> RunRecipe(const v1::Recipe& recipe, const RunOptions& options);
+
+/// OK when this build and machine can run on `device` ("cpu", "cuda:N"):
+/// FailedPrecondition naming what is missing (no CUDA in the build or on the machine, or
+/// fewer GPUs than N+1), InvalidArgument for a name that is no device.
+absl::Status CheckDeviceAvailable(const std::string& device);
 
 }  // namespace qopt
