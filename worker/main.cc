@@ -97,6 +97,8 @@ int main(int argc, char** argv) {
   job->add_option("--cpu-seconds", job_limits.cpu_seconds);
   bool keep_uid = false;
   job->add_flag("--keep-uid", keep_uid);
+  // The worker's zygote, which forks each job's child (sandbox/zygote.h); not for people.
+  CLI::App* zygote = app.add_subcommand("zygote", "")->group("");
 
   app.add_option("--job-memory-mb", service_limits.memory_mb,
                  "Address-space limit of each job's process, MiB (0: none)");
@@ -112,6 +114,7 @@ int main(int argc, char** argv) {
     job_limits.drop_root = !keep_uid;
     return qopt::sandbox::RunJobChild(job_limits);
   }
+  if (zygote->parsed()) return qopt::sandbox::RunZygote();
   if (server.empty()) {
     std::fprintf(stderr, "error: give `run ...` or --server HOST:PORT (see --help)\n");
     return 2;

@@ -166,3 +166,74 @@ TEST(JobProcessTest, AChildThatDiesFailsTheJobWithItsLastLine) {
 
 }  // namespace
 }  // namespace qopt::sandbox
+
+namespace qopt::sandbox {
+namespace {
+
+v1::Recipe FoldAndExport() {
+  v1::Recipe recipe;
+  recipe.set_name("zygote");
+  recipe.mutable_model()->set_path(::qopt::testing::SourcePath("zoo/small_cnn.pt"));
+  recipe.add_steps()->mutable_fold_batch_norm();
+  recipe.add_steps()->mutable_export_()->set_torchscript(true);
+  return recipe;
+}
+
+// Job children forked from a zygote: the same confinement and results as exec'd ones, and
+// a child that dies (here: an address-space limit far below what LibTorch needs) fails its
+// job only; the zygote serves the next.
+TEST(ZygoteTest, ForkedChildrenRunJobsAndOneThatDiesFailsOnlyItsJob) {
+  ::qopt::testing::TempDir tmp;
+  ASSERT_EQ(chmod(tmp.path().c_str(), 0755), 0);
+  absl::StatusOr<std::unique_ptr<Zygote>> zygote = Zygote::Start(QOPT_TEST_WORKER);
+  ASSERT_TRUE(zygote.ok()) << zygote.status();
+  auto run_job = [&](const std::string& name, int64_t memory_mb, std::vector<Progress>* seen) {
+    const std::string job_dir = tmp.File(name);
+    fs::create_directories(job_dir);
+    JobProcessOptions o = Options(job_dir);
+    o.zygote = zygote->get();
+    o.limits.memory_mb = memory_mb;
+    RunOptions run;
+    run.on_progress = [seen](const Progress& p) { seen->push_back(p); };
+    return RunJobProcess(FoldAndExport(), run, o);
+  };
+  std::vector<Progress> seen;
+  absl::StatusOr<RunSummary> first = run_job("first", 0, &seen);
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_THAT(first->artifacts, ::testing::Contains("model.pt"));
+  EXPECT_TRUE(fs::exists(tmp.File("first/out/model.pt")));
+  bool confined = false;
+  for (const Progress& p : seen) confined |= p.log && p.message.find("sandbox: rlimits") == 0;
+  EXPECT_TRUE(confined);
+
+  std::vector<Progress> ignored;
+  const absl::StatusOr<RunSummary> starved = run_job("starved", 8, &ignored);
+  EXPECT_FALSE(starved.ok());
+  EXPECT_THAT(std::string(starved.status().message()), ::testing::AnyOf(HasSubstr("job process"), HasSubstr("memory")));
+
+  EXPECT_TRUE((*zygote)->alive());
+  const absl::StatusOr<RunSummary> again = run_job("again", 0, &ignored);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_TRUE(fs::exists(tmp.File("again/out/model.pt")));
+}
+
+TEST(ZygoteTest, CancellationKillsTheForkedChild) {
+  ::qopt::testing::TempDir tmp;
+  ASSERT_EQ(chmod(tmp.path().c_str(), 0755), 0);
+  absl::StatusOr<std::unique_ptr<Zygote>> zygote = Zygote::Start(QOPT_TEST_WORKER);
+  ASSERT_TRUE(zygote.ok()) << zygote.status();
+  const std::string job_dir = tmp.File("job");
+  fs::create_directories(job_dir);
+  JobProcessOptions o = Options(job_dir);
+  o.zygote = zygote->get();
+  bool started = false;
+  RunOptions run;
+  run.on_progress = [&](const Progress&) { started = true; };
+  run.cancelled = [&] { return started; };  // as soon as the child has said anything
+  EXPECT_THAT(RunJobProcess(FoldAndExport(), run, o), StatusIs(absl::StatusCode::kCancelled, HasSubstr("cancelled")));
+  EXPECT_FALSE(fs::exists(job_dir + "/out/model.pt"));
+  EXPECT_TRUE((*zygote)->alive());
+}
+
+}  // namespace
+}  // namespace qopt::sandbox

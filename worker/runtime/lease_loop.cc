@@ -176,6 +176,15 @@ class Worker {
     std::map<std::string, double> pending_metrics;
     std::vector<v1::StepReport> pending_steps;
     const auto started = std::chrono::steady_clock::now();
+    // The lease's length as this worker sees it, and when the server last renewed it: a
+    // worker that cannot reach the server for longer has lost the job to another worker
+    // (the server re-leases it) and stops working on it.
+    const auto now_unix_ms = [] {
+      return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+          .count();
+    };
+    int64_t lease_left_ms = std::max<int64_t>(10000, lease.lease_expires_unix_ms() - now_unix_ms());
+    auto renewed = started;
 
     // One heartbeat: extends the lease, carries the latest progress, the pending log
     // lines and figures, and brings cancellation. Called with `mu` held; unlocks it
@@ -210,6 +219,18 @@ class Worker {
       if ((s.ok() && resp.cancelled()) || s.error_code() == grpc::StatusCode::FAILED_PRECONDITION) {
         cancelled = true;  // cancelled, or the lease was lost: stop working on it
       }
+      const auto now = std::chrono::steady_clock::now();
+      if (s.ok()) {
+        renewed = now;
+        lease_left_ms = std::max<int64_t>(10000, resp.lease_expires_unix_ms() - now_unix_ms());
+      } else if (!cancelled && now - renewed > std::chrono::milliseconds(lease_left_ms)) {
+        cancelled = true;
+        std::printf("worker %s: job %s: the server was unreachable for %.0f s, longer than the lease (%s); "
+                    "stopping the job, which the server gives to another worker\n",
+                    o_.worker_id.c_str(), lease.job_id().c_str(),
+                    std::chrono::duration<double>(now - renewed).count(), s.error_message().c_str());
+        std::fflush(stdout);
+      }
       lock.lock();
       if (!s.ok()) {
         pending_logs.insert(pending_logs.begin(), logs.begin(), logs.end());
@@ -231,12 +252,20 @@ class Worker {
     const std::string out_dir = (fs::path(job_dir) / "out").string();
     absl::StatusOr<RunSummary> summary = absl::UnknownError("not run");
     std::vector<std::pair<std::string, std::string>> local_names;
+    // What the job says names its inputs as the caller knows them (field and blob), its
+    // artifacts by their names, never this worker's folders.
+    auto caller_names = [&](const std::string& text) {
+      std::string said = absl::StrReplaceAll(text, local_names);
+      return absl::StrReplaceAll(said, {{out_dir + "/", ""}, {job_dir, "<job folder>"}});
+    };
     if (absl::Status s = Localize(&recipe, &local_names); !s.ok()) {
       summary = s;
     } else {
       RunOptions run;
       run.out_dir = out_dir;
-      run.on_progress = [&](const Progress& p) {
+      run.on_progress = [&](const Progress& given) {
+        Progress p = given;
+        p.message = caller_names(p.message);
         std::lock_guard<std::mutex> lock(mu);
         latest = p;
         if (p.log) pending_logs.push_back(p.message);
@@ -251,6 +280,7 @@ class Worker {
       job.job_dir = job_dir;
       job.limits = o_.job_limits;
       job.limits.job_dir = job_dir;
+      job.zygote = zygote_.get();
       summary = sandbox::RunJobProcess(recipe, run, job);
     }
     {
@@ -271,9 +301,7 @@ class Worker {
       v1::FailRequest fail;
       fail.set_job_id(lease.job_id());
       fail.set_lease_id(lease.lease_id());
-      std::string error(summary.status().message());
-      for (const auto& [local, name] : local_names) error = absl::StrReplaceAll(error, {{local, name}});
-      fail.set_error(SanitizeUtf8(error));
+      fail.set_error(SanitizeUtf8(caller_names(std::string(summary.status().message()))));
       grpc::ClientContext ctx;
       Context(&ctx, 10000);
       v1::Empty empty;
@@ -293,7 +321,7 @@ class Worker {
         v1::CompleteRequest complete;
         complete.set_job_id(lease.job_id());
         complete.set_lease_id(lease.lease_id());
-        complete.set_report_json(summary->report_json);
+        complete.set_report_json(caller_names(summary->report_json));
         SanitizeUtf8Fields(&complete);
         s = stub_->Complete(&ctx, complete, &empty);
       }
@@ -333,11 +361,28 @@ class Worker {
       }
       failures = 0;
       if (lease.job_id().empty()) continue;
+      StartZygote();
       lease_token_ = lease.lease_token();
       RunJob(lease);
       lease_token_.clear();
     }
     return 0;
+  }
+
+  // The zygote that forks job children (sandbox/zygote.h), started again if it died.
+  // Called from the loop's thread, which the zygote outlives only as long as it runs.
+  // Without one, each job's child is an exec of this worker (about a second more).
+  void StartZygote() {
+    if (zygote_ != nullptr && zygote_->alive()) return;
+    zygote_.reset();
+    absl::StatusOr<std::unique_ptr<sandbox::Zygote>> started = sandbox::Zygote::Start();
+    if (started.ok()) {
+      zygote_ = std::move(*started);
+    } else {
+      std::printf("worker %s: no zygote (%s); each job's process starts from exec\n", o_.worker_id.c_str(),
+                  std::string(started.status().message()).c_str());
+      std::fflush(stdout);
+    }
   }
 
   // What workers of this host that died (kill -9, OOM) left behind: their job folders
@@ -368,6 +413,7 @@ class Worker {
   LeaseLoopOptions o_;
   std::unique_ptr<v1::WorkerService::Stub> stub_;
   std::string lease_token_;  // of the job being run; set and cleared by Loop
+  std::unique_ptr<sandbox::Zygote> zygote_;
 };
 
 }  // namespace

@@ -174,42 +174,62 @@ absl::StatusOr<RunSummary> RunJobProcess(const v1::Recipe& original, const RunOp
     close(frames_pipe[1]);
     return absl::InternalError("pipe failed");
   }
-  // Everything the child needs is built before fork: after it, only exec-safe calls.
   const SandboxOptions& l = options.limits;
-  std::vector<std::string> args = {"qopt-worker", "job", "--job-dir", job_dir.string(),
-                                   "--memory-mb", std::to_string(l.memory_mb), "--cpu-seconds",
-                                   std::to_string(l.cpu_seconds)};
-  if (!drop_root) args.push_back("--keep-uid");
   // A clean environment: none of the worker's credentials (QOPT_TOKEN, TLS settings).
   std::vector<std::string> env = {"PATH=/usr/bin:/bin", "LANG=C.UTF-8", "HOME=" + job_dir.string(),
                                   "TMPDIR=" + (job_dir / "tmp").string()};
   if (const char* cuda = std::getenv("CUDA_VISIBLE_DEVICES")) env.push_back(absl::StrCat("CUDA_VISIBLE_DEVICES=", cuda));
-  std::vector<char*> argv, envp;
-  for (std::string& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  for (std::string& e : env) envp.push_back(e.data());
-  envp.push_back(nullptr);
-  const int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
-
-  const pid_t pid = fork();
-  if (pid == 0) {
-    // Child: stdin from /dev/null, stdout and stderr to the error pipe, frames on fd 3.
-    if (dup2(devnull, 0) < 0 || dup2(err_pipe[1], 1) < 0 || dup2(err_pipe[1], 2) < 0 ||
-        dup2(frames_pipe[1], kFrameFd) < 0) {
+  pid_t pid = -1;
+  absl::Status started;
+  if (options.zygote != nullptr) {
+    SandboxOptions limits = l;
+    limits.job_dir = job_dir.string();
+    limits.drop_root = drop_root;
+    absl::StatusOr<pid_t> spawned = options.zygote->Spawn(limits, env, frames_pipe[1], err_pipe[1]);
+    if (spawned.ok()) pid = *spawned;
+    started = spawned.status();
+  } else {
+    // Everything the child needs is built before fork: after it, only exec-safe calls.
+    std::vector<std::string> args = {"qopt-worker", "job", "--job-dir", job_dir.string(),
+                                     "--memory-mb", std::to_string(l.memory_mb), "--cpu-seconds",
+                                     std::to_string(l.cpu_seconds)};
+    if (!drop_root) args.push_back("--keep-uid");
+    std::vector<char*> argv, envp;
+    for (std::string& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    for (std::string& e : env) envp.push_back(e.data());
+    envp.push_back(nullptr);
+    const int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    pid = fork();
+    if (pid == 0) {
+      // Child: stdin from /dev/null, stdout and stderr to the error pipe, frames on fd 3.
+      if (dup2(devnull, 0) < 0 || dup2(err_pipe[1], 1) < 0 || dup2(err_pipe[1], 2) < 0 ||
+          dup2(frames_pipe[1], kFrameFd) < 0) {
+        _exit(127);
+      }
+      close_range(kFrameFd + 1, ~0U, 0);
+      execve(options.program.c_str(), argv.data(), envp.data());
       _exit(127);
     }
-    close_range(kFrameFd + 1, ~0U, 0);
-    execve(options.program.c_str(), argv.data(), envp.data());
-    _exit(127);
+    close(devnull);
+    if (pid < 0) {
+      started = absl::ResourceExhaustedError(absl::StrCat("cannot start the job process: ", std::strerror(errno)));
+    }
   }
-  close(devnull);
   close(frames_pipe[1]);
   close(err_pipe[1]);
-  if (pid < 0) {
+  if (!started.ok()) {
     close(frames_pipe[0]);
     close(err_pipe[0]);
-    return absl::ResourceExhaustedError(absl::StrCat("cannot start the job process: ", std::strerror(errno)));
+    return started;
   }
+  auto kill_child = [&] {
+    if (options.zygote != nullptr) {
+      options.zygote->Kill(pid);
+    } else {
+      kill(pid, SIGKILL);
+    }
+  };
 
   std::string frame_bytes, err_text;
   std::vector<v1::JobFrame> frames;
@@ -220,7 +240,7 @@ absl::StatusOr<RunSummary> RunJobProcess(const v1::Recipe& original, const RunOp
   char buf[1 << 16];
   while (open_fds > 0) {
     if (!killed && run.cancelled && run.cancelled()) {
-      kill(pid, SIGKILL);
+      kill_child();
       killed = true;
     }
     if (poll(fds, 2, 200) < 0 && errno != EINTR) break;
@@ -251,8 +271,24 @@ absl::StatusOr<RunSummary> RunJobProcess(const v1::Recipe& original, const RunOp
       }
     }
   }
+  // A child that closed its pipes may still run: cancellation keeps working while we wait.
+  auto cancel_now = [&] {
+    if (killed || !run.cancelled || !run.cancelled()) return false;
+    killed = true;
+    return true;
+  };
   int status = 0;
-  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  if (options.zygote != nullptr) {
+    absl::StatusOr<int> waited = options.zygote->Wait(pid, cancel_now);
+    if (!waited.ok()) return absl::InternalError(absl::StrCat("the job process: ", waited.status().message()));
+    status = *waited;
+  } else {
+    while (true) {
+      const pid_t done = waitpid(pid, &status, WNOHANG);
+      if (done == pid || (done < 0 && errno != EINTR)) break;
+      if (cancel_now()) kill(pid, SIGKILL);
+      if (done == 0) usleep(20000);
+    }
   }
 
   if (killed) return absl::CancelledError("job cancelled");
@@ -275,7 +311,7 @@ absl::StatusOr<RunSummary> RunJobProcess(const v1::Recipe& original, const RunOp
   summary.artifacts.assign(result->artifacts().begin(), result->artifacts().end());
   summary.metrics.insert(result->metrics().begin(), result->metrics().end());
   summary.report = result->report();
-  summary.report_json = result->report_json();
+  summary.report_json = restore(result->report_json());
   return summary;
 }
 

@@ -9,6 +9,7 @@
 #include "absl/status/statusor.h"
 #include "recipe/runner.h"
 #include "sandbox/sandbox.h"
+#include "sandbox/zygote.h"
 
 namespace qopt::sandbox {
 
@@ -16,7 +17,9 @@ struct JobProcessOptions {
   /// The job's folder (created, emptied by the caller): recipe, artifacts and temporary
   /// files live beneath it. Artifacts go to `job_dir`/out.
   std::string job_dir;
-  /// The program to run as the child; "/proc/self/exe" is this worker.
+  /// Forks the child from this zygote (milliseconds) where given; otherwise the child is
+  /// `program` (about a second: exec and loading LibTorch); "/proc/self/exe" is this worker.
+  Zygote* zygote = nullptr;
   std::string program = "/proc/self/exe";
   SandboxOptions limits;
 };

@@ -6,6 +6,9 @@
 #include <sched.h>
 #include <seccomp.h>
 #include <signal.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -98,8 +101,9 @@ absl::StatusOr<bool> RestrictWrites(const std::string& job_dir) {
 
 // Calls a job never needs. Denied with EPERM (EACCES for sockets), so LibTorch sees an
 // ordinary failure; clone3 answers ENOSYS so threads fall back to clone, whose namespace
-// flags are checked.
-absl::Status InstallSeccomp() {
+// flags are checked. Returns the filter as a BPF program (libseccomp takes tens of
+// milliseconds to generate it: a zygote does it once, see PrepareSandbox).
+absl::StatusOr<std::string> BuildSeccompProgram() {
   scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
   if (ctx == nullptr) return absl::InternalError("sandbox: seccomp_init failed");
   const int denied[] = {
@@ -128,13 +132,49 @@ absl::Status InstallSeccomp() {
                         CLONE_NEWCGROUP}) {
     rc = rc ? rc : seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(clone), 1, SCMP_A0(SCMP_CMP_MASKED_EQ, flag, flag));
   }
-  rc = rc ? rc : seccomp_load(ctx);
+  const int memfd = rc ? -1 : memfd_create("qopt-seccomp", MFD_CLOEXEC);
+  if (rc == 0 && memfd < 0) rc = -errno;
+  rc = rc ? rc : seccomp_export_bpf(ctx, memfd);
   seccomp_release(ctx);
+  std::string program;
+  if (rc == 0) {
+    char buf[4096];
+    ssize_t n;
+    lseek(memfd, 0, SEEK_SET);
+    while ((n = read(memfd, buf, sizeof(buf))) > 0) program.append(buf, static_cast<size_t>(n));
+    if (program.empty() || program.size() % sizeof(sock_filter) != 0) rc = -EINVAL;
+  }
+  if (memfd >= 0) close(memfd);
   if (rc != 0) return absl::InternalError(absl::StrCat("sandbox: seccomp filter: ", std::strerror(-rc)));
+  return program;
+}
+
+// Built ahead by PrepareSandbox; empty until then.
+std::string& PreparedSeccompProgram() {
+  static std::string* program = new std::string;
+  return *program;
+}
+
+absl::Status InstallSeccomp() {
+  std::string built;
+  if (PreparedSeccompProgram().empty()) {
+    ASSIGN_OR_RETURN(built, BuildSeccompProgram());
+  }
+  const std::string& program = built.empty() ? PreparedSeccompProgram() : built;
+  sock_fprog prog{};
+  prog.len = static_cast<unsigned short>(program.size() / sizeof(sock_filter));
+  prog.filter = reinterpret_cast<sock_filter*>(const_cast<char*>(program.data()));
+  // no_new_privs is already set (EnterSandbox).
+  if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) != 0) return Errno("seccomp");
   return absl::OkStatus();
 }
 
 }  // namespace
+
+absl::Status PrepareSandbox() {
+  ASSIGN_OR_RETURN(PreparedSeccompProgram(), BuildSeccompProgram());
+  return absl::OkStatus();
+}
 
 std::string SandboxReport::Describe() const { return absl::StrJoin(layers, ", "); }
 

@@ -46,4 +46,8 @@ struct SandboxReport {
 /// cannot be applied.
 absl::StatusOr<SandboxReport> EnterSandbox(const SandboxOptions& options);
 
+/// Builds ahead what every EnterSandbox of this process (and of its forks) would build
+/// again: the seccomp program. For the zygote (zygote.h); optional.
+absl::Status PrepareSandbox();
+
 }  // namespace qopt::sandbox

@@ -3,8 +3,10 @@
 #include <filesystem>
 #include <fstream>
 #include <set>
+#include <sstream>
 #include <unordered_map>
 
+#include <ATen/Parallel.h>
 #include <torch/csrc/jit/ir/ir.h>
 #include <torch/csrc/jit/ir/scope.h>
 #include <torch/csrc/jit/passes/constant_propagation.h>
@@ -198,6 +200,32 @@ class Importer {
 };
 
 }  // namespace internal_import
+
+void WarmUpImport() {
+  at::set_num_threads(1);
+  try {
+    torch::jit::Module m("WarmUp");
+    m.register_parameter("w", torch::ones({4, 1, 3, 3}), false);
+    m.register_parameter("fc", torch::ones({2, 4}), false);
+    m.define(R"(
+      def forward(self, x):
+          y = torch.relu(torch.conv2d(x, self.w, None, [1, 1], [1, 1]))
+          y = torch.flatten(torch.adaptive_avg_pool2d(y, [1, 1]), 1)
+          return torch.linear(y, self.fc)
+    )");
+    std::stringstream bytes;
+    m.save(bytes);
+    torch::jit::Module loaded = torch::jit::load(bytes, c10::Device(c10::kCPU));
+    loaded.eval();
+    torch::jit::Module frozen = torch::jit::freeze_module(loaded);
+    std::shared_ptr<torch::jit::Graph> g = frozen.get_method("forward").graph()->copy();
+    torch::jit::Inline(*g);
+    torch::jit::ConstantPropagation(g);
+    torch::jit::EliminateDeadCode(g);
+    frozen.forward({torch::ones({1, 1, 8, 8})});
+  } catch (const std::exception&) {
+  }
+}
 
 absl::StatusOr<Graph> ImportTorchScript(const std::string& path) {
   using namespace internal_import;

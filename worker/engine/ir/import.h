@@ -15,4 +15,10 @@ namespace qopt {
 /// ops absent from the operator registry), naming the op and the layer.
 absl::StatusOr<Graph> ImportTorchScript(const std::string& path);
 
+/// Runs LibTorch's one-time initialisation that the first import pays (the TorchScript
+/// compiler and loader, freezing, the operator registry, a first forward) on a small model
+/// of qopt's own, on one thread and starting none: for the zygote (sandbox/zygote.h), so
+/// that each job it forks starts warm. Failing only leaves the first job slower.
+void WarmUpImport();
+
 }  // namespace qopt
