@@ -77,6 +77,12 @@ def encodings():
     }, indent=1))
 
 
+def utf8():
+    write("utf8", "ascii.txt", "layer1.0.conv1: weight has 3 dims, expected 4")
+    # Valid 2-, 3- and 4-byte sequences, stray bytes, a surrogate and an overlong '/'.
+    write("utf8", "mixed.txt", "café € 😀 ".encode() + b"\xff\xfe \xed\xa0\x80 \xc0\xaf")
+
+
 def data():
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(2, 4, 4), dtype=np.uint8)
@@ -133,6 +139,7 @@ def main():
     recipes()
     configs()
     encodings()
+    utf8()
     data()
     torchscript()
     return 0
