@@ -95,6 +95,8 @@ int main(int argc, char** argv) {
   job->add_option("--job-dir", job_limits.job_dir)->required();
   job->add_option("--memory-mb", job_limits.memory_mb);
   job->add_option("--cpu-seconds", job_limits.cpu_seconds);
+  bool keep_uid = false;
+  job->add_flag("--keep-uid", keep_uid);
 
   app.add_option("--job-memory-mb", service_limits.memory_mb,
                  "Address-space limit of each job's process, MiB (0: none)");
@@ -106,7 +108,10 @@ int main(int argc, char** argv) {
     return app.exit(e);
   }
   if (run->parsed()) return Run(model, recipe, data, out, device, threads, quiet);
-  if (job->parsed()) return qopt::sandbox::RunJobChild(job_limits);
+  if (job->parsed()) {
+    job_limits.drop_root = !keep_uid;
+    return qopt::sandbox::RunJobChild(job_limits);
+  }
   if (server.empty()) {
     std::fprintf(stderr, "error: give `run ...` or --server HOST:PORT (see --help)\n");
     return 2;

@@ -151,7 +151,13 @@ absl::StatusOr<RunSummary> RunJobProcess(const v1::Recipe& original, const RunOp
   }
   std::error_code ec;
   fs::create_directories(job_dir / "tmp", ec);
-  if (geteuid() == 0) {
+  // uid 65534 must be able to reach the folder: every ancestor searchable by others.
+  bool reachable = true;
+  for (fs::path p = fs::absolute(job_dir, ec).parent_path(); !p.empty() && p != p.root_path(); p = p.parent_path()) {
+    if ((fs::status(p, ec).permissions() & fs::perms::others_exec) == fs::perms::none) reachable = false;
+  }
+  const bool drop_root = geteuid() == 0 && reachable;
+  if (drop_root) {
     // The child gives up root; its folder must be its own.
     for (const fs::path& p : {job_dir, job_dir / "tmp", job_dir / "recipe.pb"}) {
       if (chown(p.c_str(), options.limits.uid, options.limits.gid) != 0) {
@@ -173,6 +179,7 @@ absl::StatusOr<RunSummary> RunJobProcess(const v1::Recipe& original, const RunOp
   std::vector<std::string> args = {"qopt-worker", "job", "--job-dir", job_dir.string(),
                                    "--memory-mb", std::to_string(l.memory_mb), "--cpu-seconds",
                                    std::to_string(l.cpu_seconds)};
+  if (!drop_root) args.push_back("--keep-uid");
   // A clean environment: none of the worker's credentials (QOPT_TOKEN, TLS settings).
   std::vector<std::string> env = {"PATH=/usr/bin:/bin", "LANG=C.UTF-8", "HOME=" + job_dir.string(),
                                   "TMPDIR=" + (job_dir / "tmp").string()};

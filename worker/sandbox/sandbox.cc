@@ -144,7 +144,7 @@ absl::StatusOr<SandboxReport> EnterSandbox(const SandboxOptions& o) {
   RETURN_IF_ERROR(ApplyLimits(o));
   report.layers.push_back("rlimits");
   report.layers.push_back(LeaveNetwork() ? "no network (namespace)" : "no network (seccomp)");
-  if (geteuid() == 0) {
+  if (geteuid() == 0 && o.drop_root) {
     RETURN_IF_ERROR(DropRoot(o));
     report.layers.push_back(absl::StrCat("uid ", o.uid));
   }

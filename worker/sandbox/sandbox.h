@@ -25,6 +25,7 @@ struct SandboxOptions {
   /// Processes and threads of the job's user (RLIMIT_NPROC).
   int64_t max_processes = 4096;
   /// When started as root: the unprivileged user and group to become.
+  bool drop_root = true;
   uint32_t uid = 65534;
   uint32_t gid = 65534;
 };

@@ -52,15 +52,16 @@ double Seconds(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
-// A step's run, with any exception LibTorch (or anything below it) throws turned into an
-// error, so that no job ever ends in an abort.
-absl::Status Guarded(StepRun run_step, const v1::Step& step, RunContext& run) {
+// Runs `work`, with any exception LibTorch (or anything below it) throws turned into an
+// error (its first line after `prefix`), so that no job ever ends in an abort.
+template <typename Work>
+absl::Status Guarded(Work&& work, const std::string& prefix = "") {
   try {
-    return run_step(step, run);
+    return work();
   } catch (const c10::Error& e) {
-    return absl::InternalError(FirstLine(e.what_without_backtrace()));
+    return absl::InternalError(prefix + FirstLine(e.what_without_backtrace()));
   } catch (const std::exception& e) {
-    return absl::InternalError(FirstLine(e.what()));
+    return absl::InternalError(prefix + FirstLine(e.what()));
   }
 }
 
@@ -80,7 +81,7 @@ absl::StatusOr<v1::StepReport> RunStep(const v1::Recipe& recipe, int i, RunConte
   part.set_index(i + 1);
   run.BeginStep(i + 1, stage, &part);
   RETURN_IF_ERROR(run.Progress(0.0, ""));
-  RETURN_IF_ERROR(Annotate(Guarded(run_step, step, run), stage));
+  RETURN_IF_ERROR(Annotate(Guarded([&] { return run_step(step, run); }), stage));
   part.set_seconds(Seconds(start));
   for (size_t k = artifacts_before; k < run.artifacts().size(); ++k) part.add_artifacts(run.artifacts()[k]);
   RETURN_IF_ERROR(run.Finish(part));
@@ -152,14 +153,7 @@ absl::Status LoadModelUnguarded(RunContext& run, v1::Report& report) {
 
 absl::Status LoadModel(RunContext& run, v1::Report& report) {
   run.BeginStep(0, "load", /*part=*/nullptr);
-  // As for steps: whatever LibTorch throws becomes an error, never an abort.
-  try {
-    return LoadModelUnguarded(run, report);
-  } catch (const c10::Error& e) {
-    return absl::InternalError(absl::StrCat("load: ", FirstLine(e.what_without_backtrace())));
-  } catch (const std::exception& e) {
-    return absl::InternalError(absl::StrCat("load: ", FirstLine(e.what())));
-  }
+  return Guarded([&] { return LoadModelUnguarded(run, report); }, "load: ");
 }
 
 }  // namespace
