@@ -38,6 +38,9 @@ absl::StatusOr<std::string> YamlToJson(const std::string& yaml_text) {
     return Convert(YAML::Load(yaml_text)).dump();
   } catch (const YAML::Exception& e) {
     return absl::InvalidArgumentError(absl::StrCat("invalid YAML: ", e.what()));
+  } catch (const nlohmann::json::exception& e) {
+    // YAML takes any bytes in a scalar; JSON text (and a recipe) must be UTF-8.
+    return absl::InvalidArgumentError(absl::StrCat("invalid YAML: not UTF-8 text: ", e.what()));
   }
 }
 

@@ -9,9 +9,11 @@ packages=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libsqlite3-dev prometheus-cpp-dev
   libgtest-dev libgmock-dev libssl-dev nlohmann-json3-dev libcli11-dev
-  zlib1g-dev libzip-dev libstb-dev prometheus libyaml-cpp-dev libseccomp-dev
+  zlib1g-dev libzip-dev libpng-dev libturbojpeg0-dev prometheus libyaml-cpp-dev libseccomp-dev
   python3-torch python3-torchvision python3-numpy python3-grpcio python3-protobuf python3-yaml
   dataset-fashion-mnist
+  # The fuzz harnesses (tests/fuzz): Debian 12's clang; libFuzzer ships in compiler-rt.
+  clang-14 libclang-rt-14-dev
 )
 
 missing=()

@@ -3,6 +3,7 @@
 
 #include <ATen/ATen.h>
 
+#include "data/tensor_file.h"
 #include "test_util.h"
 
 namespace qopt {
@@ -10,6 +11,7 @@ namespace {
 
 using ::qopt::testing::Fixture;
 using ::qopt::testing::IsOk;
+using ::qopt::testing::SourcePath;
 using ::qopt::testing::StatusIs;
 using ::testing::HasSubstr;
 
@@ -130,7 +132,7 @@ TEST(DatasetTest, BadDataGivesClearErrors) {
       {Spec("fmt-corrupt.gz"), "corrupt gzip data"},
       {Spec("fmt_inputs.npy", "fmt_labels_short.npy"), "10 labels for 12 samples"},
       {Spec("fmt_inputs.npy", "fmt_inputs.npy"), "labels must be one integer per sample"},
-      {Spec("fmt_images_corrupt"), "broken.png: cannot decode image"},
+      {Spec("fmt_images_corrupt"), "broken.png: corrupt PNG"},
       {Spec("not_torchscript.pt"), "unknown data format"},
       {Spec("calib_truncated.npy"), "truncated .npy"},
   };
@@ -142,6 +144,29 @@ TEST(DatasetTest, BadDataGivesClearErrors) {
   wrong.format = "csv";
   EXPECT_THAT(LoadDataset(wrong), StatusIs(absl::StatusCode::kInvalidArgument,
                                            HasSubstr("unknown data format 'csv'")));
+}
+
+// Inputs the data fuzzers found (tests/fuzz/corpus/*/regress-*), kept as tests too.
+TEST(DatasetTest, FuzzFoundFilesAreErrors) {
+  const auto corpus = [](const std::string& name) {
+    DatasetSpec spec;
+    spec.path = SourcePath("tests/fuzz/corpus/" + name);
+    return spec;
+  };
+  // A zero dimension beside (2^32-1)^3: size 0, but strides that overflow int64_t.
+  EXPECT_FALSE(DenseBytes({0, 4294967295, 4294967295, 4294967295}, 1).has_value());
+  EXPECT_EQ(DenseBytes({0, 3}, 4), std::optional<size_t>(0));
+  EXPECT_THAT(LoadDataset(corpus("idx/regress-stride-overflow.idx")),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("is not a tensor this file can hold")));
+  // A zip entry that claims 2.5 GB uncompressed is read only as far as its data goes.
+  EXPECT_THAT(LoadDataset(corpus("npz/regress-entry-size-lie.npz")),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("corrupt archive")));
+  // An empty array has no storage to copy into.
+  auto bytes = ReadFileBytes(SourcePath("tests/fuzz/corpus/npy/regress-empty-shape.npy"));
+  ASSERT_THAT(bytes, IsOk());
+  auto empty = ParseNpy(*bytes, "empty.npy");
+  ASSERT_THAT(empty, IsOk());
+  EXPECT_EQ(empty->numel(), 0);
 }
 
 }  // namespace

@@ -75,6 +75,11 @@ TEST(EncodingTest, RoundTripThroughScaleOffset) {
   }
   EXPECT_THAT(EncodingFromScaleOffset(8, false, 0.0, 0),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("scale")));
+  // Found by the encodings fuzzer: both became a float32 scale of 0 or infinity.
+  EXPECT_THAT(EncodingFromScaleOffset(8, false, 1e-300, 0),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("scale")));
+  EXPECT_THAT(EncodingFromScaleOffset(8, false, 1e300, 0),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("scale")));
   EXPECT_THAT(EncodingFromScaleOffset(8, false, 0.1, 3),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("offset 3")));
 }

@@ -173,6 +173,9 @@ TEST(QuantSimTest, ConfigErrorsNameTheKey) {
                        HasSubstr("op_type.Conv.is_output_quantized")));
   EXPECT_THAT(ParseQuantSimConfig("{"), StatusIs(absl::StatusCode::kInvalidArgument,
                                                  HasSubstr("not valid JSON")));
+  // Found by the quantsim_config fuzzer: a number in an op list threw out of the parser.
+  EXPECT_THAT(ParseQuantSimConfig(R"({"supergroups": [{"op_list": ["Conv", 1]}]})"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("expected op type names")));
 }
 
 TEST(QuantSimTest, RunBeforeCalibrationIsAnError) {

@@ -11,14 +11,9 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/csrc/jit/serialization/pickle.h>
 
-#define STB_IMAGE_STATIC
-#define STB_IMAGE_IMPLEMENTATION
-#define STBI_ONLY_PNG
-#define STBI_ONLY_JPEG
-#include <stb/stb_image.h>
-
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "data/image_decode.h"
 #include "data/tensor_file.h"
 #include "status.h"
 
@@ -74,11 +69,16 @@ absl::StatusOr<std::map<std::string, at::Tensor>> ReadNpz(const std::string& pat
     if (zip_stat_index(z, i, 0, &st) != 0) continue;
     std::string name = st.name;
     if (name.size() < 4 || name.substr(name.size() - 4) != ".npy") continue;
-    std::vector<char> bytes(st.size);
+    // The entry's size is the archive's claim: memory grows only with bytes actually read.
+    std::vector<char> bytes;
     zip_file_t* f = zip_fopen_index(z, i, 0);
-    const zip_int64_t n = f ? zip_fread(f, bytes.data(), st.size) : -1;
+    zip_int64_t n = f ? 0 : -1;
+    char chunk[1 << 16];
+    while (f && (n = zip_fread(f, chunk, sizeof(chunk))) > 0 && bytes.size() + n <= st.size) {
+      bytes.insert(bytes.end(), chunk, chunk + n);
+    }
     if (f) zip_fclose(f);
-    if (n != static_cast<zip_int64_t>(st.size)) {
+    if (n != 0 || bytes.size() != st.size) {
       status = absl::InvalidArgumentError(absl::StrCat(path, ": cannot read ", name, " (corrupt archive)"));
       break;
     }
@@ -195,15 +195,13 @@ absl::StatusOr<Raw> ReadImageFolder(const std::string& root, const Preprocess& p
     }
     std::sort(files.begin(), files.end());
     for (const auto& file : files) {
-      int w = 0, h = 0, n = 0;
-      const int want = pre.channels == 1 ? 1 : 3;
-      unsigned char* pixels = stbi_load(file.c_str(), &w, &h, &n, want);
-      if (!pixels) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(file, ": cannot decode image (", stbi_failure_reason(), ")"));
-      }
-      at::Tensor img = at::from_blob(pixels, {h, w, want}, at::kByte).permute({2, 0, 1}).to(at::kFloat);
-      stbi_image_free(pixels);
+      ASSIGN_OR_RETURN(const std::vector<char> bytes, ReadFileBytes(file));
+      absl::StatusOr<DecodedImage> decoded = DecodeImage(bytes, pre.channels == 1 ? 1 : 3);
+      if (!decoded.ok()) return Annotate(decoded.status(), file);
+      const int h = decoded->height, w = decoded->width;
+      at::Tensor img = at::from_blob(decoded->pixels.data(), {h, w, decoded->channels}, at::kByte)
+                           .permute({2, 0, 1})
+                           .to(at::kFloat);
       img = img.unsqueeze(0);
       if (pre.resize > 0) {
         const double s = static_cast<double>(pre.resize) / std::min(h, w);

@@ -1,5 +1,7 @@
 #include "data/tensor_file.h"
 
+#include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <limits>
@@ -15,12 +17,17 @@
 namespace qopt {
 
 std::optional<size_t> DenseBytes(const std::vector<int64_t>& shape, size_t element_size) {
-  size_t bytes = element_size;
+  // A zero dimension makes the size 0 but not the strides, which multiply the other
+  // dimensions: (0, 2^32-1, 2^32-1, 2^32-1) has a stride that overflows int64_t.
+  size_t bytes = element_size, span = element_size;
   for (int64_t d : shape) {
-    if (d < 0 || __builtin_mul_overflow(bytes, static_cast<size_t>(d), &bytes)) return std::nullopt;
+    if (d < 0 || __builtin_mul_overflow(bytes, static_cast<size_t>(d), &bytes) ||
+        __builtin_mul_overflow(span, static_cast<size_t>(std::max<int64_t>(d, 1)), &span)) {
+      return std::nullopt;
+    }
   }
   // at::empty counts in int64_t.
-  if (bytes > static_cast<size_t>(std::numeric_limits<int64_t>::max())) return std::nullopt;
+  if (span > static_cast<size_t>(std::numeric_limits<int64_t>::max())) return std::nullopt;
   return bytes;
 }
 namespace internal_data {
@@ -118,7 +125,8 @@ absl::StatusOr<at::Tensor> ParseNpy(const std::vector<char>& b, const std::strin
                                                    b.size() - data_start));
   }
   at::Tensor t = at::empty(shape, at::TensorOptions().dtype(dtype));
-  std::memcpy(t.data_ptr(), b.data() + data_start, need);
+  // An empty tensor has no storage (data_ptr() is null), and memcpy's pointers must not be.
+  if (need > 0) std::memcpy(t.data_ptr(), b.data() + data_start, need);
   return t;
 }
 

@@ -22,8 +22,9 @@ absl::StatusOr<at::Tensor> ParseNpy(const std::vector<char>& bytes, const std::s
 absl::StatusOr<std::vector<char>> ReadFileBytes(const std::string& path);
 
 /// Bytes of a dense tensor of `shape` with `element_size`-byte elements, or nullopt when a
-/// dimension is negative or the product overflows: file headers are untrusted, and the
-/// size must be checked against the file before anything is allocated.
+/// dimension is negative or the product of the non-zero dimensions overflows int64_t (so
+/// do the strides, even of an empty tensor): file headers are untrusted, and the size must
+/// be checked against the file before anything is allocated.
 std::optional<size_t> DenseBytes(const std::vector<int64_t>& shape, size_t element_size);
 
 }  // namespace qopt

@@ -5,8 +5,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "export/encodings_file.h"
 #include "status.h"
 
 namespace qopt {
@@ -24,27 +24,6 @@ json ToJson(const Encoding& e) {
   j["offset"] = e.offset;
   j["scale"] = e.scale;
   return j;
-}
-
-absl::StatusOr<Encoding> FromJson(const json& j, const std::string& where) {
-  for (const char* key : {"bitwidth", "scale", "offset"}) {
-    if (!j.contains(key) || !j[key].is_number()) {
-      return absl::InvalidArgumentError(absl::StrCat(where, ": missing number '", key, "'"));
-    }
-  }
-  if (j.contains("dtype") && j["dtype"] != "int") {
-    return absl::UnimplementedError(absl::StrCat(where, ": dtype ", j["dtype"].dump(),
-                                                 " is not supported (only int)"));
-  }
-  bool symmetric = false;
-  if (j.contains("is_symmetric")) {
-    const json& s = j["is_symmetric"];
-    symmetric = s.is_boolean() ? s.get<bool>() : (s.is_string() && s.get<std::string>() == "True");
-  }
-  auto e = EncodingFromScaleOffset(j["bitwidth"].get<int>(), symmetric, j["scale"].get<double>(),
-                                   j["offset"].get<int64_t>());
-  if (!e.ok()) return Annotate(e.status(), where);
-  return e;
 }
 
 }  // namespace internal_encodings
@@ -83,19 +62,9 @@ std::string EncodingsToJson(const QuantSim& sim) {
 }
 
 absl::Status LoadEncodingsJson(QuantSim& sim, const std::string& json_text, bool freeze) {
-  using namespace internal_encodings;
-  json j;
-  try {
-    j = json::parse(json_text);
-  } catch (const json::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat("encodings file is not valid JSON: ", e.what()));
-  }
-  if (!j.is_object() || !j.contains("param_encodings") || !j.contains("activation_encodings")) {
-    return absl::InvalidArgumentError(
-        "encodings file lacks 'param_encodings' / 'activation_encodings' (AIMET format)");
-  }
+  ASSIGN_OR_RETURN(EncodingsFile file, ParseEncodingsJson(json_text));
   const Graph& g = sim.graph();
-  for (const auto& [name, list] : j["param_encodings"].items()) {
+  for (auto& [name, encodings] : file.params) {
     int vid = -1;
     for (const auto& v : g.values) {
       if (v.is_param && v.name == name && !v.consumers.empty()) vid = v.id;
@@ -103,33 +72,15 @@ absl::Status LoadEncodingsJson(QuantSim& sim, const std::string& json_text, bool
     if (vid < 0) {
       return absl::NotFoundError(absl::StrCat("param_encodings: no parameter '", name, "'"));
     }
-    const json entries = list.is_array() ? list : json::array({list});
-    std::vector<Encoding> encodings;
-    for (const auto& entry : entries) {
-      ASSIGN_OR_RETURN(Encoding e, FromJson(entry, "param_encodings." + name));
-      encodings.push_back(e);
-    }
     RETURN_IF_ERROR(sim.SetParamEncodings(vid, std::move(encodings), freeze));
   }
-  for (const auto& [layer, sides] : j["activation_encodings"].items()) {
-    for (const char* side : {"input", "output"}) {
-      if (!sides.contains(side)) continue;
-      for (const auto& [index, entry] : sides[side].items()) {
-        int idx = 0;
-        if (!absl::SimpleAtoi(index, &idx)) {
-          return absl::InvalidArgumentError(
-              absl::StrCat("activation_encodings.", layer, ".", side, ": bad index '", index, "'"));
-        }
-        const int vid = sim.FindActivation(layer, std::string(side) == "input", idx);
-        if (vid < 0) {
-          return absl::NotFoundError(absl::StrCat("activation_encodings: no quantizer at ", layer,
-                                                  " ", side, " ", index));
-        }
-        const json& e_json = entry.is_array() ? entry.at(0) : entry;
-        ASSIGN_OR_RETURN(Encoding e, FromJson(e_json, absl::StrCat("activation_encodings.", layer)));
-        RETURN_IF_ERROR(sim.SetActivationEncodings(vid, {e}, freeze));
-      }
+  for (const ActivationEncodingEntry& a : file.activations) {
+    const int vid = sim.FindActivation(a.layer, a.is_input, a.index);
+    if (vid < 0) {
+      return absl::NotFoundError(absl::StrCat("activation_encodings: no quantizer at ", a.layer, " ",
+                                              a.is_input ? "input" : "output", " ", a.index));
     }
+    RETURN_IF_ERROR(sim.SetActivationEncodings(vid, {a.encoding}, freeze));
   }
   return absl::OkStatus();
 }

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
 
@@ -61,8 +62,12 @@ absl::StatusOr<Encoding> EncodingFromScaleOffset(int bitwidth, bool symmetric, d
   QuantSpec spec;
   spec.bitwidth = bitwidth;
   if (auto s = spec.Validate(); !s.ok()) return s;
-  if (!(scale > 0.0) || !std::isfinite(scale)) {
-    return absl::InvalidArgumentError(absl::StrCat("encoding scale must be > 0, got ", scale));
+  // The scale is stored as float32 and divides tensors: it must be a normal float32
+  // (a subnormal one overflows 1 / scale, and rounding a tiny double gives 0).
+  if (!(scale >= std::numeric_limits<float>::min() && scale <= std::numeric_limits<float>::max())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "encoding scale must be a positive float32 in [", std::numeric_limits<float>::min(), ", ",
+        std::numeric_limits<float>::max(), "], got ", scale));
   }
   Encoding e;
   e.bitwidth = bitwidth;

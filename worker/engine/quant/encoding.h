@@ -46,7 +46,8 @@ struct Encoding {
 Encoding ComputeEncoding(double min, double max, const QuantSpec& spec);
 
 /// Rebuilds an encoding from stored fields (AIMET JSON); recomputes min/max from
-/// scale/offset so the grid is exact. Fails for bitwidths outside 2..16 or scale <= 0.
+/// scale/offset so the grid is exact. Fails for bitwidths outside 2..16, a scale that is not a
+/// positive normal float32 (0, subnormal, above FLT_MAX, NaN) or an offset off the grid.
 absl::StatusOr<Encoding> EncodingFromScaleOffset(int bitwidth, bool symmetric, double scale,
                                                  int64_t offset);
 

@@ -159,7 +159,13 @@ absl::StatusOr<QuantSimConfig> ParseQuantSimConfig(const std::string& json_text)
         return absl::InvalidArgumentError("supergroups[].op_list: expected 2 or more op types");
       }
       std::vector<std::string> ops;
-      for (const auto& op : g["op_list"]) ops.push_back(op.get<std::string>());
+      for (const auto& op : g["op_list"]) {
+        if (!op.is_string()) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("supergroups[].op_list: expected op type names, got ", op.dump()));
+        }
+        ops.push_back(op.get<std::string>());
+      }
       c.supergroups.push_back(std::move(ops));
     }
   }

@@ -6,11 +6,10 @@
 #include "absl/status/statusor.h"
 #include "qopt/v1/recipe.pb.h"
 #include "quant/quantsim.h"
+#include "recipe_json.h"  // ParseRecipeJson
 
 namespace qopt {
 
-/// Parses a recipe from JSON (protobuf's JSON mapping; unknown fields are errors).
-absl::StatusOr<v1::Recipe> ParseRecipeJson(const std::string& json_text);
 /// Reads a recipe file; relative paths inside it are taken from the file's folder.
 absl::StatusOr<v1::Recipe> LoadRecipeFile(const std::string& path);
 
