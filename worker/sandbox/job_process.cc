@@ -203,10 +203,11 @@ absl::StatusOr<RunSummary> RunJobProcess(const v1::Recipe& original, const RunOp
     pid = fork();
     if (pid == 0) {
       // Child: stdin from /dev/null, stdout and stderr to the error pipe, frames on fd 3.
-      if (dup2(devnull, 0) < 0 || dup2(err_pipe[1], 1) < 0 || dup2(err_pipe[1], 2) < 0 ||
-          dup2(frames_pipe[1], kFrameFd) < 0) {
+      if (dup2(frames_pipe[1], kFrameFd) < 0 || dup2(err_pipe[1], 1) < 0 || dup2(err_pipe[1], 2) < 0 ||
+          dup2(devnull, 0) < 0) {
         _exit(127);
       }
+      for (int fd = 0; fd <= kFrameFd; ++fd) fcntl(fd, F_SETFD, 0);  // dup2 onto itself keeps close-on-exec
       close_range(kFrameFd + 1, ~0U, 0);
       execve(options.program.c_str(), argv.data(), envp.data());
       _exit(127);

@@ -60,12 +60,11 @@ void Reply(const v1::ZygoteReply& reply) { SendMessage(kControlFd, reply.Seriali
   sigset_t all;
   sigemptyset(&all);
   sigprocmask(SIG_SETMASK, &all, nullptr);
-  const int devnull = open("/dev/null", O_RDONLY);
   // fd 3 (the zygote's socket) becomes the frame pipe; nothing else of the zygote stays.
-  if (devnull < 0 || dup2(devnull, 0) < 0 || dup2(err_fd, 1) < 0 || dup2(err_fd, 2) < 0 ||
-      dup2(frame_fd, kControlFd) < 0) {
-    _exit(127);
-  }
+  // The frame pipe moves first: it may sit on 1 or 2 when the worker runs without them.
+  if (dup2(frame_fd, kControlFd) < 0 || dup2(err_fd, 1) < 0 || dup2(err_fd, 2) < 0) _exit(127);
+  const int devnull = open("/dev/null", O_RDONLY);
+  if (devnull < 0 || dup2(devnull, 0) < 0) _exit(127);
   close_range(kControlFd + 1, ~0U, 0);
   clearenv();
   for (const std::string& e : spawn.env()) putenv(strdup(e.c_str()));
@@ -227,7 +226,8 @@ absl::StatusOr<std::unique_ptr<Zygote>> Zygote::Start(const std::string& program
   const pid_t pid = fork();
   if (pid == 0) {
     // stdout and stderr stay the worker's: what the zygote itself says lands in its log.
-    if (dup2(devnull, 0) < 0 || dup2(sv[1], kControlFd) < 0) _exit(127);
+    if (dup2(sv[1], kControlFd) < 0 || dup2(devnull, 0) < 0) _exit(127);
+    fcntl(kControlFd, F_SETFD, 0);  // dup2 onto itself keeps close-on-exec
     close_range(kControlFd + 1, ~0U, 0);
     execve(program.c_str(), argv, envp);
     _exit(127);

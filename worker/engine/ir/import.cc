@@ -255,6 +255,8 @@ absl::StatusOr<Graph> ImportTorchScript(const std::string& path) {
     torch::jit::RemoveTensorMutation(jg);
     torch::jit::ConstantPropagation(jg);
     torch::jit::EliminateDeadCode(jg);
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(absl::StrCat("cannot load TorchScript model ", path, ": out of memory"));
   } catch (const c10::Error& e) {
     return absl::InvalidArgumentError(absl::StrCat(
         "cannot load TorchScript model ", path, ": ", ExplainLoadError(FirstLine(e.what_without_backtrace()))));

@@ -58,6 +58,8 @@ template <typename Work>
 absl::Status Guarded(Work&& work, const std::string& prefix = "") {
   try {
     return work();
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(prefix + "out of memory");
   } catch (const c10::Error& e) {
     return absl::InternalError(prefix + FirstLine(e.what_without_backtrace()));
   } catch (const std::exception& e) {
