@@ -28,28 +28,8 @@ start_qopt_server "$server_bin" "$tmp/server.log" --listen 127.0.0.1:0 --data-di
   --local-workers 1 --lease-ms 2000 || exit 1
 server_pid=$QOPT_SERVER_PID
 
-# ResNet18 at W4 with far more AdaRound iterations than the test will wait for.
-data=/usr/share/datasets/fashion-mnist
-cat > "$tmp/adaround.json" <<JSON
-{"name": "cancel-mid-adaround", "model": {"path": "$src/zoo/resnet18.pt"},
- "calibration_data": {"path": "$data/train-images-idx3-ubyte.gz", "max_samples": 256, "batch_size": 64,
-                      "preprocess": {"mean": [0.2860], "std": [0.3530]}},
- "quantization": {"param_bitwidth": 4, "activation_bitwidth": 8, "per_channel": true},
- "steps": [{"fold_batch_norm": {}}, {"calibrate": {}}, {"adaround": {"num_iterations": 1000000}}, {"export": {}}]}
-JSON
-job=$("$cli" submit "$tmp/adaround.json")
-[ -n "$job" ] || { echo "FAIL submit printed no job id"; exit 1; }
-"$cli" watch "$job" > "$tmp/watch.log" 2>&1 &
-watch_pid=$!
-
-# Wait for AdaRound's per-iteration progress of the first layer.
-progress=""
-for _ in $(seq 600); do
-  progress=$(grep -m1 -E "conv1 \(1/[0-9]+\) iteration [0-9]+/1000000" "$tmp/watch.log")
-  [ -n "$progress" ] && break
-  sleep 0.1
-done
-[ -n "$progress" ] || { echo "FAIL no AdaRound progress within 60 s:"; tail -5 "$tmp/watch.log"; exit 1; }
+source "$src/tests/service/long_job.sh"
+submit_long_adaround_job cancel-mid-adaround
 
 "$cli" cancel "$job" > /dev/null || fail "cancel $job"
 start=$(date +%s.%N)

@@ -54,25 +54,8 @@ for _ in $(seq 100); do
 done
 [ -n "$worker" ] || { echo "FAIL the server started no worker"; exit 1; }
 
-data=/usr/share/datasets/fashion-mnist
-cat > "$tmp/adaround.json" <<JSON
-{"name": "killed-child", "model": {"path": "$src/zoo/resnet18.pt"},
- "calibration_data": {"path": "$data/train-images-idx3-ubyte.gz", "max_samples": 256, "batch_size": 64,
-                      "preprocess": {"mean": [0.2860], "std": [0.3530]}},
- "quantization": {"param_bitwidth": 4, "activation_bitwidth": 8, "per_channel": true},
- "steps": [{"fold_batch_norm": {}}, {"calibrate": {}}, {"adaround": {"num_iterations": 1000000}}, {"export": {}}]}
-JSON
-job=$("$cli" submit "$tmp/adaround.json")
-[ -n "$job" ] || { echo "FAIL submit printed no job id"; exit 1; }
-"$cli" watch "$job" > "$tmp/watch.log" 2>&1 &
-watch_pid=$!
-progress=""
-for _ in $(seq 600); do
-  progress=$(grep -m1 -E "iteration [0-9]+/1000000" "$tmp/watch.log")
-  [ -n "$progress" ] && break
-  sleep 0.1
-done
-[ -n "$progress" ] || { echo "FAIL no AdaRound progress within 60 s:"; tail -5 "$tmp/watch.log"; exit 1; }
+source "$src/tests/service/long_job.sh"
+submit_long_adaround_job killed-child
 
 zygote=$(pgrep -P "$worker" -f "qopt-worker zygote" | head -1)
 [ -n "$zygote" ] || { echo "FAIL worker $worker has no zygote: $(pgrep -a -P "$worker")"; exit 1; }
