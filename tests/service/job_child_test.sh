@@ -4,7 +4,8 @@
 #    fate ("killed by SIGKILL"); the worker process lives on and runs the next job;
 #  - a hostile model (aten::from_file) fails with the op named and the model named as the
 #    caller knows it, never the worker's cache or job folder;
-#  - no event, error or report of any of these jobs shows a worker path.
+#  - no event, error or report of any of these jobs shows a worker path;
+#  - a server that stops answering for longer than the lease makes the worker stop the job.
 set -u
 server_bin=${QOPT_SERVER_BIN:?}
 cli=${QOPT_CLI:?}
@@ -100,4 +101,21 @@ if grep -l -E "$TMPDIR|qopt-worker-cache|qopt-worker-[0-9]+" "$tmp"/watch.log "$
 else
   echo "ok   no worker path in $(cat "$tmp"/watch.log "$tmp"/next.log "$tmp"/status-*.json "$tmp"/events-*.log | wc -l) lines of events, errors and reports"
 fi
+
+# A server that stops answering (SIGSTOP) for longer than the lease: the worker stops the
+# job, which the server gives out again once it answers, instead of computing for nothing.
+kill "$watch_pid" 2>/dev/null
+submit_long_adaround_job server-gone
+child=$(child_of "$zygote")
+kill -STOP "$server_pid"
+gone=""
+for _ in $(seq 250); do  # the lease (2 s, floored at 10 s by the worker) plus a heartbeat's deadline
+  kill -0 "$child" 2>/dev/null || { gone=yes; break; }
+  sleep 0.1
+done
+kill -CONT "$server_pid"
+[ -n "$gone" ] || fail "the job's child still runs 25 s after the server stopped answering"
+grep -q "job $job: the server was unreachable" "$tmp/server.log" || fail "the worker did not say why it stopped the job"
+"$cli" cancel "$job" > /dev/null
+[ $failures -eq 0 ] && echo "ok   server unreachable past the lease: the worker stopped the job's child $child"
 exit $failures
