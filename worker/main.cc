@@ -1,6 +1,7 @@
 // qopt-worker: runs optimization jobs. `qopt-worker run` executes one recipe from local
 // files with no server (notebooks, CI, benchmarks).
 #include <signal.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -140,6 +141,10 @@ int main(int argc, char** argv) {
     }
     options.tls_ca_pem = *pem;
   }
+  // The worker holds its token in its environment and memory: not dumpable, its
+  // /proc/<pid>/environ and /proc/<pid>/mem are closed to other processes of its uid
+  // (a job child that keeps the worker's uid among them).
+  prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
   const std::string tmp = std::getenv("TMPDIR") ? std::getenv("TMPDIR") : "/tmp";
   options.cache_dir = cache_dir.empty() ? tmp + "/qopt-worker-cache" : cache_dir;
   options.work_dir = tmp + "/qopt-worker-" + std::to_string(getpid());
