@@ -4,31 +4,13 @@
 # CANCELLED within 2 s with no artifacts, `qopt watch` exits 4, and the same worker then
 # runs the next job to SUCCEEDED.
 set -u
-server_bin=${QOPT_SERVER_BIN:?}
-cli=${QOPT_CLI:?}
-src=${QOPT_SOURCE_DIR:?}
-python=${QOPT_PYTHON:-/usr/bin/python3}
-tmp=$(mktemp -d)
-server_pid=""
-watch_pid=""
-failures=0
-cleanup() {
-  [ -n "$watch_pid" ] && kill "$watch_pid" 2>/dev/null
-  [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-fail() { echo "FAIL $*"; failures=$((failures + 1)); }
-job_field() {  # job_field JOB_ID FIELD: a field of `qopt status --output json`
-  "$cli" status "$1" --output json | "$python" -c "import json,sys; print(json.load(sys.stdin).get('$2', ''))"
-}
+source "${QOPT_SOURCE_DIR:?}/tests/service/service_lib.sh"
 
 source "$src/scripts/qopt_server.sh"
 start_qopt_server "$server_bin" "$tmp/server.log" --listen 127.0.0.1:0 --data-dir "$tmp/data" \
   --local-workers 1 --lease-ms 2000 || exit 1
 server_pid=$QOPT_SERVER_PID
 
-source "$src/tests/service/long_job.sh"
 submit_long_adaround_job cancel-mid-adaround
 
 "$cli" cancel "$job" > /dev/null || fail "cancel $job"

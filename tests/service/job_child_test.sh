@@ -7,25 +7,8 @@
 #  - no event, error or report of any of these jobs shows a worker path;
 #  - a server that stops answering for longer than the lease makes the worker stop the job.
 set -u
-server_bin=${QOPT_SERVER_BIN:?}
-cli=${QOPT_CLI:?}
-src=${QOPT_SOURCE_DIR:?}
+source "${QOPT_SOURCE_DIR:?}/tests/service/service_lib.sh"
 fixtures=${QOPT_FIXTURES:?}
-python=${QOPT_PYTHON:-/usr/bin/python3}
-tmp=$(mktemp -d)
-server_pid=""
-watch_pid=""
-failures=0
-cleanup() {
-  [ -n "$watch_pid" ] && kill "$watch_pid" 2>/dev/null
-  [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-fail() { echo "FAIL $*"; failures=$((failures + 1)); }
-job_field() {  # job_field JOB_ID FIELD: a field of `qopt status --output json`
-  "$cli" status "$1" --output json | "$python" -c "import json,sys; print(json.load(sys.stdin).get('$2', ''))"
-}
 wait_done() {  # wait_done JOB_ID: its final state, waiting at most 120 s
   local state=""
   for _ in $(seq 600); do
@@ -55,7 +38,6 @@ for _ in $(seq 100); do
 done
 [ -n "$worker" ] || { echo "FAIL the server started no worker"; exit 1; }
 
-source "$src/tests/service/long_job.sh"
 submit_long_adaround_job killed-child
 
 zygote=$(pgrep -P "$worker" -f "qopt-worker zygote" | head -1)

@@ -179,11 +179,14 @@ class Worker {
     // The lease's length as this worker sees it, and when the server last renewed it: a
     // worker that cannot reach the server for longer has lost the job to another worker
     // (the server re-leases it) and stops working on it.
-    const auto now_unix_ms = [] {
-      return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-          .count();
+    // The lease's time left from the server's expiry (at least 10 s, for clock skew).
+    const auto left_ms = [](int64_t expires_unix_ms) {
+      const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                 std::chrono::system_clock::now().time_since_epoch())
+                                 .count();
+      return std::max<int64_t>(10000, expires_unix_ms - now_ms);
     };
-    int64_t lease_left_ms = std::max<int64_t>(10000, lease.lease_expires_unix_ms() - now_unix_ms());
+    int64_t lease_left_ms = left_ms(lease.lease_expires_unix_ms());
     auto renewed = started;
 
     // One heartbeat: extends the lease, carries the latest progress, the pending log
@@ -222,7 +225,7 @@ class Worker {
       const auto now = std::chrono::steady_clock::now();
       if (s.ok()) {
         renewed = now;
-        lease_left_ms = std::max<int64_t>(10000, resp.lease_expires_unix_ms() - now_unix_ms());
+        lease_left_ms = left_ms(resp.lease_expires_unix_ms());
       } else if (!cancelled && now - renewed > std::chrono::milliseconds(lease_left_ms)) {
         cancelled = true;
         std::printf("worker %s: job %s: the server was unreachable for %.0f s, longer than the lease (%s); "

@@ -136,6 +136,16 @@ absl::Status PlaceInputs(v1::Recipe& recipe, const fs::path& job_dir,
 
 }  // namespace
 
+bool SetUpJobChildDescriptors(int frame_fd, int err_fd) {
+  // The frame pipe moves first: it may sit on 1 or 2 when the worker runs without them.
+  if (dup2(frame_fd, kFrameFd) < 0 || dup2(err_fd, 1) < 0 || dup2(err_fd, 2) < 0) return false;
+  const int devnull = open("/dev/null", O_RDONLY);
+  if (devnull < 0 || dup2(devnull, 0) < 0) return false;
+  for (int fd = 0; fd <= kFrameFd; ++fd) fcntl(fd, F_SETFD, 0);  // dup2 onto itself keeps close-on-exec
+  close_range(kFrameFd + 1, ~0U, 0);
+  return true;
+}
+
 absl::StatusOr<RunSummary> RunJobProcess(const v1::Recipe& original, const RunOptions& run,
                                          const JobProcessOptions& options) {
   const fs::path job_dir = options.job_dir;
@@ -199,20 +209,12 @@ absl::StatusOr<RunSummary> RunJobProcess(const v1::Recipe& original, const RunOp
     argv.push_back(nullptr);
     for (std::string& e : env) envp.push_back(e.data());
     envp.push_back(nullptr);
-    const int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
     pid = fork();
     if (pid == 0) {
-      // Child: stdin from /dev/null, stdout and stderr to the error pipe, frames on fd 3.
-      if (dup2(frames_pipe[1], kFrameFd) < 0 || dup2(err_pipe[1], 1) < 0 || dup2(err_pipe[1], 2) < 0 ||
-          dup2(devnull, 0) < 0) {
-        _exit(127);
-      }
-      for (int fd = 0; fd <= kFrameFd; ++fd) fcntl(fd, F_SETFD, 0);  // dup2 onto itself keeps close-on-exec
-      close_range(kFrameFd + 1, ~0U, 0);
+      if (!SetUpJobChildDescriptors(frames_pipe[1], err_pipe[1])) _exit(127);
       execve(options.program.c_str(), argv.data(), envp.data());
       _exit(127);
     }
-    close(devnull);
     if (pid < 0) {
       started = absl::ResourceExhaustedError(absl::StrCat("cannot start the job process: ", std::strerror(errno)));
     }

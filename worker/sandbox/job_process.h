@@ -30,6 +30,11 @@ struct JobProcessOptions {
 absl::StatusOr<RunSummary> RunJobProcess(const v1::Recipe& recipe, const RunOptions& run,
                                          const JobProcessOptions& options);
 
+/// In a job child right after fork (async-signal-safe, so before exec too): the frame pipe
+/// on descriptor 3, stdout and stderr on `err_fd`, stdin from /dev/null, none of them
+/// close-on-exec, every other descriptor closed. False if a step failed.
+bool SetUpJobChildDescriptors(int frame_fd, int err_fd);
+
 /// The child's side (`qopt-worker job --job-dir DIR`): enters the sandbox, reads
 /// DIR/recipe.pb, runs it with artifacts in DIR/out and writes frames to descriptor 3.
 /// Returns the process exit code.

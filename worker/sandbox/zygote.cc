@@ -60,12 +60,8 @@ void Reply(const v1::ZygoteReply& reply) { SendMessage(kControlFd, reply.Seriali
   sigset_t all;
   sigemptyset(&all);
   sigprocmask(SIG_SETMASK, &all, nullptr);
-  // fd 3 (the zygote's socket) becomes the frame pipe; nothing else of the zygote stays.
-  // The frame pipe moves first: it may sit on 1 or 2 when the worker runs without them.
-  if (dup2(frame_fd, kControlFd) < 0 || dup2(err_fd, 1) < 0 || dup2(err_fd, 2) < 0) _exit(127);
-  const int devnull = open("/dev/null", O_RDONLY);
-  if (devnull < 0 || dup2(devnull, 0) < 0) _exit(127);
-  close_range(kControlFd + 1, ~0U, 0);
+  // The frame pipe takes the place of the zygote's socket; nothing else of the zygote stays.
+  if (!SetUpJobChildDescriptors(frame_fd, err_fd)) _exit(127);
   clearenv();
   for (const std::string& e : spawn.env()) putenv(strdup(e.c_str()));
   SandboxOptions limits;

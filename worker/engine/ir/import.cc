@@ -199,9 +199,63 @@ class Importer {
   std::set<std::string> taken_;
 };
 
+// The model's own error, named after it.
+absl::Status Refused(const std::string& name, const absl::Status& s) {
+  return absl::Status(s.code(), absl::StrCat("cannot load TorchScript model ", name, ": ", s.message()));
+}
+
+// The module `load` returns, as the frozen, inlined, mutation-free graph the importer
+// takes: admission before anything of it evaluates, then freezing and clean-up passes.
+// Every exception becomes an error that names the model `name`.
+template <typename Load>
+absl::StatusOr<std::shared_ptr<torch::jit::Graph>> FrozenGraph(const std::string& name, Load&& load) {
+  try {
+    torch::jit::Module module = load();
+    // Admission, before freezing's constant propagation evaluates anything.
+    {
+      std::shared_ptr<torch::jit::Graph> forward = module.get_method("forward").graph()->copy();
+      torch::jit::Inline(*forward);
+      if (absl::Status s = AdmitGraph(*forward); !s.ok()) return Refused(name, s);
+    }
+    module.eval();
+    torch::jit::Module frozen = torch::jit::freeze_module(module);
+    std::shared_ptr<torch::jit::Graph> jg = frozen.get_method("forward").graph()->copy();
+    // Scripted modules check their inputs (`if x.dim() != 4: raise ...`); treating the
+    // raising branch as unreachable leaves straight-line code, as the tracer would.
+    torch::jit::EliminateExceptions(jg);
+    torch::jit::ConstantPropagation(jg);
+    torch::jit::RemoveListMutation(jg);
+    torch::jit::RemoveTensorMutation(jg);
+    torch::jit::ConstantPropagation(jg);
+    torch::jit::EliminateDeadCode(jg);
+    return jg;
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(absl::StrCat("cannot load TorchScript model ", name, ": out of memory"));
+  } catch (const c10::Error& e) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "cannot load TorchScript model ", name, ": ", ExplainLoadError(FirstLine(e.what_without_backtrace()))));
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot load TorchScript model ", name, ": ", ExplainLoadError(FirstLine(e.what()))));
+  }
+}
+
+// The frozen graph as qopt IR.
+absl::StatusOr<Graph> ToIr(const torch::jit::Graph& jg) {
+  RETURN_IF_ERROR(CheckRunnable(*jg.block()));
+  Graph g;
+  Importer importer(g);
+  const torch::jit::Block& top = *jg.block();
+  // Input 0 is `self`, frozen away.
+  for (size_t i = 1; i < top.inputs().size(); ++i) g.body.inputs.push_back(importer.ValueOf(top.inputs()[i]));
+  importer.ImportBlock(top, -1, 0);
+  return g;
+}
+
 }  // namespace internal_import
 
 void WarmUpImport() {
+  using namespace internal_import;
   at::set_num_threads(1);
   try {
     torch::jit::Module m("WarmUp");
@@ -215,14 +269,11 @@ void WarmUpImport() {
     )");
     std::stringstream bytes;
     m.save(bytes);
-    torch::jit::Module loaded = torch::jit::load(bytes, c10::Device(c10::kCPU));
-    loaded.eval();
-    torch::jit::Module frozen = torch::jit::freeze_module(loaded);
-    std::shared_ptr<torch::jit::Graph> g = frozen.get_method("forward").graph()->copy();
-    torch::jit::Inline(*g);
-    torch::jit::ConstantPropagation(g);
-    torch::jit::EliminateDeadCode(g);
-    frozen.forward({torch::ones({1, 1, 8, 8})});
+    // The same path as a job's model: loader, admission, freezing, passes, import.
+    absl::StatusOr<std::shared_ptr<torch::jit::Graph>> jg =
+        FrozenGraph("warm-up", [&] { return torch::jit::load(bytes, c10::Device(c10::kCPU)); });
+    if (jg.ok()) ToIr(**jg).IgnoreError();
+    m.forward({torch::ones({1, 1, 8, 8})});
   } catch (const std::exception&) {
   }
 }
@@ -230,49 +281,10 @@ void WarmUpImport() {
 absl::StatusOr<Graph> ImportTorchScript(const std::string& path) {
   using namespace internal_import;
   RETURN_IF_ERROR(CheckFile(path));
-  auto refused = [&](const absl::Status& s) {
-    return absl::Status(s.code(), absl::StrCat("cannot load TorchScript model ", path, ": ", s.message()));
-  };
-  if (absl::Status s = AdmitArchive(path); !s.ok()) return refused(s);
-
-  std::shared_ptr<torch::jit::Graph> jg;
-  try {
-    torch::jit::Module module = torch::jit::load(path, c10::Device(c10::kCPU));
-    // Admission, before freezing's constant propagation evaluates anything.
-    {
-      std::shared_ptr<torch::jit::Graph> forward = module.get_method("forward").graph()->copy();
-      torch::jit::Inline(*forward);
-      if (absl::Status s = AdmitGraph(*forward); !s.ok()) return refused(s);
-    }
-    module.eval();
-    torch::jit::Module frozen = torch::jit::freeze_module(module);
-    jg = frozen.get_method("forward").graph()->copy();
-    // Scripted modules check their inputs (`if x.dim() != 4: raise ...`); treating the
-    // raising branch as unreachable leaves straight-line code, as the tracer would.
-    torch::jit::EliminateExceptions(jg);
-    torch::jit::ConstantPropagation(jg);
-    torch::jit::RemoveListMutation(jg);
-    torch::jit::RemoveTensorMutation(jg);
-    torch::jit::ConstantPropagation(jg);
-    torch::jit::EliminateDeadCode(jg);
-  } catch (const std::bad_alloc&) {
-    return absl::ResourceExhaustedError(absl::StrCat("cannot load TorchScript model ", path, ": out of memory"));
-  } catch (const c10::Error& e) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "cannot load TorchScript model ", path, ": ", ExplainLoadError(FirstLine(e.what_without_backtrace()))));
-  } catch (const std::exception& e) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("cannot load TorchScript model ", path, ": ", ExplainLoadError(FirstLine(e.what()))));
-  }
-  RETURN_IF_ERROR(CheckRunnable(*jg->block()));
-
-  Graph g;
-  Importer importer(g);
-  const torch::jit::Block& top = *jg->block();
-  // Input 0 is `self`, frozen away.
-  for (size_t i = 1; i < top.inputs().size(); ++i) g.body.inputs.push_back(importer.ValueOf(top.inputs()[i]));
-  importer.ImportBlock(top, -1, 0);
-  return g;
+  if (absl::Status s = AdmitArchive(path); !s.ok()) return Refused(path, s);
+  ASSIGN_OR_RETURN(std::shared_ptr<torch::jit::Graph> jg,
+                   FrozenGraph(path, [&] { return torch::jit::load(path, c10::Device(c10::kCPU)); }));
+  return ToIr(*jg);
 }
 
 }  // namespace qopt
