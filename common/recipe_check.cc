@@ -58,31 +58,12 @@ absl::Status CheckSteps(const v1::Recipe& recipe) {
     }
     before.calibrated |= spec->calibrates;
     before.automatic |= spec->automatic;
+    before.folded |= spec->folds_batch_norm;
     needs_data |= spec->reads_data;
   }
   if (needs_data && recipe.calibration_data().path().empty() && recipe.calibration_data().name().empty()) {
     return absl::InvalidArgumentError(
         "recipe needs calibration data: set calibration_data.path (or .name) or pass --data");
-  }
-  return absl::OkStatus();
-}
-
-absl::Status CheckData(absl::string_view field, const v1::DataRef& ref) {
-  const v1::Preprocess& p = ref.preprocess();
-  if (p.resize() < 0 || p.center_crop() < 0 || (p.channels() != 0 && p.channels() != 1 && p.channels() != 3)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        field, ".preprocess: resize and center_crop must be >= 0, channels 0, 1 or 3"));
-  }
-  for (double s : p.std()) {
-    if (!(s > 0)) return absl::InvalidArgumentError(absl::StrCat(field, ".preprocess.std must be > 0"));
-  }
-  if (ref.batch_size() < 0 || ref.max_samples() < 0) {
-    return absl::InvalidArgumentError(absl::StrCat(field, ": batch_size and max_samples must be >= 0"));
-  }
-  static constexpr absl::string_view kFormats[] = {"", "auto", "idx", "npy", "npz", "torch", "image_folder"};
-  if (std::find(std::begin(kFormats), std::end(kFormats), ref.format()) == std::end(kFormats)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        field, ".format '", ref.format(), "' is not one of auto, idx, npy, npz, torch, image_folder"));
   }
   return absl::OkStatus();
 }
@@ -120,6 +101,26 @@ absl::Status CheckDevice(const std::string& device) {
 }
 
 }  // namespace
+
+absl::Status CheckData(absl::string_view field, const v1::DataRef& ref) {
+  const v1::Preprocess& p = ref.preprocess();
+  if (p.resize() < 0 || p.center_crop() < 0 || (p.channels() != 0 && p.channels() != 1 && p.channels() != 3)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        field, ".preprocess: resize and center_crop must be >= 0, channels 0, 1 or 3"));
+  }
+  for (double s : p.std()) {
+    if (!(s > 0)) return absl::InvalidArgumentError(absl::StrCat(field, ".preprocess.std must be > 0"));
+  }
+  if (ref.batch_size() < 0 || ref.max_samples() < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ": batch_size and max_samples must be >= 0"));
+  }
+  static constexpr absl::string_view kFormats[] = {"", "auto", "idx", "npy", "npz", "torch", "image_folder"};
+  if (std::find(std::begin(kFormats), std::end(kFormats), ref.format()) == std::end(kFormats)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        field, ".format '", ref.format(), "' is not one of auto, idx, npy, npz, torch, image_folder"));
+  }
+  return absl::OkStatus();
+}
 
 absl::Status CheckRecipe(const v1::Recipe& recipe) {
   RETURN_IF_ERROR(CheckSteps(recipe));

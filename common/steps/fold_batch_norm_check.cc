@@ -10,6 +10,7 @@ const StepSpec& FoldBatchNormSpec() {
     s.kind = v1::Step::kFoldBatchNorm;
     s.invalidates_sim = true;
     s.part_of_auto_quant = true;
+    s.folds_batch_norm = true;
     return s;
   }();
   return spec;

@@ -12,5 +12,6 @@
   X(AdaRound)                 \
   X(BiasCorrection)           \
   X(AutoQuant)                \
+  X(Qat)                      \
   X(Evaluate)                 \
   X(Export)

@@ -15,6 +15,7 @@ namespace qopt {
 struct StepsBefore {
   bool calibrated = false;  // a calibrated simulation exists
   bool automatic = false;   // auto_quant ran, which folds, equalizes, calibrates and rounds itself
+  bool folded = false;      // batch norms were folded (fold_batch_norm, or auto_quant)
 };
 
 struct StepSpec {
@@ -30,6 +31,8 @@ struct StepSpec {
   bool part_of_auto_quant = false;
   /// auto_quant itself.
   bool automatic = false;
+  /// Folds batch norms into the layers before them.
+  bool folds_batch_norm = false;
   /// Reads the calibration data (or evaluation data, which defaults to it).
   bool reads_data = false;
   /// Puts the step's defaults in place of unset options (zeros); the engine runs and the

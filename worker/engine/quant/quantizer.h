@@ -22,6 +22,7 @@ class Quantizer {
 
   const QuantSpec& spec() const { return spec_; }
   CalibrationMethod method() const { return method_; }
+  double percentile() const { return percentile_; }
   /// Channel axis for per-channel encodings, -1 for per-tensor.
   int axis() const { return axis_; }
   bool enabled() const { return enabled_; }

@@ -225,6 +225,13 @@ absl::Status QuantSim::Place() {
   return absl::OkStatus();
 }
 
+absl::Status QuantSim::UpdateParam(int value_id) {
+  auto it = param_quantizers_.find(value_id);
+  if (it == param_quantizers_.end()) return absl::NotFoundError(absl::StrCat("value ", value_id, " has no quantizer"));
+  RETURN_IF_ERROR(it->second.ComputeFromTensor(graph_.values[value_id].constant->toTensor()));
+  return RefreshParam(value_id);
+}
+
 absl::Status QuantSim::RefreshParam(int value_id) {
   const Quantizer& q = param_quantizers_.at(value_id);
   quantized_params_[value_id] = q.Apply(graph_.values[value_id].constant->toTensor());

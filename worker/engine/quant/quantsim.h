@@ -101,6 +101,10 @@ class QuantSim : public ValueObserver {
   /// calibration. Refreshes the cached quantized parameters.
   absl::Status SetParamEncodings(int value_id, std::vector<Encoding> e, bool freeze);
   absl::Status SetActivationEncodings(int value_id, std::vector<Encoding> e, bool freeze);
+  /// The graph's tensor of parameter `value_id` changed (training wrote a new one):
+  /// recomputes its encodings from it, unless they are frozen, and its quantized copy.
+  /// NotFound when the parameter has no quantizer.
+  absl::Status UpdateParam(int value_id);
   /// Changes the quantizer of value `value_id` (a parameter or an activation), as
   /// sensitivity analysis, mixed precision and QAT do, and recomputes its encodings when
   /// its grid changed: a parameter's from its tensor, an activation's from the statistics

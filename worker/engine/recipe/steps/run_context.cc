@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/io/zero_copy_stream_impl_lite.h>
 #include <google/protobuf/util/json_util.h>
 
 #include "absl/strings/str_cat.h"
@@ -73,6 +75,13 @@ absl::StatusOr<const std::vector<Batch>*> RunContext::Evaluation() {
   return &evaluation_;
 }
 
+absl::StatusOr<Dataset> RunContext::TrainingData(const v1::DataRef& ref) const {
+  const bool own = !ref.path().empty();
+  auto data = LoadDataset(SpecFromRef(own ? ref : recipe_.calibration_data()));
+  if (!data.ok()) return Annotate(data.status(), own ? "training data" : "training data (the calibration data)");
+  return data;
+}
+
 absl::StatusOr<std::vector<at::Tensor>> RunContext::CalibrationInputs(int n) {
   ASSIGN_OR_RETURN(const std::vector<Batch>* data, Calibration());
   std::vector<at::Tensor> inputs;
@@ -88,12 +97,30 @@ void RunContext::BeginStep(int index, std::string stage, v1::StepReport* part) {
 
 absl::Status RunContext::Emit(qopt::Progress progress) {
   if (options_.on_progress) options_.on_progress(progress);
-  if (options_.cancelled && options_.cancelled()) return absl::CancelledError("job cancelled");
-  return absl::OkStatus();
+  return CheckCancelled();
 }
 
 absl::Status RunContext::Progress(double fraction, std::string message) {
   return Emit(qopt::Progress{step_, recipe_.steps_size(), stage_, fraction, std::move(message)});
+}
+
+absl::Status RunContext::CheckCancelled() const {
+  if (options_.cancelled && options_.cancelled()) return absl::CancelledError("job cancelled");
+  return absl::OkStatus();
+}
+
+std::string RunContext::StepFingerprint() const {
+  std::string bytes;
+  {
+    google::protobuf::io::StringOutputStream stream(&bytes);
+    google::protobuf::io::CodedOutputStream coded(&stream);
+    coded.SetSerializationDeterministic(true);
+    recipe_.SerializeToCodedStream(&coded);
+  }
+  absl::StrAppend(&bytes, "#step", step_);
+  uint64_t h = 1469598103934665603ull;  // FNV-1a: tells runs apart, not a security check
+  for (unsigned char c : bytes) h = (h ^ c) * 1099511628211ull;
+  return absl::StrCat(absl::Hex(h, absl::kZeroPad16), "-", bytes.size());
 }
 
 absl::Status RunContext::Log(std::string line, Figures figures) {

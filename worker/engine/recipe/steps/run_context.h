@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/status/statusor.h"
+#include "data/dataset.h"
 #include "eval/evaluate.h"
 #include "ir/graph.h"
 #include "qopt/v1/recipe.pb.h"
@@ -35,6 +36,9 @@ class RunContext {
   absl::StatusOr<const std::vector<Batch>*> Calibration();
   /// The evaluation batches (the calibration batches when the recipe names none).
   absl::StatusOr<const std::vector<Batch>*> Evaluation();
+  /// A training data set, on the CPU (batches move to the device one by one): `ref`, or
+  /// the calibration data when `ref` names no data.
+  absl::StatusOr<Dataset> TrainingData(const v1::DataRef& ref) const;
   /// The inputs of the first `n` calibration batches (0 = all).
   absl::StatusOr<std::vector<at::Tensor>> CalibrationInputs(int n);
 
@@ -43,6 +47,17 @@ class RunContext {
   void BeginStep(int index, std::string stage, v1::StepReport* part);
   /// Status of the running step; Cancelled once the caller asks to stop.
   absl::Status Progress(double fraction, std::string message);
+  /// Cancelled once the caller asks to stop; reports nothing.
+  absl::Status CheckCancelled() const;
+  /// Where the running step keeps its checkpoint ("" = none), and the callback to run
+  /// once one is written.
+  const std::string& checkpoint_path() const { return options_.checkpoint_path; }
+  void CheckpointWritten() const {
+    if (options_.on_checkpoint) options_.on_checkpoint();
+  }
+  /// Identifies the running step of this recipe: a checkpoint with another fingerprint
+  /// belongs to some other run.
+  std::string StepFingerprint() const;
   /// A result line for the job's history, with the figures behind it.
   absl::Status Log(std::string line, Figures figures = {});
   /// The running step finished with its part of the report.
