@@ -130,6 +130,43 @@ TEST(RecipeCheckTest, PostTrainingTechniquesInTheirPlace) {
               HasSubstr("allowed_drop is a fraction in [0, 1)"));
 }
 
+// Issue 12: bad QAT options are rejected at submit, naming the option.
+TEST(RecipeCheckTest, QatOptionsInTheirPlace) {
+  EXPECT_TRUE(Check(R"pb(steps { qat {} })pb").ok()) << Check(R"pb(steps { qat {} })pb");
+  EXPECT_TRUE(Check(R"pb(steps { qat { epochs: 2 optimizer: "adam" range_learning: "lsq" loss: "distill" } })pb").ok());
+  const std::pair<const char*, const char*> cases[] = {
+      {R"pb(steps { qat { epochs: 0 } })pb", "steps[4]: qat.epochs must be in 1..1000, got 0"},
+      {R"pb(steps { qat { learning_rate: -0.1 } })pb", "qat.learning_rate must be in (0, 10], got -0.1"},
+      {R"pb(steps { qat { range_learning_rate: 0 } })pb", "qat.range_learning_rate must be in (0, 10]"},
+      {R"pb(steps { qat { batch_size: -4 } })pb", "qat.batch_size must be in 1..65536"},
+      {R"pb(steps { qat { optimizer: "lamb" } })pb", "qat.optimizer 'lamb' is not one of sgd, adam"},
+      {R"pb(steps { qat { schedule: "linear" } })pb", "qat.schedule 'linear' is not one of cosine, step, constant"},
+      {R"pb(steps { qat { range_learning: "tf" } })pb", "qat.range_learning 'tf' is not one of off, aimet, lsq"},
+      {R"pb(steps { qat { loss: "mse" } })pb", "qat.loss 'mse' is not one of labels, distill, both"},
+      {R"pb(steps { qat { momentum: 1.5 } })pb", "qat.momentum must be in [0, 1)"},
+      {R"pb(steps { qat { optimizer: "adam" momentum: 0.9 } })pb", "momentum applies to sgd only"},
+      {R"pb(steps { qat { temperature: -1 } })pb", "qat.temperature must be in (0, 100]"},
+      {R"pb(steps { qat { loss: "both" distill_weight: 2 } })pb", "qat.distill_weight must be in [0, 1]"},
+      {R"pb(steps { qat { step_gamma: 3 } })pb", "qat.step_gamma must be in (0, 1]"},
+      {R"pb(steps { qat { random_crop_padding: -1 } })pb", "qat.random_crop_padding must be in 0..64"},
+      {R"pb(steps { qat { data { format: "csv" } } })pb", "steps[4]: qat.data.format 'csv'"},
+  };
+  for (const auto& [extra, message] : cases) {
+    const absl::Status s = Check(extra);
+    EXPECT_TRUE(absl::IsInvalidArgument(s)) << extra << " -> " << s;
+    EXPECT_THAT(std::string(s.message()), HasSubstr(message)) << extra;
+  }
+  EXPECT_THAT(std::string(CheckRecipe(Parse(R"pb(model { path: "m" } calibration_data { path: "d" }
+                                                  steps { qat {} })pb")).message()),
+              HasSubstr("steps[0]: qat needs a calibrate step before it"));
+  EXPECT_THAT(std::string(CheckRecipe(Parse(R"pb(model { path: "m" } calibration_data { path: "d" }
+                                                  steps { calibrate {} } steps { qat {} })pb")).message()),
+              HasSubstr("steps[1]: qat trains the batch-norm-folded model: add fold_batch_norm before calibrate"));
+  const v1::Recipe after_auto_quant = Parse(R"pb(model { path: "m" } calibration_data { path: "d" }
+                                                 steps { auto_quant {} } steps { qat {} })pb");
+  EXPECT_TRUE(CheckRecipe(after_auto_quant).ok()) << "QAT after PTQ, as AIMET recommends";
+}
+
 TEST(RecipeCheckTest, TechniqueNamesTheWorkSteps) {
   EXPECT_EQ(RecipeTechnique(Parse(kGood)), "fold_batch_norm+calibrate");
   EXPECT_EQ(RecipeTechnique(Parse(R"pb(steps { export {} })pb")), "export");

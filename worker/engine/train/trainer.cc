@@ -271,6 +271,19 @@ absl::StatusOr<TrainResult> Train(TrainingTask& task, const Dataset& data, const
         opt->zero_grad();
         loss.backward();
         opt->step();
+        // A simulated model's output is on the grid, so its loss stays finite while its
+        // weights run off to infinity: check them too, with one sync.
+        at::Tensor total = at::zeros({}, at::TensorOptions().dtype(at::kDouble).device(o.device));
+        for (const ParamGroup& g : groups) {
+          for (const auto& [name, t] : g.tensors) total = total + t.detach().sum().to(at::kDouble);
+        }
+        const double sum = total.item<double>();
+        if (!std::isfinite(sum)) {
+          return absl::InvalidArgumentError(absl::StrFormat(
+              "the trained tensors are not finite after epoch %d, step %d (learning rate %g): training diverged; "
+              "lower learning_rate",
+              epoch + 1, step + 1, opt->param_groups()[0].options().get_lr()));
+        }
       } catch (const c10::Error& e) {
         return absl::InvalidArgumentError(absl::StrCat("training step ", step + 1, " of epoch ", epoch + 1, ": ",
                                                        e.what_without_backtrace()));
