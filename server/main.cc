@@ -186,7 +186,7 @@ int main(int argc, char** argv) {
   ModelServiceImpl model_service(&catalog, &auth, &metrics);
   DatasetServiceImpl dataset_service(&catalog, &auth, &metrics);
   JobServiceImpl job_service(jobs->get(), blobs->get(), &catalog, &auth, &metrics, limits);
-  WorkerServiceImpl worker_service(jobs->get(), blobs->get(), &auth, &metrics, &watchdog, limits);
+  WorkerServiceImpl worker_service(jobs->get(), blobs->get(), &catalog, &auth, &metrics, &watchdog, limits);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();

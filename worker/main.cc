@@ -22,7 +22,8 @@
 namespace {
 
 int Run(const std::string& model, const std::string& recipe_path, const std::string& data,
-        const std::string& out, const std::string& device, int threads, bool quiet) {
+        const std::string& out, const std::string& checkpoint, const std::string& device, int threads,
+        bool quiet) {
   auto recipe = qopt::LoadRecipeFile(recipe_path);
   if (!recipe.ok()) {
     std::fprintf(stderr, "error: %s\n", std::string(recipe.status().message()).c_str());
@@ -35,6 +36,13 @@ int Run(const std::string& model, const std::string& recipe_path, const std::str
 
   qopt::RunOptions options;
   options.out_dir = out;
+  options.checkpoint_path = checkpoint;
+  if (!checkpoint.empty() && !quiet) {
+    options.on_checkpoint = [&checkpoint] {
+      std::fprintf(stdout, "checkpoint written to %s\n", checkpoint.c_str());
+      std::fflush(stdout);
+    };
+  }
   options.on_progress = [quiet](const qopt::Progress& p) {
     if (quiet) return;
     std::fprintf(stdout, "[%d/%d] %-16s %3.0f%% %s\n", p.step, p.num_steps, p.stage.c_str(),
@@ -76,7 +84,7 @@ int main(int argc, char** argv) {
   app.add_option("--tls-ca", tls_ca, "PEM certificate to trust: connect with TLS")
       ->envname("QOPT_TLS_CA");
 
-  std::string model, recipe, data, out, device;
+  std::string model, recipe, data, out, checkpoint, device;
   int threads = 0;
   bool quiet = false;
   CLI::App* run = app.add_subcommand("run", "Run one recipe on local files, without a server");
@@ -86,6 +94,9 @@ int main(int argc, char** argv) {
   run->add_option("--data", data,
                   "Calibration data (.npy float32 or torch.save tensor); overrides the recipe");
   run->add_option("--out", out, "Directory for the artifacts")->required();
+  run->add_option("--checkpoint", checkpoint,
+                  "File where training steps (qat) keep their latest epoch checkpoint; a run that finds "
+                  "one of the same recipe there resumes from it");
   run->add_option("--device", device, "cpu or cuda:N; overrides the recipe");
   run->add_option("--threads", threads, "LibTorch threads (default: all cores)");
   run->add_flag("--quiet", quiet, "No progress lines");
@@ -110,7 +121,7 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
-  if (run->parsed()) return Run(model, recipe, data, out, device, threads, quiet);
+  if (run->parsed()) return Run(model, recipe, data, out, checkpoint, device, threads, quiet);
   if (job->parsed()) {
     job_limits.drop_root = !keep_uid;
     return qopt::sandbox::RunJobChild(job_limits);

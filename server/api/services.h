@@ -130,9 +130,10 @@ class JobServiceImpl final : public v1::JobService::Service {
 
 class WorkerServiceImpl final : public v1::WorkerService::Service {
  public:
-  WorkerServiceImpl(JobStore* jobs, BlobStore* blobs, const Authenticator* auth, Metrics* metrics,
-                    IdleWatchdog* watchdog, ServerLimits limits)
-      : jobs_(jobs), blobs_(blobs), auth_(auth), metrics_(metrics), watchdog_(watchdog), limits_(limits) {}
+  WorkerServiceImpl(JobStore* jobs, BlobStore* blobs, Catalog* catalog, const Authenticator* auth,
+                    Metrics* metrics, IdleWatchdog* watchdog, ServerLimits limits)
+      : jobs_(jobs), blobs_(blobs), catalog_(catalog), auth_(auth), metrics_(metrics), watchdog_(watchdog),
+        limits_(limits) {}
   grpc::Status Lease(grpc::ServerContext* ctx, const v1::LeaseRequest* request,
                      v1::LeaseResponse* response) override;
   grpc::Status Heartbeat(grpc::ServerContext* ctx, const v1::HeartbeatRequest* request,
@@ -141,6 +142,8 @@ class WorkerServiceImpl final : public v1::WorkerService::Service {
                         grpc::ServerWriter<v1::Chunk>* writer) override;
   grpc::Status PutArtifact(grpc::ServerContext* ctx, grpc::ServerReader<v1::PutArtifactRequest>* reader,
                            v1::PutArtifactResponse* response) override;
+  grpc::Status PutCheckpoint(grpc::ServerContext* ctx, grpc::ServerReader<v1::PutCheckpointRequest>* reader,
+                             v1::Empty* response) override;
   grpc::Status Complete(grpc::ServerContext* ctx, const v1::CompleteRequest* request,
                         v1::Empty* response) override;
   grpc::Status Fail(grpc::ServerContext* ctx, const v1::FailRequest* request,
@@ -154,6 +157,7 @@ class WorkerServiceImpl final : public v1::WorkerService::Service {
 
   JobStore* jobs_;
   BlobStore* blobs_;
+  Catalog* catalog_;
   const Authenticator* auth_;
   Metrics* metrics_;
   IdleWatchdog* watchdog_;

@@ -5,6 +5,34 @@
 #include "file_name.h"
 
 namespace qopt::server {
+namespace {
+
+// The chunks that follow an upload's header (PutArtifact, PutCheckpoint), written to
+// `upload` and sealed: size and sha256 checked. The upload is discarded on any failure:
+// uploads from workers are never resumed.
+template <typename Request>
+grpc::Status ReceiveChunks(grpc::ServerContext* ctx, grpc::ServerReader<Request>* reader, BlobUpload& upload,
+                           IdleWatchdog::Watch& watch, Metrics* metrics, const char* what) {
+  const auto fail = [&](grpc::Status s) {
+    upload.Discard();
+    return s;
+  };
+  Request msg;
+  while (reader->Read(&msg)) {
+    watch.Touch();
+    if (!msg.has_chunk()) {
+      return fail({grpc::StatusCode::INVALID_ARGUMENT, absl::StrCat("only the first ", what, " message is a header")});
+    }
+    if (absl::Status s = upload.Write(msg.chunk()); !s.ok()) return fail(ToGrpc(s));
+    metrics->BytesIn(static_cast<int64_t>(msg.chunk().size()));
+  }
+  if (watch.timed_out()) return fail({grpc::StatusCode::CANCELLED, absl::StrCat(what, " upload idle; send it again")});
+  if (ctx->IsCancelled()) return fail({grpc::StatusCode::CANCELLED, absl::StrCat(what, " upload cancelled")});
+  if (absl::Status s = upload.Seal(); !s.ok()) return fail(ToGrpc(s));
+  return grpc::Status::OK;
+}
+
+}  // namespace
 
 grpc::Status WorkerServiceImpl::AuthorizeLease(grpc::ServerContext* ctx, const std::string& job_id,
                                                const std::string& lease_id, LeaseScope* scope) {
@@ -41,6 +69,7 @@ grpc::Status WorkerServiceImpl::Lease(grpc::ServerContext* ctx, const v1::LeaseR
   *response->mutable_recipe() = grant->recipe;
   response->set_lease_expires_unix_ms(grant->expires_unix_ms);
   response->set_lease_token(grant->token);
+  response->set_checkpoint_sha256(grant->checkpoint_sha256);
   return grpc::Status::OK;
 }
 
@@ -67,12 +96,12 @@ grpc::Status WorkerServiceImpl::ReadBlob(grpc::ServerContext* ctx, const v1::Rea
   }
   auto scope = jobs_->LeaseOfToken(LeaseToken(ctx));
   if (!scope.ok()) return ToGrpc(scope.status());
-  // A lease reads its own job's inputs and nothing else.
-  auto input = jobs_->IsInput(scope->job_id, request->sha256());
-  if (!input.ok()) return ToGrpc(input.status());
-  if (!*input) {
+  // A lease reads its own job's inputs and checkpoint and nothing else.
+  auto reads = jobs_->Reads(scope->job_id, request->sha256());
+  if (!reads.ok()) return ToGrpc(reads.status());
+  if (!*reads) {
     return {grpc::StatusCode::PERMISSION_DENIED,
-            absl::StrCat("blob ", request->sha256(), " is not an input of job ", scope->job_id)};
+            absl::StrCat("blob ", request->sha256(), " is neither an input nor the checkpoint of job ", scope->job_id)};
   }
   return StreamBlob(*blobs_, request->sha256(), writer, metrics_);
 }
@@ -98,23 +127,44 @@ grpc::Status WorkerServiceImpl::PutArtifact(grpc::ServerContext* ctx,
   // is what this lease produced, never a hash it happens to know.
   auto upload = blobs_->Begin(header.sha256(), header.size(), 0, RandomId("put-"));
   if (!upload.ok()) return ToGrpc(upload.status());
-  const auto fail = [&](grpc::Status s) {
-    (*upload)->Discard();  // an artifact upload is never resumed
-    return s;
-  };
-  while (reader->Read(&msg)) {
-    watch.Touch();
-    if (!msg.has_chunk()) {
-      return fail({grpc::StatusCode::INVALID_ARGUMENT, "only the first artifact message is a header"});
-    }
-    if (absl::Status s = (*upload)->Write(msg.chunk()); !s.ok()) return fail(ToGrpc(s));
-    metrics_->BytesIn(static_cast<int64_t>(msg.chunk().size()));
-  }
-  if (watch.timed_out()) return fail({grpc::StatusCode::CANCELLED, "artifact upload idle; send it again"});
-  if (ctx->IsCancelled()) return fail({grpc::StatusCode::CANCELLED, "artifact upload cancelled"});
-  if (absl::Status s = (*upload)->Seal(); !s.ok()) return fail(ToGrpc(s));
+  if (grpc::Status s = ReceiveChunks(ctx, reader, **upload, watch, metrics_, "artifact"); !s.ok()) return s;
   absl::Status added = jobs_->AddArtifact(scope.job_id, scope.lease_id, header, [&] { return (*upload)->Publish(); });
-  if (!added.ok()) return fail(ToGrpc(added));
+  if (!added.ok()) {
+    (*upload)->Discard();
+    return ToGrpc(added);
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status WorkerServiceImpl::PutCheckpoint(grpc::ServerContext* ctx,
+                                              grpc::ServerReader<v1::PutCheckpointRequest>* reader, v1::Empty*) {
+  Metrics::RpcTimer timer(metrics_, "PutCheckpoint");
+  IdleWatchdog::Watch watch(watchdog_, ctx);
+  v1::PutCheckpointRequest msg;
+  if (!reader->Read(&msg) || !msg.has_header()) {
+    return {grpc::StatusCode::INVALID_ARGUMENT, "a checkpoint upload starts with its header"};
+  }
+  watch.Touch();
+  const v1::CheckpointHeader header = msg.header();
+  LeaseScope scope;
+  if (grpc::Status s = AuthorizeLease(ctx, msg.job_id(), msg.lease_id(), &scope); !s.ok()) return s;
+  // What a job's process wrote: untrusted bytes of a size it chose, so capped like any upload.
+  if (header.size() > limits_.max_upload_bytes) {
+    return {grpc::StatusCode::RESOURCE_EXHAUSTED,
+            absl::StrCat("checkpoint of ", header.size(), " bytes is larger than the server accepts (",
+                         limits_.max_upload_bytes, ")")};
+  }
+  auto upload = blobs_->Begin(header.sha256(), header.size(), 0, RandomId("put-"));
+  if (!upload.ok()) return ToGrpc(upload.status());
+  if (grpc::Status s = ReceiveChunks(ctx, reader, **upload, watch, metrics_, "checkpoint"); !s.ok()) return s;
+  auto replaced = jobs_->SetCheckpoint(scope.job_id, scope.lease_id, header, [&] { return (*upload)->Publish(); });
+  if (!replaced.ok()) {
+    (*upload)->Discard();
+    return ToGrpc(replaced.status());
+  }
+  // The checkpoint before is of no use once this one is stored; should this fail, garbage
+  // collection removes it.
+  catalog_->RemoveUnreferenced({*replaced}).IgnoreError();
   return grpc::Status::OK;
 }
 

@@ -46,10 +46,11 @@ absl::Status CheckRecordName(const std::string& name) {
 absl::StatusOr<int64_t> Catalog::UsedBytesLocked(const std::string& tenant) {
   ASSIGN_OR_RETURN(Statement st, store_->db()->Prepare(
       "SELECT COALESCE(SUM(size), 0) FROM ("
-      "  SELECT sha256, size FROM tenant_blobs WHERE tenant = ?"
+      "  SELECT sha256, size FROM tenant_blobs WHERE tenant = ?1"
       "  UNION SELECT a.sha256, a.size FROM artifacts a JOIN jobs j ON j.id = a.job_id"
-      "  WHERE j.tenant = ?)"));
-  st.Bind(1, tenant).Bind(2, tenant);
+      "  WHERE j.tenant = ?1"
+      "  UNION SELECT checkpoint_sha256, checkpoint_size FROM jobs WHERE tenant = ?1 AND checkpoint_sha256 != '')"));
+  st.Bind(1, tenant);
   ASSIGN_OR_RETURN(bool row, st.Step());
   // Partial uploads hold disk too: without them, unfinished uploads would be free storage.
   return (row ? st.Int(0) : 0) + blobs_->PartialBytes(UploaderKey(tenant));
@@ -249,9 +250,10 @@ absl::Status Catalog::ResolveRecipe(const std::string& tenant, v1::Recipe* recip
 
 absl::StatusOr<bool> Catalog::ReferencedLocked(const std::string& sha256) {
   ASSIGN_OR_RETURN(Statement any, store_->db()->Prepare(
-      "SELECT 1 FROM tenant_blobs WHERE sha256 = ? UNION SELECT 1 FROM job_inputs WHERE sha256 = ? "
-      "UNION SELECT 1 FROM artifacts WHERE sha256 = ? LIMIT 1"));
-  any.Bind(1, sha256).Bind(2, sha256).Bind(3, sha256);
+      "SELECT 1 FROM tenant_blobs WHERE sha256 = ?1 UNION SELECT 1 FROM job_inputs WHERE sha256 = ?1 "
+      "UNION SELECT 1 FROM artifacts WHERE sha256 = ?1 UNION SELECT 1 FROM jobs WHERE checkpoint_sha256 = ?1 "
+      "LIMIT 1"));
+  any.Bind(1, sha256);
   return any.Step();
 }
 
@@ -281,6 +283,18 @@ absl::StatusOr<std::vector<std::string>> Catalog::ReleaseLocked(const std::strin
 absl::Status Catalog::Release(const std::string& tenant, const std::vector<std::string>& sha256s) {
   std::lock_guard<std::mutex> lock(store_->mu());
   ASSIGN_OR_RETURN(std::vector<std::string> gone, ReleaseLocked(tenant, sha256s));
+  RemoveFiles(gone);
+  return absl::OkStatus();
+}
+
+absl::Status Catalog::RemoveUnreferenced(const std::vector<std::string>& sha256s) {
+  std::lock_guard<std::mutex> lock(store_->mu());
+  std::vector<std::string> gone;
+  for (const std::string& sha : sha256s) {
+    if (sha.empty()) continue;
+    ASSIGN_OR_RETURN(bool referenced, ReferencedLocked(sha));
+    if (!referenced) gone.push_back(sha);
+  }
   RemoveFiles(gone);
   return absl::OkStatus();
 }

@@ -1,6 +1,6 @@
 // What each tenant owns: its blobs (uploads), and named model / dataset records over them.
 // Storage accounting follows ownership: a tenant's usage is the size of every distinct blob
-// it uploaded plus its jobs' artifacts. Deleting a record or a job releases the blobs that
+// it uploaded plus its jobs' artifacts and checkpoints. Deleting a record or a job releases the blobs that
 // nothing else of the tenant refers to; a blob no tenant, job or artifact refers to is
 // removed from disk. Shares the server's database (and its lock) with the job store.
 #pragma once
@@ -27,8 +27,8 @@ class Catalog {
       : store_(std::move(store)), blobs_(blobs), options_(options) {}
 
   int64_t quota_bytes() const { return options_.quota_bytes; }
-  /// Bytes the tenant holds (distinct uploaded blobs and artifacts, and the .part files of
-  /// its interrupted uploads).
+  /// Bytes the tenant holds (distinct uploaded blobs, artifacts and its jobs' checkpoints,
+  /// and the .part files of its interrupted uploads).
   absl::StatusOr<int64_t> UsedBytes(const std::string& tenant);
   /// ResourceExhausted when `adding` more bytes would pass the tenant's quota. A running
   /// upload passes the bytes it has still to send.
@@ -58,19 +58,24 @@ class Catalog {
   /// tenant refers to any more, and deletes blob files nothing refers to.
   absl::Status Release(const std::string& tenant, const std::vector<std::string>& sha256s);
 
+  /// Deletes the files of those blobs nothing refers to any more (e.g. a job's checkpoint
+  /// that a newer one replaced).
+  absl::Status RemoveUnreferenced(const std::vector<std::string>& sha256s);
+
   struct Collected {
     int64_t parts = 0, part_bytes = 0;  // expired .part files
     int64_t blobs = 0, blob_bytes = 0;  // blob files nothing refers to
   };
   /// Garbage collection, at startup and periodically: removes .part files untouched for
-  /// `part_max_age_ms`, and blob files no tenant, job input or artifact refers to (e.g.
-  /// left by a crash, or by a worker whose lease ended after uploading).
+  /// `part_max_age_ms`, and blob files no tenant, job input, artifact or checkpoint refers
+  /// to (e.g. left by a crash, by a worker whose lease ended after uploading, or the
+  /// checkpoint of a job that ended).
   absl::StatusOr<Collected> CollectGarbage(int64_t part_max_age_ms);
 
  private:
   absl::StatusOr<bool> OwnsLocked(const std::string& tenant, const std::string& sha256);
   absl::StatusOr<int64_t> UsedBytesLocked(const std::string& tenant);
-  /// True while any tenant, job input or artifact refers to the blob.
+  /// True while any tenant, job input, artifact or job checkpoint refers to the blob.
   absl::StatusOr<bool> ReferencedLocked(const std::string& sha256);
   absl::StatusOr<std::vector<std::string>> ReleaseLocked(const std::string& tenant,
                                                          const std::vector<std::string>& sha256s);

@@ -324,7 +324,7 @@ absl::StatusOr<LeaseGrant> JobStore::Lease(const std::string& worker_id,
     // Fair share: among the jobs this worker can serve, those of the tenant with the
     // fewest running jobs come first, so a tenant's long queue cannot starve another's.
     ASSIGN_OR_RETURN(Statement pick, db_->Prepare(
-        "SELECT j.id FROM jobs j LEFT JOIN "
+        "SELECT j.id, j.checkpoint_sha256 FROM jobs j LEFT JOIN "
         "  (SELECT tenant, COUNT(*) AS n FROM jobs WHERE state = ?1 GROUP BY tenant) r ON r.tenant = j.tenant "
         "WHERE j.state = ?2 AND ((j.device_kind = 'cpu' AND ?3) OR (j.device_kind = 'cuda' AND ?4)) "
         "  AND (?5 = 0 OR COALESCE(r.n, 0) < ?5) "
@@ -335,8 +335,9 @@ absl::StatusOr<LeaseGrant> JobStore::Lease(const std::string& worker_id,
     ASSIGN_OR_RETURN(bool row, pick.Step());
     if (row) {
       const std::string id = pick.Text(0);
-      RETURN_IF_ERROR(pick.Run());
       LeaseGrant grant;
+      grant.checkpoint_sha256 = pick.Text(1);
+      RETURN_IF_ERROR(pick.Run());
       grant.job_id = id;
       grant.lease_id = RandomId("lease-");
       ASSIGN_OR_RETURN(grant.token, RandomSecret());
@@ -356,7 +357,9 @@ absl::StatusOr<LeaseGrant> JobStore::Lease(const std::string& worker_id,
         rec.Bind(1, internal_store::TokenHash(grant.token)).Bind(2, id).Bind(3, grant.lease_id)
             .Bind(4, worker_id).Bind(5, now);
         RETURN_IF_ERROR(rec.Run());
-        return AppendEvent(id, v1::RUNNING, "leased", 0, 0, absl::StrCat("leased by ", worker_id));
+        return AppendEvent(id, v1::RUNNING, "leased", 0, 0,
+                           absl::StrCat("leased by ", worker_id,
+                                        grant.checkpoint_sha256.empty() ? "" : "; it resumes from the job's checkpoint"));
       }));
       ASSIGN_OR_RETURN(v1::Job job, Load(id));
       grant.recipe = job.recipe();
@@ -385,9 +388,11 @@ absl::StatusOr<LeaseScope> JobStore::LeaseOfToken(const std::string& token) {
   return scope;
 }
 
-absl::StatusOr<bool> JobStore::IsInput(const std::string& job_id, const std::string& sha256) {
+absl::StatusOr<bool> JobStore::Reads(const std::string& job_id, const std::string& sha256) {
   std::lock_guard<std::mutex> lock(mu_);
-  ASSIGN_OR_RETURN(Statement st, db_->Prepare("SELECT 1 FROM job_inputs WHERE job_id = ? AND sha256 = ?"));
+  ASSIGN_OR_RETURN(Statement st, db_->Prepare(
+      "SELECT 1 FROM job_inputs WHERE job_id = ?1 AND sha256 = ?2 "
+      "UNION SELECT 1 FROM jobs WHERE id = ?1 AND checkpoint_sha256 = ?2 AND ?2 != ''"));
   st.Bind(1, job_id).Bind(2, sha256);
   return st.Step();
 }
@@ -457,6 +462,45 @@ absl::Status JobStore::AddArtifact(const std::string& job_id, const std::string&
       "INSERT OR REPLACE INTO artifacts (job_id, name, sha256, size) VALUES (?, ?, ?, ?)"));
   st.Bind(1, job_id).Bind(2, artifact.name()).Bind(3, artifact.sha256()).Bind(4, artifact.size());
   return st.Run();
+}
+
+absl::StatusOr<std::string> JobStore::SetCheckpoint(const std::string& job_id, const std::string& lease_id,
+                                                    const v1::CheckpointHeader& checkpoint,
+                                                    const std::function<absl::Status()>& publish) {
+  std::string replaced;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    RETURN_IF_ERROR(CheckLease(job_id, lease_id));
+    ASSIGN_OR_RETURN(Statement st, db_->Prepare("SELECT checkpoint_sha256, stage, progress, eta FROM jobs WHERE id = ?"));
+    st.Bind(1, job_id);
+    ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) return absl::NotFoundError(absl::StrCat("job ", job_id, " not found"));
+    replaced = st.Text(0) == checkpoint.sha256() ? "" : st.Text(0);
+    const std::string stage = st.Text(1);
+    const double progress = st.Double(2), eta = st.Double(3);
+    RETURN_IF_ERROR(st.Run());
+    if (publish) RETURN_IF_ERROR(publish());
+    RETURN_IF_ERROR(Transaction([&]() -> absl::Status {
+      ASSIGN_OR_RETURN(Statement up, db_->Prepare(
+          "UPDATE jobs SET checkpoint_sha256 = ?, checkpoint_size = ? WHERE id = ?"));
+      up.Bind(1, checkpoint.sha256()).Bind(2, checkpoint.size()).Bind(3, job_id);
+      RETURN_IF_ERROR(up.Run());
+      return AppendEvent(job_id, v1::RUNNING, stage, progress, eta,
+                         absl::StrCat("checkpoint stored (", checkpoint.size(),
+                                      " bytes); if the job loses its worker, the next one resumes from it"));
+    }));
+  }
+  changed_.notify_all();
+  return replaced;
+}
+
+absl::StatusOr<std::string> JobStore::Checkpoint(const std::string& job_id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  ASSIGN_OR_RETURN(Statement st, db_->Prepare("SELECT checkpoint_sha256 FROM jobs WHERE id = ?"));
+  st.Bind(1, job_id);
+  ASSIGN_OR_RETURN(bool row, st.Step());
+  if (!row) return absl::NotFoundError(absl::StrCat("job ", job_id, " not found"));
+  return st.Text(0);
 }
 
 absl::Status JobStore::Complete(const std::string& job_id, const std::string& lease_id,

@@ -25,6 +25,8 @@ struct LeaseGrant {
   v1::Recipe recipe;
   int64_t expires_unix_ms = 0;
   std::string token;  // the lease's secret; only its hash is stored
+  /// The checkpoint an earlier lease of the job uploaded; "" when none.
+  std::string checkpoint_sha256;
 };
 
 /// The lease a lease token was issued for.
@@ -84,8 +86,8 @@ class JobStore {
   /// The lease `token` was issued for: Unauthenticated for an unknown token,
   /// FailedPrecondition once that lease is no longer held.
   absl::StatusOr<LeaseScope> LeaseOfToken(const std::string& token);
-  /// True when `sha256` is one of the job's input blobs.
-  absl::StatusOr<bool> IsInput(const std::string& job_id, const std::string& sha256);
+  /// True when the job reads `sha256`: one of its input blobs, or its checkpoint.
+  absl::StatusOr<bool> Reads(const std::string& job_id, const std::string& sha256);
   /// Extends the lease and records progress; returns true when the job was cancelled.
   absl::StatusOr<std::pair<bool, int64_t>> Heartbeat(const v1::HeartbeatRequest& hb);
   /// Runs `publish` (which makes the artifact's blob visible) and records the artifact,
@@ -94,6 +96,15 @@ class JobStore {
   absl::Status AddArtifact(const std::string& job_id, const std::string& lease_id,
                            const v1::Artifact& artifact,
                            const std::function<absl::Status()>& publish = nullptr);
+  /// Makes `checkpoint` the job's checkpoint, replacing the one before, with an event;
+  /// `publish` as in AddArtifact. Returns the replaced checkpoint's blob ("" when none, or
+  /// when it is the same), which may now be unreferenced. The job drops its checkpoint
+  /// when it reaches a final state (a trigger of the schema).
+  absl::StatusOr<std::string> SetCheckpoint(const std::string& job_id, const std::string& lease_id,
+                                            const v1::CheckpointHeader& checkpoint,
+                                            const std::function<absl::Status()>& publish = nullptr);
+  /// The job's checkpoint blob; "" when it has none.
+  absl::StatusOr<std::string> Checkpoint(const std::string& job_id);
   absl::Status Complete(const std::string& job_id, const std::string& lease_id,
                         const std::string& report_json);
   absl::Status Fail(const std::string& job_id, const std::string& lease_id,

@@ -6,10 +6,14 @@
 #include <random>
 
 #include "absl/strings/str_cat.h"
+#include "qopt/v1/service.pb.h"
 #include "status.h"
 
 namespace qopt::server {
 namespace {
+
+static_assert(v1::SUCCEEDED == 3 && v1::FAILED == 4 && v1::CANCELLED == 5,
+              "migration 5's trigger names the final job states by number");
 
 // Schema versions, applied in order; PRAGMA user_version records how many ran. Never edit
 // one that has shipped: add the next.
@@ -111,6 +115,21 @@ constexpr const char* kMigrations[] = {
       issued_ms INTEGER NOT NULL
     );
     CREATE INDEX leases_job ON leases(job_id);
+    )sql",
+    // The latest epoch checkpoint of a job that trains (PutCheckpoint), which a job queued
+    // again after losing its worker hands to the next one. Only a job that may still run
+    // keeps it: the trigger drops it with every change to a final state (3 SUCCEEDED,
+    // 4 FAILED, 5 CANCELLED), whichever statement makes it; garbage collection then removes
+    // the file unless something else refers to it.
+    R"sql(
+    ALTER TABLE jobs ADD COLUMN checkpoint_sha256 TEXT NOT NULL DEFAULT '';
+    ALTER TABLE jobs ADD COLUMN checkpoint_size INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX jobs_checkpoint ON jobs(checkpoint_sha256);
+    CREATE TRIGGER jobs_end_drops_checkpoint AFTER UPDATE OF state ON jobs
+      WHEN NEW.state IN (3, 4, 5) AND NEW.checkpoint_sha256 != ''
+    BEGIN
+      UPDATE jobs SET checkpoint_sha256 = '', checkpoint_size = 0 WHERE id = NEW.id;
+    END;
     )sql",
 };
 

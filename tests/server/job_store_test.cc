@@ -1,11 +1,12 @@
 // The job store: queue order, idempotent submit, leases and their expiry, cancellation,
-// tenant isolation and resumable events, on a real SQLite file.
+// tenant isolation, resumable events and training checkpoints, on a real SQLite file.
 #include "store/job_store.h"
 
 #include <unistd.h>
 
 #include <chrono>
 #include <filesystem>
+#include <functional>
 #include <thread>
 
 #include <gmock/gmock.h>
@@ -241,8 +242,8 @@ TEST_F(JobStoreTest, LeaseTokensNameTheirLeaseOnly) {
   EXPECT_TRUE(absl::IsUnauthenticated(store_->LeaseOfToken("").status()));
   EXPECT_TRUE(absl::IsUnauthenticated(store_->LeaseOfToken(lease->lease_id).status()))
       << "the lease id is not the secret";
-  EXPECT_TRUE(*store_->IsInput(job->id(), std::string(64, 'a')));
-  EXPECT_FALSE(*store_->IsInput(job->id(), std::string(64, 'b')));
+  EXPECT_TRUE(*store_->Reads(job->id(), std::string(64, 'a')));
+  EXPECT_FALSE(*store_->Reads(job->id(), std::string(64, 'b')));
   std::this_thread::sleep_for(std::chrono::milliseconds(250));
   ASSERT_EQ(*store_->ExpireLeases(), 1);
   EXPECT_TRUE(absl::IsFailedPrecondition(store_->LeaseOfToken(lease->token).status()))
@@ -266,6 +267,92 @@ TEST_F(JobStoreTest, JobsPastTheirTimeLimitFail) {
   EXPECT_EQ(job->state(), v1::FAILED);
   EXPECT_THAT(job->error(), ::testing::HasSubstr("time limit of 1 s exceeded"));
   EXPECT_EQ(store_->Get("t", capped->id())->state(), v1::RUNNING) << "capped at 60 s, still running";
+}
+
+v1::CheckpointHeader CheckpointOf(char c) {
+  v1::CheckpointHeader header;
+  header.set_sha256(std::string(64, c));
+  header.set_size(10);
+  return header;
+}
+
+TEST_F(JobStoreTest, ACheckpointOutlivesALostLeaseAndIsReadByTheNext) {
+  auto job = store_->Submit("t", Recipe("x"), 0, "");
+  auto first = store_->Lease("w1", {"cpu"}, 0);
+  EXPECT_EQ(first->checkpoint_sha256, "");
+  EXPECT_FALSE(*store_->Reads(job->id(), std::string(64, 'c')));
+  EXPECT_EQ(*store_->SetCheckpoint(job->id(), first->lease_id, CheckpointOf('c')), "") << "nothing replaced";
+  EXPECT_TRUE(*store_->Reads(job->id(), std::string(64, 'c')));
+  EXPECT_EQ(*store_->SetCheckpoint(job->id(), first->lease_id, CheckpointOf('d')), std::string(64, 'c'))
+      << "the replaced checkpoint is returned, to be removed";
+  EXPECT_FALSE(*store_->Reads(job->id(), std::string(64, 'c')));
+  std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  ASSERT_EQ(*store_->ExpireLeases(), 1);
+  EXPECT_TRUE(absl::IsFailedPrecondition(store_->SetCheckpoint(job->id(), first->lease_id, CheckpointOf('e')).status()))
+      << "a lost lease stores no checkpoint";
+  EXPECT_EQ(*store_->Checkpoint(job->id()), std::string(64, 'd')) << "queued again, it keeps its checkpoint";
+  auto second = store_->Lease("w2", {"cpu"}, 0);
+  EXPECT_EQ(second->checkpoint_sha256, std::string(64, 'd'));
+}
+
+TEST_F(JobStoreTest, EveryFinalStateDropsTheCheckpoint) {
+  Reopen({200, 1, 0, /*max_job_ms=*/1000});
+  std::vector<std::pair<std::string, std::function<void(const std::string&, const std::string&)>>> ends = {
+      {"complete", [&](const std::string& id, const std::string& lease) { ASSERT_TRUE(store_->Complete(id, lease, "{}").ok()); }},
+      {"fail", [&](const std::string& id, const std::string& lease) { ASSERT_TRUE(store_->Fail(id, lease, "x").ok()); }},
+      {"cancel", [&](const std::string& id, const std::string& lease) {
+         ASSERT_TRUE(store_->Cancel("t", id).ok());
+         v1::HeartbeatRequest hb;
+         hb.set_job_id(id);
+         hb.set_lease_id(lease);
+         ASSERT_TRUE(store_->Heartbeat(hb)->first);
+       }},
+      {"lease expired past max_attempts", [&](const std::string&, const std::string&) {
+         std::this_thread::sleep_for(std::chrono::milliseconds(250));
+         ASSERT_EQ(*store_->ExpireLeases(), 1);
+       }},
+      {"time limit", [&](const std::string& id, const std::string& lease) {
+         v1::HeartbeatRequest hb;
+         hb.set_job_id(id);
+         hb.set_lease_id(lease);
+         for (int i = 0; i < 8; ++i) {
+           std::this_thread::sleep_for(std::chrono::milliseconds(150));
+           ASSERT_TRUE(store_->Heartbeat(hb).ok());
+         }
+         ASSERT_EQ(*store_->EnforceTimeLimits(), 1);
+       }},
+  };
+  for (const auto& [how, end] : ends) {
+    auto job = store_->Submit("t", Recipe(how), 0, "");
+    auto lease = store_->Lease("w", {"cpu"}, 0);
+    ASSERT_EQ(lease->job_id, job->id());
+    ASSERT_TRUE(store_->SetCheckpoint(job->id(), lease->lease_id, CheckpointOf('c')).ok());
+    end(job->id(), lease->lease_id);
+    EXPECT_TRUE(IsFinal(store_->Get("t", job->id())->state())) << how;
+    EXPECT_EQ(*store_->Checkpoint(job->id()), "") << how;
+    EXPECT_FALSE(*store_->Reads(job->id(), std::string(64, 'c'))) << how;
+  }
+}
+
+TEST_F(JobStoreTest, AnExistingDatabaseGainsCheckpoints) {
+  // A database as schema version 4 left it, with a job queued.
+  auto job = store_->Submit("t", Recipe("old"), 0, "");
+  store_.reset();
+  {
+    auto db = Database::Open((dir_ / "jobs.db").string());
+    ASSERT_TRUE(db.ok());
+    ASSERT_TRUE((*db)->Exec("DROP TRIGGER jobs_end_drops_checkpoint; DROP INDEX jobs_checkpoint; "
+                            "ALTER TABLE jobs DROP COLUMN checkpoint_sha256; "
+                            "ALTER TABLE jobs DROP COLUMN checkpoint_size; PRAGMA user_version = 4")
+                    .ok());
+  }
+  Reopen();
+  auto lease = store_->Lease("w", {"cpu"}, 0);
+  ASSERT_EQ(lease->job_id, job->id());
+  EXPECT_EQ(lease->checkpoint_sha256, "");
+  ASSERT_TRUE(store_->SetCheckpoint(job->id(), lease->lease_id, CheckpointOf('c')).ok());
+  ASSERT_TRUE(store_->Complete(job->id(), lease->lease_id, "{}").ok());
+  EXPECT_EQ(*store_->Checkpoint(job->id()), "") << "the trigger came with the migration";
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 """Issue 11, point 5 and its neighbours: the worker token alone only leases; each lease
-has its own token that reads only the job's inputs, attaches only artifacts whose bytes it
-sends (size, sha256, plain name), and reports only on its own lease. Also: requests that do
+has its own token that reads only the job's inputs (and checkpoint), attaches only
+artifacts and checkpoints whose bytes it sends (size, sha256, plain name), and reports only
+on its own lease. Also: requests that do
 not parse are INVALID_ARGUMENT, recipes that cannot succeed are refused at submit, clients
 refuse artifact names with separators, and an open server stays on loopback."""
 import hashlib
@@ -41,6 +42,16 @@ try:
             ("Fail", w.Fail, service_pb2.FailRequest(job_id=job1, error="x"))]:
         code, details = code_of(call, request, metadata=md("token-w"))
         check(code == grpc.StatusCode.UNAUTHENTICATED, f"{name} with the worker token only: {code} {details}")
+    def put_checkpoint(lease, data, metadata, sha=None):
+        def messages():
+            yield service_pb2.PutCheckpointRequest(
+                job_id=lease.job_id, lease_id=lease.lease_id,
+                header=service_pb2.CheckpointHeader(sha256=sha or hashlib.sha256(data).hexdigest(), size=len(data)))
+            yield service_pb2.PutCheckpointRequest(chunk=data)
+        return code_of(w.PutCheckpoint, messages(), metadata=metadata)
+
+    code, details = put_checkpoint(service_pb2.LeaseResponse(job_id=job1), b"ckpt", md("token-w"))
+    check(code == grpc.StatusCode.UNAUTHENTICATED, f"PutCheckpoint with the worker token only: {code} {details}")
     code, _ = code_of(w.Lease, service_pb2.LeaseRequest(worker_id="w", wait_ms=0), metadata=md("token-a"))
     check(code == grpc.StatusCode.UNAUTHENTICATED, f"a tenant token cannot lease: {code}")
 
@@ -95,6 +106,20 @@ try:
     check(code == grpc.StatusCode.OK, f"an artifact whose bytes are sent: {code} {details}")
     check([x.name for x in a.get(lease1.job_id).artifacts] == ["model.pt"], "and it is attached")
 
+    # Checkpoints: the same rules; the lease that stored one reads it, no other lease does.
+    checkpoint = b"epoch 1 of the job's training"
+    code, details = put_checkpoint(lease1, checkpoint, t2)
+    check(code == grpc.StatusCode.PERMISSION_DENIED, f"a checkpoint for another lease: {code} {details}")
+    code, details = put_checkpoint(lease1, checkpoint, t1, sha=secret)
+    check(code == grpc.StatusCode.INVALID_ARGUMENT and "sha256 mismatch" in details, f"checkpoint, wrong bytes: {code} {details}")
+    code, details = put_checkpoint(lease1, checkpoint, t1)
+    check(code == grpc.StatusCode.OK, f"a checkpoint whose bytes are sent: {code} {details}")
+    checkpoint_sha = hashlib.sha256(checkpoint).hexdigest()
+    code, _ = code_of(w.ReadBlob, service_pb2.ReadBlobRequest(sha256=checkpoint_sha), metadata=t1)
+    check(code == grpc.StatusCode.OK, f"the lease reads its job's checkpoint: {code}")
+    code, _ = code_of(w.ReadBlob, service_pb2.ReadBlobRequest(sha256=checkpoint_sha), metadata=t2)
+    check(code == grpc.StatusCode.PERMISSION_DENIED, f"another job's checkpoint: {code}")
+
     # A request that does not parse (invalid UTF-8 in a string field): INVALID_ARGUMENT.
     fail_bytes = service_pb2.FailRequest(job_id=lease1.job_id, lease_id=lease1.lease_id,
                                          error="XXXX").SerializeToString().replace(b"XXXX", b"\xff\xfe\xfd\xfc")
@@ -119,6 +144,8 @@ try:
     check(code == grpc.StatusCode.FAILED_PRECONDITION, f"heartbeat after Complete: {code}")
     code, _ = code_of(w.ReadBlob, service_pb2.ReadBlobRequest(sha256=model), metadata=t1)
     check(code == grpc.StatusCode.FAILED_PRECONDITION, f"reading after Complete: {code}")
+    code, _ = put_checkpoint(lease1, checkpoint, t1)
+    check(code == grpc.StatusCode.FAILED_PRECONDITION, f"a checkpoint after Complete: {code}")
 
     # Recipes that cannot succeed are refused at submit.
     import qopt_client

@@ -1,12 +1,15 @@
 #include "runtime/lease_loop.h"
 
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -23,6 +26,7 @@
 #include "qopt/v1/service.grpc.pb.h"
 #include "recipe/recipe.h"
 #include "recipe/runner.h"
+#include "runtime/checkpoint_uploader.h"
 #include "sandbox/job_process.h"
 #include "recipe_files.h"
 #include "sha256.h"
@@ -33,6 +37,12 @@ namespace qopt::worker {
 namespace {
 
 namespace fs = std::filesystem;
+
+// gRPC and Abseil number their codes alike.
+absl::Status ToAbsl(const grpc::Status& s, const std::string& context) {
+  if (s.ok()) return absl::OkStatus();
+  return absl::Status(static_cast<absl::StatusCode>(s.error_code()), absl::StrCat(context, s.error_message()));
+}
 
 class Worker {
  public:
@@ -56,8 +66,7 @@ class Worker {
 
   // Local path of a blob whose bytes were just checked against its hash. The cache is
   // shared by the workers of a host and a cached file is not trusted: it is re-hashed
-  // before each use and fetched again when it does not match. A fetch that arrives
-  // corrupted (DATA_LOSS) or is cut off (UNAVAILABLE) is tried again.
+  // before each use and fetched again when it does not match.
   absl::StatusOr<std::string> Fetch(const std::string& sha256) {
     const fs::path path = fs::path(o_.cache_dir) / sha256;
     std::error_code ec;
@@ -67,22 +76,30 @@ class Worker {
       std::fprintf(stderr, "worker %s: cached blob %s does not match its hash; fetching it again\n",
                    o_.worker_id.c_str(), sha256.c_str());
     }
+    RETURN_IF_ERROR(Download(sha256, path));
+    return path.string();
+  }
+
+  // Fetches a blob to `path` (see DownloadOnce), trying again when it arrives corrupted
+  // (DATA_LOSS) or is cut off (UNAVAILABLE).
+  absl::Status Download(const std::string& sha256, const fs::path& path) {
     constexpr int kAttempts = 3;
     absl::Status status;
     for (int attempt = 1; attempt <= kAttempts; ++attempt) {
-      status = Download(sha256, path);
-      if (status.ok()) return path.string();
+      status = DownloadOnce(sha256, path);
+      if (status.ok()) return status;
       if (!absl::IsDataLoss(status) && !absl::IsUnavailable(status)) break;
       std::this_thread::sleep_for(std::chrono::milliseconds(100 * attempt));
     }
     return status;
   }
 
-  // Fetches a blob into a temporary file of its own (two workers fetching the same new
-  // blob never share one), checks its hash and renames it into place atomically.
-  absl::Status Download(const std::string& sha256, const fs::path& path) {
+  // Fetches a blob into a temporary file of its own beside `path` (two workers fetching
+  // the same new blob never share one), checks its hash and renames it into place
+  // atomically.
+  absl::Status DownloadOnce(const std::string& sha256, const fs::path& path) {
     static thread_local std::mt19937_64 rng{std::random_device{}()};
-    const fs::path tmp = fs::path(o_.cache_dir) /
+    const fs::path tmp = path.parent_path() /
                          absl::StrCat(".", sha256, ".", getpid(), "-", absl::Hex(rng()), ".partial");
     struct RemoveTmp {
       const fs::path& tmp;
@@ -100,14 +117,9 @@ class Worker {
       std::ofstream out(tmp, std::ios::binary);
       v1::Chunk chunk;
       while (reader->Read(&chunk)) out.write(chunk.data().data(), static_cast<std::streamsize>(chunk.data().size()));
-      grpc::Status s = reader->Finish();
-      if (!s.ok()) {
-        // gRPC and Abseil number their codes alike.
-        return absl::Status(static_cast<absl::StatusCode>(s.error_code()),
-                            absl::StrCat("fetching blob ", sha256, ": ", s.error_message()));
-      }
+      RETURN_IF_ERROR(ToAbsl(reader->Finish(), absl::StrCat("fetching blob ", sha256, ": ")));
       out.close();
-      if (!out) return absl::ResourceExhaustedError(absl::StrCat("cannot write blob ", sha256, " to the worker's cache"));
+      if (!out) return absl::ResourceExhaustedError(absl::StrCat("cannot write blob ", sha256, " to the worker's disk"));
     }
     auto digest = Sha256File(tmp.string());
     if (!digest.ok() || digest->sha256 != sha256) {
@@ -115,7 +127,7 @@ class Worker {
     }
     std::error_code ec;
     fs::rename(tmp, path, ec);
-    if (ec) return absl::InternalError(absl::StrCat("cannot store blob ", sha256, " in the worker's cache: ", ec.message()));
+    if (ec) return absl::InternalError(absl::StrCat("cannot store blob ", sha256, " on the worker's disk: ", ec.message()));
     return absl::OkStatus();
   }
 
@@ -160,6 +172,59 @@ class Worker {
     }
     writer->WritesDone();
     return writer->Finish();
+  }
+
+  // Sends the job's checkpoint: a file its sandboxed child wrote, so untrusted. It is
+  // opened without following a link and must be a plain file with no other name (not a
+  // link to a file the child could not read itself); the server checks its size and hash.
+  absl::Status PutCheckpoint(const v1::LeaseResponse& lease, const std::string& path, grpc::ClientContext* ctx,
+                             const std::atomic<bool>& stop) {
+    const int fd = open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) return absl::NotFoundError(absl::StrCat("cannot open the checkpoint: ", std::strerror(errno)));
+    struct CloseFd {
+      int fd;
+      ~CloseFd() { close(fd); }
+    } close_fd{fd};
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1) {
+      return absl::InvalidArgumentError("the checkpoint is not a plain file of the job's own");
+    }
+    std::string buf(1 << 20, '\0');
+    // Reads the file from `offset` into buf; what pread returned.
+    const auto read_at = [&](int64_t offset) {
+      for (;;) {
+        const ssize_t n = pread(fd, buf.data(), buf.size(), offset);
+        if (n >= 0 || errno != EINTR) return n;
+      }
+    };
+    Sha256 hash;
+    int64_t size = 0;
+    for (ssize_t n; !stop && (n = read_at(size)) != 0; size += n) {
+      if (n < 0) return absl::InternalError(absl::StrCat("cannot read the checkpoint: ", std::strerror(errno)));
+      hash.Update(absl::string_view(buf.data(), static_cast<size_t>(n)));
+    }
+    if (stop) return absl::CancelledError("the job ended");
+    Context(ctx, 600000);
+    v1::Empty empty;
+    auto writer = stub_->PutCheckpoint(ctx, &empty);
+    v1::PutCheckpointRequest msg;
+    msg.set_job_id(lease.job_id());
+    msg.set_lease_id(lease.lease_id());
+    msg.mutable_header()->set_sha256(hash.HexDigest());
+    msg.mutable_header()->set_size(size);
+    // Should the child rewrite the file in place meanwhile, the server sees other bytes
+    // than the hash says and refuses them.
+    bool sending = writer->Write(msg);
+    for (int64_t offset = 0; sending && offset < size;) {
+      const ssize_t n = read_at(offset);
+      if (n <= 0) break;
+      v1::PutCheckpointRequest chunk;
+      chunk.set_chunk(buf.data(), static_cast<size_t>(std::min<int64_t>(n, size - offset)));
+      sending = writer->Write(chunk);
+      offset += n;
+    }
+    writer->WritesDone();
+    return ToAbsl(writer->Finish(), "");
   }
 
   void RunJob(const v1::LeaseResponse& lease) {
@@ -279,12 +344,39 @@ class Worker {
       std::error_code ec;
       fs::remove_all(job_dir, ec);
       fs::create_directories(job_dir, ec);
+      const std::string checkpoint = sandbox::JobCheckpointPath(job_dir);
+      if (!lease.checkpoint_sha256().empty()) {
+        // An earlier attempt's checkpoint: training resumes from it. Without it the job
+        // starts over, which costs time but not the result.
+        const absl::Status fetched = Download(lease.checkpoint_sha256(), checkpoint);
+        std::printf("worker %s: job %s: %s\n", o_.worker_id.c_str(), lease.job_id().c_str(),
+                    fetched.ok() ? "resuming from the checkpoint of an earlier attempt"
+                                 : ("no checkpoint: " + std::string(fetched.message())).c_str());
+        std::fflush(stdout);
+        if (!fetched.ok()) {
+          std::lock_guard<std::mutex> lock(mu);
+          pending_logs.push_back(absl::StrCat("the checkpoint of an earlier attempt could not be fetched (",
+                                              fetched.message(), "); training starts over"));
+        }
+      }
+      CheckpointUploader uploader(
+          [&](grpc::ClientContext* ctx, const std::atomic<bool>& stop) {
+            return PutCheckpoint(lease, checkpoint, ctx, stop);
+          },
+          [&](const absl::Status& sent) {
+            std::printf("worker %s: job %s: %s\n", o_.worker_id.c_str(), lease.job_id().c_str(),
+                        sent.ok() ? "checkpoint uploaded"
+                                  : ("checkpoint not uploaded: " + std::string(sent.message())).c_str());
+            std::fflush(stdout);
+          });
+      run.on_checkpoint = [&] { uploader.Notify(); };
       sandbox::JobProcessOptions job;
       job.job_dir = job_dir;
       job.limits = o_.job_limits;
       job.limits.job_dir = job_dir;
       job.zygote = zygote_.get();
       summary = sandbox::RunJobProcess(recipe, run, job);
+      uploader.Finish();
     }
     {
       std::lock_guard<std::mutex> lock(mu);

@@ -1,6 +1,8 @@
 // The service side of qopt-worker: lease a job from qopt-server, fetch its blobs
 // (cached by sha256), run the engine with heartbeats carrying progress, upload the
 // artifacts and complete or fail the job. Cancellation arrives with a heartbeat reply.
+// A training step's checkpoint is uploaded at each epoch's end (checkpoint_uploader.h);
+// a job the server gives out again after its worker was lost starts from it.
 #pragma once
 
 #include <atomic>

@@ -136,6 +136,8 @@ absl::Status PlaceInputs(v1::Recipe& recipe, const fs::path& job_dir,
 
 }  // namespace
 
+std::string JobCheckpointPath(const std::string& job_dir) { return (fs::path(job_dir) / "checkpoint.qopt").string(); }
+
 bool SetUpJobChildDescriptors(int frame_fd, int err_fd) {
   // The frame pipe moves first: it may sit on 1 or 2 when the worker runs without them.
   if (dup2(frame_fd, kFrameFd) < 0 || dup2(err_fd, 1) < 0 || dup2(err_fd, 2) < 0) return false;
@@ -168,8 +170,12 @@ absl::StatusOr<RunSummary> RunJobProcess(const v1::Recipe& original, const RunOp
   }
   const bool drop_root = geteuid() == 0 && reachable;
   if (drop_root) {
-    // The child gives up root; its folder must be its own.
-    for (const fs::path& p : {job_dir, job_dir / "tmp", job_dir / "recipe.pb"}) {
+    // The child gives up root; its folder must be its own, and a checkpoint to resume from.
+    std::vector<fs::path> own = {job_dir, job_dir / "tmp", job_dir / "recipe.pb"};
+    if (const fs::path checkpoint = JobCheckpointPath(job_dir); fs::is_regular_file(checkpoint, ec)) {
+      own.push_back(checkpoint);
+    }
+    for (const fs::path& p : own) {
       if (chown(p.c_str(), options.limits.uid, options.limits.gid) != 0) {
         return absl::InternalError(absl::StrCat("cannot hand the job folder to uid ", options.limits.uid, ": ",
                                                 std::strerror(errno)));
@@ -266,6 +272,7 @@ absl::StatusOr<RunSummary> RunJobProcess(const v1::Recipe& original, const RunOp
             p.message = restore(p.message);
             run.on_progress(p);
           }
+          if (f.has_checkpoint() && run.on_checkpoint) run.on_checkpoint();
           if (f.has_result()) result = f.result();
         }
         frames.clear();
@@ -343,6 +350,12 @@ int RunJobChild(const SandboxOptions& limits) {
   }
   RunOptions run;
   run.out_dir = (job_dir / "out").string();
+  run.checkpoint_path = JobCheckpointPath(job_dir.string());
+  run.on_checkpoint = [] {
+    v1::JobFrame frame;
+    frame.mutable_checkpoint();
+    WriteFrame(kFrameFd, frame);
+  };
   bool first = true;
   run.on_progress = [&](const Progress& p) {
     v1::JobFrame frame;

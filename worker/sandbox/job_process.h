@@ -24,9 +24,17 @@ struct JobProcessOptions {
   SandboxOptions limits;
 };
 
+/// The one file where a job's child keeps its training checkpoint: `job_dir`/checkpoint.qopt
+/// (beside out/, so never an artifact). The child chooses no path; what it writes there is
+/// untrusted data.
+std::string JobCheckpointPath(const std::string& job_dir);
+
 /// Runs `recipe` in a sandboxed child. Progress frames reach `run.on_progress` as they
-/// arrive; `run.cancelled` is polled and kills the child. `run.out_dir` is ignored: the
-/// artifacts are in `options.job_dir`/out.
+/// arrive; `run.cancelled` is polled and kills the child. `run.out_dir` and
+/// `run.checkpoint_path` are ignored: the artifacts are in `options.job_dir`/out, and the
+/// child keeps its checkpoint in JobCheckpointPath(`options.job_dir`), resuming from a
+/// checkpoint the caller placed there; `run.on_checkpoint` is called, on this thread
+/// between frames (keep it short), after each new one.
 absl::StatusOr<RunSummary> RunJobProcess(const v1::Recipe& recipe, const RunOptions& run,
                                          const JobProcessOptions& options);
 
@@ -36,7 +44,8 @@ absl::StatusOr<RunSummary> RunJobProcess(const v1::Recipe& recipe, const RunOpti
 bool SetUpJobChildDescriptors(int frame_fd, int err_fd);
 
 /// The child's side (`qopt-worker job --job-dir DIR`): enters the sandbox, reads
-/// DIR/recipe.pb, runs it with artifacts in DIR/out and writes frames to descriptor 3.
+/// DIR/recipe.pb, runs it with artifacts in DIR/out and its checkpoint in
+/// JobCheckpointPath(DIR), and writes frames to descriptor 3.
 /// Returns the process exit code.
 int RunJobChild(const SandboxOptions& limits);
 
