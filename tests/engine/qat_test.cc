@@ -17,6 +17,7 @@
 #include "export/torchscript_export.h"
 #include "ir/import.h"
 #include "passes/batch_norm_fold.h"
+#include "quant/fake_quantize.h"
 #include "recipe_json.h"
 #include "recipe/runner.h"
 #include "test_util.h"
@@ -186,6 +187,41 @@ TEST(TrainableQuantizerTest, LsqStepSizeGradientIsThePapers) {
   ASSERT_THAT(tw, IsOk());
   const double wqp = static_cast<double>(wq.encodings()[0].num_steps + wq.encodings()[0].offset);
   EXPECT_TRUE(at::allclose(tw->ranges()[0], w.abs().mean(1) * (2.0 / std::sqrt(wqp))));
+}
+
+// The one-pass kernels training uses against torch's own fake-quantize ops, over
+// several chunks of threads' work and values on, between and beyond the grid.
+TEST(TrainableQuantizerTest, FusedKernelsMatchTorchsOps) {
+  at::manual_seed(5);
+  const at::Tensor x0 = at::randn({3, 40000}) * 2;
+  const at::Tensor g = at::randn({3, 40000});
+  QuantSpec spec;
+  spec.bitwidth = 4;
+  const Encoding e = ComputeEncoding(-1.5, 2.5, spec);
+
+  at::Tensor x = x0.clone().requires_grad_(true), xt = x0.clone().requires_grad_(true);
+  at::Tensor y = FakeQuantizePerTensorSte(x, e);
+  at::Tensor yt = at::fake_quantize_per_tensor_affine(xt, e.scale, e.zero_point(), 0, e.num_steps);
+  y.backward(g);
+  yt.backward(g);
+  EXPECT_TRUE(at::equal(y, yt));
+  EXPECT_TRUE(at::equal(x.grad(), xt.grad()));
+
+  for (double factor : {1.0, 0.05}) {
+    at::Tensor s = at::tensor({static_cast<float>(e.scale)}).requires_grad_(true);
+    at::Tensor z = at::tensor({static_cast<float>(e.zero_point())}).requires_grad_(true);
+    at::Tensor st = s.detach().clone().requires_grad_(true), zt = z.detach().clone().requires_grad_(true);
+    x = x0.clone().requires_grad_(true);
+    xt = x0.clone().requires_grad_(true);
+    y = FakeQuantizeLearnedPerTensor(x, s, z, e.num_steps, factor);
+    yt = at::_fake_quantize_learnable_per_tensor_affine(xt, st, zt, 0, e.num_steps, factor);
+    y.backward(g);
+    yt.backward(g);
+    EXPECT_TRUE(at::equal(y, yt));
+    EXPECT_TRUE(at::equal(x.grad(), xt.grad()));
+    EXPECT_NEAR(s.grad().item<double>(), st.grad().item<double>(), 1e-4 * std::abs(st.grad().item<double>()));
+    EXPECT_NEAR(z.grad().item<double>(), zt.grad().item<double>(), 1e-4 * std::abs(zt.grad().item<double>()));
+  }
 }
 
 TEST(CheckpointTest, RoundTripsAndRefusesMalformedFiles) {

@@ -1,7 +1,12 @@
 #include "quant/fake_quantize.h"
 
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <torch/csrc/autograd/custom_function.h>
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -44,6 +49,40 @@ void Loop(const float* src, float* dst, int64_t n, float scale, float z, float l
   }
 }
 
+// As Loop, also writing 1 to `inside` where the rounded value is on the grid, else 0.
+void MaskedLoop(const float* src, float* dst, uint8_t* inside, int64_t n, float scale, float z, float lo, float hi) {
+  const float inv_scale = 1.0f / scale;
+  const float pre_lo = lo - z - 1.0f, pre_hi = hi - z + 1.0f;
+  constexpr float kRound = 12582912.0f;
+  int64_t i = 0;
+#if defined(__SSE2__)
+  const __m128 v_inv = _mm_set1_ps(inv_scale), v_scale = _mm_set1_ps(scale),
+               v_z = _mm_set1_ps(z), v_lo = _mm_set1_ps(lo), v_hi = _mm_set1_ps(hi),
+               v_pre_lo = _mm_set1_ps(pre_lo), v_pre_hi = _mm_set1_ps(pre_hi),
+               v_round = _mm_set1_ps(kRound);
+  for (; i + 4 <= n; i += 4) {
+    __m128 v = _mm_mul_ps(_mm_loadu_ps(src + i), v_inv);
+    v = _mm_min_ps(_mm_max_ps(v, v_pre_lo), v_pre_hi);
+    v = _mm_add_ps(_mm_sub_ps(_mm_add_ps(v, v_round), v_round), v_z);
+    const int on_grid = _mm_movemask_ps(_mm_and_ps(_mm_cmpge_ps(v, v_lo), _mm_cmple_ps(v, v_hi)));
+    for (int k = 0; k < 4; ++k) inside[i + k] = static_cast<uint8_t>((on_grid >> k) & 1);
+    v = _mm_min_ps(_mm_max_ps(v, v_lo), v_hi);
+    _mm_storeu_ps(dst + i, _mm_mul_ps(_mm_sub_ps(v, v_z), v_scale));
+  }
+#endif
+  for (; i < n; ++i) {
+    float v = src[i] * inv_scale;
+    v = v > pre_lo ? v : pre_lo;
+    v = v < pre_hi ? v : pre_hi;
+    v = (v + kRound) - kRound;
+    v = v + z;
+    inside[i] = static_cast<uint8_t>((v >= lo) & (v <= hi));
+    v = v > lo ? v : lo;
+    v = v < hi ? v : hi;
+    dst[i] = (v - z) * scale;
+  }
+}
+
 }  // namespace internal_fake_quantize
 
 at::Tensor FakeQuantizePerTensor(const at::Tensor& x, const Encoding& e, bool inplace) {
@@ -64,6 +103,116 @@ at::Tensor FakeQuantizePerTensor(const at::Tensor& x, const Encoding& e, bool in
     internal_fake_quantize::Loop(src + begin, dst + begin, end - begin, scale, z, lo, hi);
   });
   return out;
+}
+
+namespace {
+
+// y = fake-quantize(x), dy/dx = the saved mask.
+struct PerTensorSte : public torch::autograd::Function<PerTensorSte> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, double scale, int64_t zero_point,
+                            int64_t quant_max) {
+    const at::Tensor in = x.contiguous();
+    at::Tensor out = at::empty_like(in);
+    at::Tensor inside = at::empty(in.sizes(), in.options().dtype(at::kBool));
+    const float* src = in.data_ptr<float>();
+    float* dst = out.data_ptr<float>();
+    uint8_t* mask = reinterpret_cast<uint8_t*>(inside.data_ptr<bool>());
+    const float s = static_cast<float>(scale), z = static_cast<float>(zero_point), hi = static_cast<float>(quant_max);
+    at::parallel_for(0, in.numel(), 1 << 14, [&](int64_t begin, int64_t end) {
+      internal_fake_quantize::MaskedLoop(src + begin, dst + begin, mask + begin, end - begin, s, z, 0.0f, hi);
+    });
+    ctx->save_for_backward({inside});
+    return out;
+  }
+  static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
+                                               torch::autograd::tensor_list grads) {
+    const at::Tensor inside = ctx->get_saved_variables()[0];
+    return {grads[0] * inside, at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+// The learned grid's forward pass keeps only its inputs; the backward pass recomputes
+// each value's level and sums the grid's gradients over fixed chunks, in order, so the
+// result does not depend on the number of threads.
+struct LearnedPerTensor : public torch::autograd::Function<LearnedPerTensor> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& scale,
+                            const at::Tensor& zero_point, int64_t quant_max, double grad_factor) {
+    const float s = scale.item<float>();
+    const float z = std::nearbyint(std::clamp(zero_point.item<float>(), 0.0f, static_cast<float>(quant_max)));
+    TORCH_CHECK(s > 0 && std::isfinite(s), "learned scale ", s, " is not a positive number");
+    const at::Tensor in = x.contiguous();
+    at::Tensor out = at::empty_like(in);
+    const float* src = in.data_ptr<float>();
+    float* dst = out.data_ptr<float>();
+    at::parallel_for(0, in.numel(), 1 << 14, [&](int64_t begin, int64_t end) {
+      internal_fake_quantize::Loop(src + begin, dst + begin, end - begin, s, z, 0.0f, static_cast<float>(quant_max));
+    });
+    ctx->save_for_backward({in});
+    ctx->saved_data["s"] = static_cast<double>(s);
+    ctx->saved_data["z"] = static_cast<double>(z);
+    ctx->saved_data["qmax"] = quant_max;
+    ctx->saved_data["gf"] = grad_factor;
+    return out;
+  }
+  static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
+                                               torch::autograd::tensor_list grads) {
+    const at::Tensor x = ctx->get_saved_variables()[0];
+    const at::Tensor g = grads[0].contiguous();
+    const float s = static_cast<float>(ctx->saved_data["s"].toDouble());
+    const float z = static_cast<float>(ctx->saved_data["z"].toDouble());
+    const float hi = static_cast<float>(ctx->saved_data["qmax"].toInt());
+    const double gf = ctx->saved_data["gf"].toDouble();
+    const float inv = 1.0f / s;
+    at::Tensor dx = at::empty_like(x);
+    const int64_t n = x.numel();
+    constexpr int64_t kChunk = 1 << 14;
+    const int64_t chunks = (n + kChunk - 1) / kChunk;
+    std::vector<double> d_scale(chunks, 0.0), d_zero(chunks, 0.0);
+    const float* xs = x.data_ptr<float>();
+    const float* gs = g.data_ptr<float>();
+    float* out = dx.data_ptr<float>();
+    at::parallel_for(0, chunks, 1, [&](int64_t first, int64_t last) {
+      for (int64_t c = first; c < last; ++c) {
+        float ds = 0.0f, dz = 0.0f;
+        const int64_t end = std::min(n, (c + 1) * kChunk);
+        for (int64_t i = c * kChunk; i < end; ++i) {
+          const float u = xs[i] * inv;
+          const float level = std::nearbyint(u) + z;
+          const bool below = level < 0.0f, above = level > hi;
+          out[i] = below || above ? 0.0f : gs[i];
+          ds += gs[i] * (below ? -z : above ? hi - z : std::nearbyint(u) - u);
+          dz += below || above ? -gs[i] * s : 0.0f;
+        }
+        d_scale[c] = ds;
+        d_zero[c] = dz;
+      }
+    });
+    double ds = 0.0, dz = 0.0;
+    for (int64_t c = 0; c < chunks; ++c) {
+      ds += d_scale[c];
+      dz += d_zero[c];
+    }
+    const at::Tensor scale_grad = at::full({1}, ds * gf, x.options());
+    const at::Tensor zero_grad = at::full({1}, dz * gf, x.options());
+    return {dx, scale_grad, zero_grad, at::Tensor(), at::Tensor()};
+  }
+};
+
+}  // namespace
+
+at::Tensor FakeQuantizeLearnedPerTensor(const at::Tensor& x, const at::Tensor& scale, const at::Tensor& zero_point,
+                                        int64_t quant_max, double grad_factor) {
+  if (!x.device().is_cpu() || x.scalar_type() != at::kFloat) {
+    return at::_fake_quantize_learnable_per_tensor_affine(x, scale, zero_point, 0, quant_max, grad_factor);
+  }
+  return LearnedPerTensor::apply(x, scale, zero_point, quant_max, grad_factor);
+}
+
+at::Tensor FakeQuantizePerTensorSte(const at::Tensor& x, const Encoding& e) {
+  if (!x.device().is_cpu() || x.scalar_type() != at::kFloat) {
+    return at::fake_quantize_per_tensor_affine(x, e.scale, e.zero_point(), e.quant_min(), e.quant_max());
+  }
+  return PerTensorSte::apply(x, e.scale, e.zero_point(), e.quant_max());
 }
 
 }  // namespace qopt

@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "quant/encoding_analyzer.h"
+#include "quant/fake_quantize.h"
 #include "status.h"
 
 namespace qopt {
@@ -104,7 +105,7 @@ at::Tensor TrainableQuantizer::Apply(const at::Tensor& x) const {
   if (mode_ == RangeLearning::kOff || frozen_) {
     if (!is_param_ || frozen_) {
       if (axis_ < 0) {
-        return at::fake_quantize_per_tensor_affine(x, fixed_[0].scale, fixed_[0].zero_point(), 0, num_steps_);
+        return FakeQuantizePerTensorSte(x, fixed_[0]);
       }
       return at::fake_quantize_per_channel_affine(x, scale_, zero_point_.to(at::kInt), axis_, 0, num_steps_);
     }
@@ -112,7 +113,7 @@ at::Tensor TrainableQuantizer::Apply(const at::Tensor& x) const {
     auto enc = ComputeTensorEncodings(x.detach(), axis_, method_, percentile_, spec_);
     TORCH_CHECK(enc.ok(), "weight encodings: ", std::string(enc.status().message()));
     if (axis_ < 0) {
-      return at::fake_quantize_per_tensor_affine(x, (*enc)[0].scale, (*enc)[0].zero_point(), 0, num_steps_);
+      return FakeQuantizePerTensorSte(x, (*enc)[0]);
     }
     std::vector<float> s;
     std::vector<int32_t> z;
@@ -132,10 +133,17 @@ at::Tensor TrainableQuantizer::Apply(const at::Tensor& x) const {
     const double qp = static_cast<double>(num_steps_) - zero_point_.max().item<double>();
     grad_factor = 1.0 / std::sqrt(std::max(n, 1.0) * std::max(qp, 1.0));
   }
-  if (axis_ < 0) {
-    return at::_fake_quantize_learnable_per_tensor_affine(x, scale, zero_point, 0, num_steps_, grad_factor);
-  }
-  return at::_fake_quantize_learnable_per_channel_affine(x, scale, zero_point, axis_, 0, num_steps_, grad_factor);
+  if (axis_ < 0) return FakeQuantizeLearnedPerTensor(x, scale, zero_point, num_steps_, grad_factor);
+  // Per channel (weights, small tensors): composed ops whose values are exactly the
+  // fake-quantize kernel's, with straight-through rounding and `grad_factor` applied to
+  // the grid's gradients only.
+  auto scaled_grad = [grad_factor](const at::Tensor& t) { return t.detach() + (t - t.detach()) * grad_factor; };
+  std::vector<int64_t> shape(x.dim(), 1);
+  shape[axis_] = x.size(axis_);
+  const at::Tensor s = scaled_grad(scale).view(shape), z = scaled_grad(zero_point).view(shape);
+  const at::Tensor u = x * at::reciprocal(s);
+  const at::Tensor rounded = at::round(u).detach() + (u - u.detach());
+  return (at::clamp(rounded + z, 0.0, static_cast<double>(num_steps_)) - z) * s;
 }
 
 std::vector<at::Tensor> TrainableQuantizer::ranges() const {
