@@ -1,6 +1,7 @@
 #include "recipe/steps/run_context.h"
 
 #include <algorithm>
+#include <filesystem>
 
 #include <google/protobuf/io/coded_stream.h>
 #include <google/protobuf/io/zero_copy_stream_impl_lite.h>
@@ -9,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "data/dataset.h"
 #include "ir/import.h"
+#include "recipe_files.h"
 #include "status.h"
 
 namespace qopt {
@@ -110,12 +112,23 @@ absl::Status RunContext::CheckCancelled() const {
 }
 
 std::string RunContext::StepFingerprint() const {
+  // What is trained, and how; not where this worker keeps the files (a service worker
+  // names each input after its content's hash in a cache of its own) or which of its
+  // devices and threads run it, so another worker resumes the same job.
+  v1::Recipe recipe = recipe_;
+  (void)EditRecipeFiles(&recipe, [](const std::string&, std::string* value) {
+    *value = std::filesystem::path(*value).filename().string();
+    return absl::OkStatus();
+  });
+  recipe.clear_device();
+  recipe.clear_num_threads();
+  recipe.clear_time_limit_seconds();
   std::string bytes;
   {
     google::protobuf::io::StringOutputStream stream(&bytes);
     google::protobuf::io::CodedOutputStream coded(&stream);
     coded.SetSerializationDeterministic(true);
-    recipe_.SerializeToCodedStream(&coded);
+    recipe.SerializeToCodedStream(&coded);
   }
   absl::StrAppend(&bytes, "#step", step_);
   uint64_t h = 1469598103934665603ull;  // FNV-1a: tells runs apart, not a security check
