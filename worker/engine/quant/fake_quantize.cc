@@ -18,39 +18,10 @@ namespace internal_fake_quantize {
 // Values are clamped a step beyond the grid before rounding, so |v| < 2^22 and adding and
 // subtracting 1.5 * 2^23 rounds half to even, as nearbyint does in the default mode.
 // min/max keep SSE's operand order (the second operand wins on NaN), in both loops, so NaN
-// ends at the grid's low end as it does in torch.
-void Loop(const float* src, float* dst, int64_t n, float scale, float z, float lo, float hi) {
-  const float inv_scale = 1.0f / scale;
-  const float pre_lo = lo - z - 1.0f, pre_hi = hi - z + 1.0f;
-  constexpr float kRound = 12582912.0f;
-  int64_t i = 0;
-#if defined(__SSE2__)
-  const __m128 v_inv = _mm_set1_ps(inv_scale), v_scale = _mm_set1_ps(scale),
-               v_z = _mm_set1_ps(z), v_lo = _mm_set1_ps(lo), v_hi = _mm_set1_ps(hi),
-               v_pre_lo = _mm_set1_ps(pre_lo), v_pre_hi = _mm_set1_ps(pre_hi),
-               v_round = _mm_set1_ps(kRound);
-  for (; i + 4 <= n; i += 4) {
-    __m128 v = _mm_mul_ps(_mm_loadu_ps(src + i), v_inv);
-    v = _mm_min_ps(_mm_max_ps(v, v_pre_lo), v_pre_hi);
-    v = _mm_sub_ps(_mm_add_ps(v, v_round), v_round);
-    v = _mm_min_ps(_mm_max_ps(_mm_add_ps(v, v_z), v_lo), v_hi);
-    _mm_storeu_ps(dst + i, _mm_mul_ps(_mm_sub_ps(v, v_z), v_scale));
-  }
-#endif
-  for (; i < n; ++i) {
-    float v = src[i] * inv_scale;
-    v = v > pre_lo ? v : pre_lo;
-    v = v < pre_hi ? v : pre_hi;
-    v = (v + kRound) - kRound;
-    v = v + z;
-    v = v > lo ? v : lo;
-    v = v < hi ? v : hi;
-    dst[i] = (v - z) * scale;
-  }
-}
-
-// As Loop, also writing 1 to `inside` where the rounded value is on the grid, else 0.
-void MaskedLoop(const float* src, float* dst, uint8_t* inside, int64_t n, float scale, float z, float lo, float hi) {
+// ends at the grid's low end as it does in torch. With `inside`, also writes 1 there where
+// the rounded value is on the grid (the straight-through gradient's mask), else 0.
+void Loop(const float* src, float* dst, int64_t n, float scale, float z, float lo, float hi,
+          uint8_t* inside = nullptr) {
   const float inv_scale = 1.0f / scale;
   const float pre_lo = lo - z - 1.0f, pre_hi = hi - z + 1.0f;
   constexpr float kRound = 12582912.0f;
@@ -64,8 +35,10 @@ void MaskedLoop(const float* src, float* dst, uint8_t* inside, int64_t n, float 
     __m128 v = _mm_mul_ps(_mm_loadu_ps(src + i), v_inv);
     v = _mm_min_ps(_mm_max_ps(v, v_pre_lo), v_pre_hi);
     v = _mm_add_ps(_mm_sub_ps(_mm_add_ps(v, v_round), v_round), v_z);
-    const int on_grid = _mm_movemask_ps(_mm_and_ps(_mm_cmpge_ps(v, v_lo), _mm_cmple_ps(v, v_hi)));
-    for (int k = 0; k < 4; ++k) inside[i + k] = static_cast<uint8_t>((on_grid >> k) & 1);
+    if (inside != nullptr) {
+      const int on_grid = _mm_movemask_ps(_mm_and_ps(_mm_cmpge_ps(v, v_lo), _mm_cmple_ps(v, v_hi)));
+      for (int k = 0; k < 4; ++k) inside[i + k] = static_cast<uint8_t>((on_grid >> k) & 1);
+    }
     v = _mm_min_ps(_mm_max_ps(v, v_lo), v_hi);
     _mm_storeu_ps(dst + i, _mm_mul_ps(_mm_sub_ps(v, v_z), v_scale));
   }
@@ -76,7 +49,7 @@ void MaskedLoop(const float* src, float* dst, uint8_t* inside, int64_t n, float 
     v = v < pre_hi ? v : pre_hi;
     v = (v + kRound) - kRound;
     v = v + z;
-    inside[i] = static_cast<uint8_t>((v >= lo) & (v <= hi));
+    if (inside != nullptr) inside[i] = static_cast<uint8_t>((v >= lo) & (v <= hi));
     v = v > lo ? v : lo;
     v = v < hi ? v : hi;
     dst[i] = (v - z) * scale;
@@ -119,7 +92,7 @@ struct PerTensorSte : public torch::autograd::Function<PerTensorSte> {
     uint8_t* mask = reinterpret_cast<uint8_t*>(inside.data_ptr<bool>());
     const float s = static_cast<float>(scale), z = static_cast<float>(zero_point), hi = static_cast<float>(quant_max);
     at::parallel_for(0, in.numel(), 1 << 14, [&](int64_t begin, int64_t end) {
-      internal_fake_quantize::MaskedLoop(src + begin, dst + begin, mask + begin, end - begin, s, z, 0.0f, hi);
+      internal_fake_quantize::Loop(src + begin, dst + begin, end - begin, s, z, 0.0f, hi, mask + begin);
     });
     ctx->save_for_backward({inside});
     return out;
