@@ -18,7 +18,7 @@ cat > "$tmp/auth.json" <<'JSON'
 {"tenants": {"token-a": "team-a"}, "worker_tokens": ["token-w"]}
 JSON
 start_qopt_server "$server_bin" "$tmp/server.log" --listen 127.0.0.1:0 --data-dir "$tmp/data" \
-  --auth-file "$tmp/auth.json" --lease-ms 2000 || exit 1
+  --auth-file "$tmp/auth.json" --lease-ms 6000 || exit 1
 server_pid=$QOPT_SERVER_PID
 export QOPT_TOKEN=token-a
 start_worker() {  # start_worker NAME: a worker of its own host (own id and blob cache)
