@@ -63,7 +63,7 @@ absl::StatusOr<std::unique_ptr<QatTask>> QatTask::Create(Graph& graph, QuantSim&
       }
     }
   }
-  const c10::Device device = graph.values.empty() || t.leaves_.empty() ? c10::Device(c10::kCPU)
+  const c10::Device device = t.leaves_.empty() ? c10::Device(c10::kCPU)
                                                                        : t.leaves_.begin()->second.device();
   auto add_ranges = [&](int vid, const TrainableQuantizer& q) {
     const std::vector<at::Tensor> learned = q.ranges();

@@ -84,6 +84,11 @@ absl::StatusOr<TrainableQuantizer> TrainableQuantizer::Create(const Quantizer& q
     t.scale_ = (mean_abs * (2.0 / std::sqrt(qp))).clamp_min(1e-8);
   }
   t.scale_ = t.scale_.detach().clone().requires_grad_(true);
+  // The zero points stay fixed, so Qp of the gradient scale is known now (the fewest
+  // levels above zero over the channels).
+  int64_t qp = t.num_steps_;
+  for (const Encoding& e : enc) qp = std::min(qp, PositiveLevels(e));
+  t.lsq_positive_levels_ = qp;
   return t;
 }
 
@@ -130,8 +135,7 @@ at::Tensor TrainableQuantizer::Apply(const at::Tensor& x) const {
     // N: values sharing one step size (per sample for activations); Qp: positive levels.
     const double n = is_param_ ? static_cast<double>(x.numel()) / static_cast<double>(scale_.numel())
                                : static_cast<double>(x.numel()) / static_cast<double>(std::max<int64_t>(x.size(0), 1));
-    const double qp = static_cast<double>(num_steps_) - zero_point_.max().item<double>();
-    grad_factor = 1.0 / std::sqrt(std::max(n, 1.0) * std::max(qp, 1.0));
+    grad_factor = 1.0 / std::sqrt(std::max(n, 1.0) * static_cast<double>(lsq_positive_levels_));
   }
   if (axis_ < 0) return FakeQuantizeLearnedPerTensor(x, scale, zero_point, num_steps_, grad_factor);
   // Per channel (weights, small tensors): composed ops whose values are exactly the

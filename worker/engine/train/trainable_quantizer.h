@@ -77,6 +77,7 @@ class TrainableQuantizer {
   at::Tensor scale_, zero_point_;
   at::Tensor min_, max_;
   int64_t fixed_offset_ = 0;
+  int64_t lsq_positive_levels_ = 1;  // Qp of LSQ's gradient scale
 };
 
 }  // namespace qopt
