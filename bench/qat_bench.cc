@@ -29,6 +29,7 @@
 #include "ir/import.h"
 #include "passes/batch_norm_fold.h"
 #include "quant/quantsim.h"
+#include "recipe/process_memory.h"
 #include "train/qat.h"
 #include "train/trainer.h"
 
@@ -73,6 +74,7 @@ int main(int argc, char** argv) {
     else if (flag == "--threads") threads = value;
   }
   at::set_num_threads(threads);
+  qopt::KeepFreedMemory();  // as a job does
   at::manual_seed(0);
   qopt::Dataset data;
   data.inputs = at::randn({static_cast<int64_t>(batch) * (steps + 1), channels, size, size});

@@ -222,6 +222,26 @@ TEST(TrainableQuantizerTest, FusedKernelsMatchTorchsOps) {
     EXPECT_NEAR(s.grad().item<double>(), st.grad().item<double>(), 1e-4 * std::abs(st.grad().item<double>()));
     EXPECT_NEAR(z.grad().item<double>(), zt.grad().item<double>(), 1e-4 * std::abs(zt.grad().item<double>()));
   }
+
+  // Per channel: three channels, each with its own grid, on axis 0 and (moved to the front
+  // and back) on axis 1; against torch's op.
+  const at::Tensor scales = at::tensor({0.05f, 0.2f, 0.6f}), zeros = at::tensor({0.0f, 7.0f, 15.0f});
+  for (int64_t axis : {0, 1}) {
+    const at::Tensor xc0 = axis == 0 ? x0 : x0.t().contiguous(), gc = axis == 0 ? g : g.t().contiguous();
+    at::Tensor s = scales.clone().requires_grad_(true), z = zeros.clone().requires_grad_(true);
+    at::Tensor st = scales.clone().requires_grad_(true), zt = zeros.clone().requires_grad_(true);
+    x = xc0.clone().requires_grad_(true);
+    xt = xc0.clone().requires_grad_(true);
+    y = FakeQuantizeLearnedPerChannel(x, s, z, axis, 15, 0.05);
+    yt = at::_fake_quantize_learnable_per_channel_affine(xt, st, zt, axis, 0, 15, 0.05);
+    y.backward(gc);
+    yt.backward(gc);
+    EXPECT_TRUE(at::equal(y, yt)) << "axis " << axis;
+    EXPECT_TRUE(at::equal(x.grad(), xt.grad())) << "axis " << axis;
+    EXPECT_TRUE(at::allclose(s.grad(), st.grad(), 1e-4, 1e-5)) << s.grad() << " vs " << st.grad();
+    EXPECT_TRUE(at::allclose(z.grad(), zt.grad(), 1e-4, 1e-5)) << z.grad() << " vs " << zt.grad();
+    EXPECT_GT(z.grad().abs().min().item<float>(), 0.0f) << "every channel has values off its grid";
+  }
 }
 
 TEST(CheckpointTest, RoundTripsAndRefusesMalformedFiles) {

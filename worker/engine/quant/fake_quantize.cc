@@ -56,6 +56,59 @@ void Loop(const float* src, float* dst, int64_t n, float scale, float z, float l
   }
 }
 
+// The gradients of the learned grid's fake-quantize over n values (x, and the output's
+// gradient g): dx = g where x's level is on the grid, else 0; adds to *d_scale the sum of
+// g * (round(u) - u) on the grid, g * (0 - z) below it and g * (hi - z) above it
+// (u = x / scale), and to *d_zero the sum of -g * scale off the grid. Levels are found as
+// Loop finds them (NaN lands below the grid there, so here too).
+void LearnedGradLoop(const float* x, const float* g, float* dx, int64_t n, float scale, float z, float hi,
+                     double* d_scale, double* d_zero) {
+  const float inv_scale = 1.0f / scale;
+  const float pre_lo = -z - 1.0f, pre_hi = hi - z + 1.0f;
+  constexpr float kRound = 12582912.0f;
+  float ds = 0.0f, off_sum = 0.0f;
+  int64_t i = 0;
+#if defined(__SSE2__)
+  const __m128 v_inv = _mm_set1_ps(inv_scale), v_z = _mm_set1_ps(z), v_hi = _mm_set1_ps(hi),
+               v_zero = _mm_setzero_ps(), v_minus_z = _mm_set1_ps(-z), v_pre_lo = _mm_set1_ps(pre_lo),
+               v_pre_hi = _mm_set1_ps(pre_hi), v_round = _mm_set1_ps(kRound);
+  __m128 v_ds = _mm_setzero_ps(), v_off = _mm_setzero_ps();
+  for (; i + 4 <= n; i += 4) {
+    const __m128 u = _mm_mul_ps(_mm_loadu_ps(x + i), v_inv);
+    const __m128 clamped = _mm_min_ps(_mm_max_ps(u, v_pre_lo), v_pre_hi);
+    const __m128 r = _mm_sub_ps(_mm_add_ps(clamped, v_round), v_round);
+    const __m128 level = _mm_add_ps(r, v_z);
+    const __m128 above = _mm_cmpgt_ps(level, v_hi);
+    const __m128 off = _mm_or_ps(_mm_cmplt_ps(level, v_zero), above);
+    const __m128 gv = _mm_loadu_ps(g + i);
+    _mm_storeu_ps(dx + i, _mm_andnot_ps(off, gv));
+    // Off the grid: -z below, hi - z above; on it: round(u) - u.
+    const __m128 off_term = _mm_add_ps(v_minus_z, _mm_and_ps(above, v_hi));
+    const __m128 term = _mm_or_ps(_mm_and_ps(off, off_term), _mm_andnot_ps(off, _mm_sub_ps(r, u)));
+    v_ds = _mm_add_ps(v_ds, _mm_mul_ps(gv, term));
+    v_off = _mm_add_ps(v_off, _mm_and_ps(off, gv));
+  }
+  alignas(16) float lanes[4];
+  _mm_store_ps(lanes, v_ds);
+  ds = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
+  _mm_store_ps(lanes, v_off);
+  off_sum = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
+#endif
+  for (; i < n; ++i) {
+    const float u = x[i] * inv_scale;
+    float v = u > pre_lo ? u : pre_lo;
+    v = v < pre_hi ? v : pre_hi;
+    const float r = (v + kRound) - kRound;
+    const float level = r + z;
+    const bool above = level > hi, off = level < 0.0f || above;
+    dx[i] = off ? 0.0f : g[i];
+    ds += g[i] * (off ? (above ? hi - z : -z) : r - u);
+    off_sum += off ? g[i] : 0.0f;
+  }
+  *d_scale += ds;
+  *d_zero -= static_cast<double>(off_sum) * scale;
+}
+
 }  // namespace internal_fake_quantize
 
 at::Tensor FakeQuantizePerTensor(const at::Tensor& x, const Encoding& e, bool inplace) {
@@ -99,8 +152,18 @@ struct PerTensorSte : public torch::autograd::Function<PerTensorSte> {
   }
   static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
                                                torch::autograd::tensor_list grads) {
+    // g where the mask is set, else 0, in one pass (a multiplication by the boolean mask
+    // would first convert it to float, and cost more than the forward pass).
     const at::Tensor inside = ctx->get_saved_variables()[0];
-    return {grads[0] * inside, at::Tensor(), at::Tensor(), at::Tensor()};
+    const at::Tensor g = grads[0].contiguous();
+    at::Tensor dx = at::empty_like(g);
+    const uint8_t* mask = reinterpret_cast<const uint8_t*>(inside.data_ptr<bool>());
+    const float* gs = g.data_ptr<float>();
+    float* out = dx.data_ptr<float>();
+    at::parallel_for(0, g.numel(), 1 << 14, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) out[i] = mask[i] ? gs[i] : 0.0f;
+    });
+    return {dx, at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -135,7 +198,6 @@ struct LearnedPerTensor : public torch::autograd::Function<LearnedPerTensor> {
     const float z = static_cast<float>(ctx->saved_data["z"].toDouble());
     const float hi = static_cast<float>(ctx->saved_data["qmax"].toInt());
     const double gf = ctx->saved_data["gf"].toDouble();
-    const float inv = 1.0f / s;
     at::Tensor dx = at::empty_like(x);
     const int64_t n = x.numel();
     constexpr int64_t kChunk = 1 << 14;
@@ -146,18 +208,9 @@ struct LearnedPerTensor : public torch::autograd::Function<LearnedPerTensor> {
     float* out = dx.data_ptr<float>();
     at::parallel_for(0, chunks, 1, [&](int64_t first, int64_t last) {
       for (int64_t c = first; c < last; ++c) {
-        float ds = 0.0f, dz = 0.0f;
-        const int64_t end = std::min(n, (c + 1) * kChunk);
-        for (int64_t i = c * kChunk; i < end; ++i) {
-          const float u = xs[i] * inv;
-          const float level = std::nearbyint(u) + z;
-          const bool below = level < 0.0f, above = level > hi;
-          out[i] = below || above ? 0.0f : gs[i];
-          ds += gs[i] * (below ? -z : above ? hi - z : std::nearbyint(u) - u);
-          dz += below || above ? -gs[i] * s : 0.0f;
-        }
-        d_scale[c] = ds;
-        d_zero[c] = dz;
+        const int64_t begin = c * kChunk, end = std::min(n, begin + kChunk);
+        internal_fake_quantize::LearnedGradLoop(xs + begin, gs + begin, out + begin, end - begin, s, z, hi,
+                                                &d_scale[c], &d_zero[c]);
       }
     });
     double ds = 0.0, dz = 0.0;
@@ -171,6 +224,61 @@ struct LearnedPerTensor : public torch::autograd::Function<LearnedPerTensor> {
   }
 };
 
+// The learned grid per channel of a weight: channels are contiguous blocks (the channel
+// axis first), each quantized and differentiated as LearnedPerTensor does a tensor, one
+// channel per task, so the sums do not depend on the number of threads either.
+struct LearnedPerChannel : public torch::autograd::Function<LearnedPerChannel> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& scale,
+                            const at::Tensor& zero_point, int64_t quant_max, double grad_factor) {
+    const float hi = static_cast<float>(quant_max);
+    const at::Tensor s = scale.detach().to(at::kFloat).contiguous();
+    const at::Tensor z = zero_point.detach().to(at::kFloat).clamp(0.0, quant_max).round().contiguous();
+    TORCH_CHECK(s.gt(0).all().item<bool>() && s.isfinite().all().item<bool>(), "a learned scale is not a positive number");
+    const at::Tensor in = x.contiguous();
+    at::Tensor out = at::empty_like(in);
+    const int64_t channels = s.numel(), block = in.numel() / channels;
+    const float* src = in.data_ptr<float>();
+    const float* sp = s.data_ptr<float>();
+    const float* zp = z.data_ptr<float>();
+    float* dst = out.data_ptr<float>();
+    at::parallel_for(0, channels, 1, [&](int64_t first, int64_t last) {
+      for (int64_t c = first; c < last; ++c) {
+        internal_fake_quantize::Loop(src + c * block, dst + c * block, block, sp[c], zp[c], 0.0f, hi);
+      }
+    });
+    ctx->save_for_backward({in, s, z});
+    ctx->saved_data["qmax"] = quant_max;
+    ctx->saved_data["gf"] = grad_factor;
+    return out;
+  }
+  static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
+                                               torch::autograd::tensor_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &x = saved[0], &s = saved[1], &z = saved[2];
+    const at::Tensor g = grads[0].contiguous();
+    const float hi = static_cast<float>(ctx->saved_data["qmax"].toInt());
+    const double gf = ctx->saved_data["gf"].toDouble();
+    at::Tensor dx = at::empty_like(x);
+    const int64_t channels = s.numel(), block = x.numel() / channels;
+    std::vector<double> d_scale(channels, 0.0), d_zero(channels, 0.0);
+    const float* xs = x.data_ptr<float>();
+    const float* gs = g.data_ptr<float>();
+    const float* sp = s.data_ptr<float>();
+    const float* zp = z.data_ptr<float>();
+    float* out = dx.data_ptr<float>();
+    at::parallel_for(0, channels, 1, [&](int64_t first, int64_t last) {
+      for (int64_t c = first; c < last; ++c) {
+        internal_fake_quantize::LearnedGradLoop(xs + c * block, gs + c * block, out + c * block, block, sp[c], zp[c],
+                                                hi, &d_scale[c], &d_zero[c]);
+      }
+    });
+    const at::TensorOptions options = x.options().dtype(at::kDouble);
+    const at::Tensor scale_grad = (at::tensor(d_scale, options) * gf).to(at::kFloat);
+    const at::Tensor zero_grad = (at::tensor(d_zero, options) * gf).to(at::kFloat);
+    return {dx, scale_grad, zero_grad, at::Tensor(), at::Tensor()};
+  }
+};
+
 }  // namespace
 
 at::Tensor FakeQuantizeLearnedPerTensor(const at::Tensor& x, const at::Tensor& scale, const at::Tensor& zero_point,
@@ -179,6 +287,24 @@ at::Tensor FakeQuantizeLearnedPerTensor(const at::Tensor& x, const at::Tensor& s
     return at::_fake_quantize_learnable_per_tensor_affine(x, scale, zero_point, 0, quant_max, grad_factor);
   }
   return LearnedPerTensor::apply(x, scale, zero_point, quant_max, grad_factor);
+}
+
+at::Tensor FakeQuantizeLearnedPerChannel(const at::Tensor& x, const at::Tensor& scale, const at::Tensor& zero_point,
+                                         int64_t axis, int64_t quant_max, double grad_factor) {
+  if (x.device().is_cpu() && x.scalar_type() == at::kFloat) {
+    if (axis == 0) return LearnedPerChannel::apply(x, scale, zero_point, quant_max, grad_factor);
+    return LearnedPerChannel::apply(x.movedim(axis, 0), scale, zero_point, quant_max, grad_factor).movedim(0, axis);
+  }
+  // Elsewhere composed ops with the kernel's values: straight-through rounding, and
+  // `grad_factor` applied to the grid's gradients only.
+  auto scaled_grad = [grad_factor](const at::Tensor& t) { return t.detach() + (t - t.detach()) * grad_factor; };
+  std::vector<int64_t> shape(x.dim(), 1);
+  shape[axis] = x.size(axis);
+  const at::Tensor s = scaled_grad(scale).view(shape);
+  const at::Tensor z = scaled_grad(zero_point).view(shape);
+  const at::Tensor u = x * at::reciprocal(s);
+  const at::Tensor rounded = at::round(u).detach() + (u - u.detach());
+  return (at::clamp(rounded + z, 0.0, static_cast<double>(quant_max)) - z) * s;
 }
 
 at::Tensor FakeQuantizePerTensorSte(const at::Tensor& x, const Encoding& e) {

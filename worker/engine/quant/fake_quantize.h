@@ -28,4 +28,11 @@ at::Tensor FakeQuantizePerTensorSte(const at::Tensor& x, const Encoding& e);
 at::Tensor FakeQuantizeLearnedPerTensor(const at::Tensor& x, const at::Tensor& scale, const at::Tensor& zero_point,
                                         int64_t quant_max, double grad_factor);
 
+/// The same per channel along `axis` (scale and zero point of one element per channel):
+/// each channel as FakeQuantizeLearnedPerTensor. One pass each way on the CPU for a float32
+/// tensor (channels moved to the front first unless they are there, as in most weights);
+/// composed torch ops elsewhere.
+at::Tensor FakeQuantizeLearnedPerChannel(const at::Tensor& x, const at::Tensor& scale, const at::Tensor& zero_point,
+                                         int64_t axis, int64_t quant_max, double grad_factor);
+
 }  // namespace qopt

@@ -3,6 +3,10 @@
 #include <fstream>
 #include <string>
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
 namespace qopt {
 
 bool ResetPeakMemory() {
@@ -25,6 +29,13 @@ std::optional<double> PeakMemoryMiB() {
     std::getline(status, key);  // the rest of the line
   }
   return std::nullopt;
+}
+
+void KeepFreedMemory() {
+#if defined(__GLIBC__)
+  mallopt(M_MMAP_MAX, 0);                  // every block from the heap, reused once freed
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);      // the heap's top returns past 1 GiB free only
+#endif
 }
 
 }  // namespace qopt

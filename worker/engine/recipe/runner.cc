@@ -164,6 +164,7 @@ absl::StatusOr<RunSummary> RunRecipe(const v1::Recipe& recipe, const RunOptions&
   ASSIGN_OR_RETURN(QuantSimOptions sim_options, ValidateRecipe(recipe));
   // The report's peak memory is this job's, not that of earlier jobs of a service worker.
   ResetPeakMemory();
+  KeepFreedMemory();
   ASSIGN_OR_RETURN(c10::Device device, ParseDevice(recipe.device()));
   // More threads than cores only adds threads (LibTorch keeps its pools after the job).
   const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));

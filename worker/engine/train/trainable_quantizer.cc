@@ -138,16 +138,7 @@ at::Tensor TrainableQuantizer::Apply(const at::Tensor& x) const {
     grad_factor = 1.0 / std::sqrt(std::max(n, 1.0) * static_cast<double>(lsq_positive_levels_));
   }
   if (axis_ < 0) return FakeQuantizeLearnedPerTensor(x, scale, zero_point, num_steps_, grad_factor);
-  // Per channel (weights, small tensors): composed ops whose values are exactly the
-  // fake-quantize kernel's, with straight-through rounding and `grad_factor` applied to
-  // the grid's gradients only.
-  auto scaled_grad = [grad_factor](const at::Tensor& t) { return t.detach() + (t - t.detach()) * grad_factor; };
-  std::vector<int64_t> shape(x.dim(), 1);
-  shape[axis_] = x.size(axis_);
-  const at::Tensor s = scaled_grad(scale).view(shape), z = scaled_grad(zero_point).view(shape);
-  const at::Tensor u = x * at::reciprocal(s);
-  const at::Tensor rounded = at::round(u).detach() + (u - u.detach());
-  return (at::clamp(rounded + z, 0.0, static_cast<double>(num_steps_)) - z) * s;
+  return FakeQuantizeLearnedPerChannel(x, scale, zero_point, axis_, num_steps_, grad_factor);
 }
 
 std::vector<at::Tensor> TrainableQuantizer::ranges() const {
