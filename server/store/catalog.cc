@@ -1,6 +1,9 @@
 #include "store/catalog.h"
 
 #include <algorithm>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "recipe_files.h"
@@ -219,9 +222,17 @@ absl::Status Catalog::ResolveRecipe(const std::string& tenant, v1::Recipe* recip
     ASSIGN_OR_RETURN(v1::Dataset model, GetRecord(tenant, RecordKind::kModel, recipe->model().name()));
     recipe->mutable_model()->set_path(model.sha256());
   }
-  for (const auto& [label, data] :
-       {std::pair<const char*, v1::DataRef*>{"calibration_data", recipe->mutable_calibration_data()},
-        {"evaluation_data", recipe->mutable_evaluation_data()}}) {
+  // Every data reference a recipe has: the recipe's and its training steps'.
+  std::vector<std::pair<std::string, v1::DataRef*>> refs = {
+      {"calibration_data", recipe->mutable_calibration_data()},
+      {"evaluation_data", recipe->mutable_evaluation_data()}};
+  for (int i = 0; i < recipe->steps_size(); ++i) {
+    v1::Step* step = recipe->mutable_steps(i);
+    if (step->has_qat() && step->qat().has_data()) {
+      refs.emplace_back(absl::StrCat("steps[", i, "].qat.data"), step->mutable_qat()->mutable_data());
+    }
+  }
+  for (const auto& [label, data] : refs) {
     if (data->name().empty()) continue;
     if (!data->path().empty()) {
       return absl::InvalidArgumentError(absl::StrCat("set ", label, ".name or ", label, ".path, not both"));

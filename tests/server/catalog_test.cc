@@ -160,6 +160,20 @@ TEST_F(CatalogTest, RecipesResolveNamesAndOnlyReachOwnBlobs) {
   EXPECT_EQ(recipe.calibration_data().format(), "idx");
   EXPECT_EQ(recipe.evaluation_data().labels_path(), data);
 
+  // A training step's data resolves the same way.
+  v1::Recipe train;
+  train.mutable_model()->set_path(model);
+  train.add_steps()->mutable_calibrate();
+  train.add_steps()->mutable_qat()->mutable_data()->set_name("fmnist");
+  ASSERT_TRUE(catalog_->ResolveRecipe("alice", &train).ok());
+  EXPECT_EQ(train.steps(1).qat().data().path(), data);
+  EXPECT_EQ(train.steps(1).qat().data().labels_path(), labels);
+  EXPECT_EQ(train.steps(1).qat().data().format(), "idx");
+  train.mutable_steps(1)->mutable_qat()->mutable_data()->set_name("nope");
+  const absl::Status missing = catalog_->ResolveRecipe("alice", &train);
+  EXPECT_TRUE(absl::IsInvalidArgument(missing)) << "name and path both set: " << missing;
+  EXPECT_NE(std::string(missing.message()).find("steps[1].qat.data"), std::string::npos) << missing;
+
   v1::Recipe both;
   both.mutable_model()->set_name("net");
   both.mutable_model()->set_path(model);
