@@ -167,90 +167,51 @@ struct PerTensorSte : public torch::autograd::Function<PerTensorSte> {
   }
 };
 
-// The learned grid's forward pass keeps only its inputs; the backward pass recomputes
-// each value's level and sums the grid's gradients over fixed chunks, in order, so the
-// result does not depend on the number of threads.
-struct LearnedPerTensor : public torch::autograd::Function<LearnedPerTensor> {
-  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& scale,
-                            const at::Tensor& zero_point, int64_t quant_max, double grad_factor) {
-    const float s = scale.item<float>();
-    const float z = std::nearbyint(std::clamp(zero_point.item<float>(), 0.0f, static_cast<float>(quant_max)));
-    TORCH_CHECK(s > 0 && std::isfinite(s), "learned scale ", s, " is not a positive number");
-    const at::Tensor in = x.contiguous();
-    at::Tensor out = at::empty_like(in);
-    const float* src = in.data_ptr<float>();
-    float* dst = out.data_ptr<float>();
-    at::parallel_for(0, in.numel(), 1 << 14, [&](int64_t begin, int64_t end) {
-      internal_fake_quantize::Loop(src + begin, dst + begin, end - begin, s, z, 0.0f, static_cast<float>(quant_max));
-    });
-    ctx->save_for_backward({in});
-    ctx->saved_data["s"] = static_cast<double>(s);
-    ctx->saved_data["z"] = static_cast<double>(z);
-    ctx->saved_data["qmax"] = quant_max;
-    ctx->saved_data["gf"] = grad_factor;
-    return out;
-  }
-  static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
-                                               torch::autograd::tensor_list grads) {
-    const at::Tensor x = ctx->get_saved_variables()[0];
-    const at::Tensor g = grads[0].contiguous();
-    const float s = static_cast<float>(ctx->saved_data["s"].toDouble());
-    const float z = static_cast<float>(ctx->saved_data["z"].toDouble());
-    const float hi = static_cast<float>(ctx->saved_data["qmax"].toInt());
-    const double gf = ctx->saved_data["gf"].toDouble();
-    at::Tensor dx = at::empty_like(x);
-    const int64_t n = x.numel();
-    constexpr int64_t kChunk = 1 << 14;
-    const int64_t chunks = (n + kChunk - 1) / kChunk;
-    std::vector<double> d_scale(chunks, 0.0), d_zero(chunks, 0.0);
-    const float* xs = x.data_ptr<float>();
-    const float* gs = g.data_ptr<float>();
-    float* out = dx.data_ptr<float>();
-    at::parallel_for(0, chunks, 1, [&](int64_t first, int64_t last) {
-      for (int64_t c = first; c < last; ++c) {
-        const int64_t begin = c * kChunk, end = std::min(n, begin + kChunk);
-        internal_fake_quantize::LearnedGradLoop(xs + begin, gs + begin, out + begin, end - begin, s, z, hi,
-                                                &d_scale[c], &d_zero[c]);
+// Fake-quantize on learned grids: x is `channels` contiguous blocks (one block: a grid for
+// the whole tensor), each with its own scale and zero point. The forward pass keeps only
+// its inputs; the backward pass recomputes each value's level and sums the grid's
+// gradients over fixed chunks of each block, then over the chunks in order, so the result
+// does not depend on the number of threads.
+struct LearnedGrid : public torch::autograd::Function<LearnedGrid> {
+  static constexpr int64_t kChunk = 1 << 14;
+
+  // Calls chunk(c, begin, end) for every chunk [begin, end) of x's flat index, c its
+  // block, in parallel; chunk k of the whole tensor is the k-th in block order.
+  template <typename F>
+  static void ForEachChunk(int64_t channels, int64_t block, const F& chunk) {
+    const int64_t per_block = (block + kChunk - 1) / kChunk;
+    at::parallel_for(0, channels * per_block, 1, [&](int64_t first, int64_t last) {
+      for (int64_t k = first; k < last; ++k) {
+        const int64_t c = k / per_block, begin = c * block + (k % per_block) * kChunk;
+        chunk(k, c, begin, std::min(c * block + block, begin + kChunk));
       }
     });
-    double ds = 0.0, dz = 0.0;
-    for (int64_t c = 0; c < chunks; ++c) {
-      ds += d_scale[c];
-      dz += d_zero[c];
-    }
-    const at::Tensor scale_grad = at::full({1}, ds * gf, x.options());
-    const at::Tensor zero_grad = at::full({1}, dz * gf, x.options());
-    return {dx, scale_grad, zero_grad, at::Tensor(), at::Tensor()};
   }
-};
 
-// The learned grid per channel of a weight: channels are contiguous blocks (the channel
-// axis first), each quantized and differentiated as LearnedPerTensor does a tensor, one
-// channel per task, so the sums do not depend on the number of threads either.
-struct LearnedPerChannel : public torch::autograd::Function<LearnedPerChannel> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& scale,
                             const at::Tensor& zero_point, int64_t quant_max, double grad_factor) {
-    const float hi = static_cast<float>(quant_max);
     const at::Tensor s = scale.detach().to(at::kFloat).contiguous();
     const at::Tensor z = zero_point.detach().to(at::kFloat).clamp(0.0, quant_max).round().contiguous();
-    TORCH_CHECK(s.gt(0).all().item<bool>() && s.isfinite().all().item<bool>(), "a learned scale is not a positive number");
+    const int64_t channels = s.numel();
+    TORCH_CHECK(channels > 0 && x.numel() % channels == 0, "a learned grid of ", channels,
+                " channels for a tensor of ", x.numel(), " values");
+    TORCH_CHECK((s.gt(0) & s.isfinite()).all().item<bool>(), "a learned scale is not a positive number: ", s);
     const at::Tensor in = x.contiguous();
     at::Tensor out = at::empty_like(in);
-    const int64_t channels = s.numel(), block = in.numel() / channels;
+    const float hi = static_cast<float>(quant_max);
     const float* src = in.data_ptr<float>();
     const float* sp = s.data_ptr<float>();
     const float* zp = z.data_ptr<float>();
     float* dst = out.data_ptr<float>();
-    at::parallel_for(0, channels, 1, [&](int64_t first, int64_t last) {
-      for (int64_t c = first; c < last; ++c) {
-        internal_fake_quantize::Loop(src + c * block, dst + c * block, block, sp[c], zp[c], 0.0f, hi);
-      }
+    ForEachChunk(channels, in.numel() / channels, [&](int64_t, int64_t c, int64_t begin, int64_t end) {
+      internal_fake_quantize::Loop(src + begin, dst + begin, end - begin, sp[c], zp[c], 0.0f, hi);
     });
     ctx->save_for_backward({in, s, z});
     ctx->saved_data["qmax"] = quant_max;
     ctx->saved_data["gf"] = grad_factor;
     return out;
   }
+
   static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
                                                torch::autograd::tensor_list grads) {
     const auto saved = ctx->get_saved_variables();
@@ -260,18 +221,22 @@ struct LearnedPerChannel : public torch::autograd::Function<LearnedPerChannel> {
     const double gf = ctx->saved_data["gf"].toDouble();
     at::Tensor dx = at::empty_like(x);
     const int64_t channels = s.numel(), block = x.numel() / channels;
-    std::vector<double> d_scale(channels, 0.0), d_zero(channels, 0.0);
+    const int64_t per_block = (block + kChunk - 1) / kChunk;
+    std::vector<double> chunk_scale(channels * per_block, 0.0), chunk_zero(channels * per_block, 0.0);
     const float* xs = x.data_ptr<float>();
     const float* gs = g.data_ptr<float>();
     const float* sp = s.data_ptr<float>();
     const float* zp = z.data_ptr<float>();
     float* out = dx.data_ptr<float>();
-    at::parallel_for(0, channels, 1, [&](int64_t first, int64_t last) {
-      for (int64_t c = first; c < last; ++c) {
-        internal_fake_quantize::LearnedGradLoop(xs + c * block, gs + c * block, out + c * block, block, sp[c], zp[c],
-                                                hi, &d_scale[c], &d_zero[c]);
-      }
+    ForEachChunk(channels, block, [&](int64_t k, int64_t c, int64_t begin, int64_t end) {
+      internal_fake_quantize::LearnedGradLoop(xs + begin, gs + begin, out + begin, end - begin, sp[c], zp[c], hi,
+                                              &chunk_scale[k], &chunk_zero[k]);
     });
+    std::vector<double> d_scale(channels, 0.0), d_zero(channels, 0.0);
+    for (int64_t k = 0; k < channels * per_block; ++k) {
+      d_scale[k / per_block] += chunk_scale[k];
+      d_zero[k / per_block] += chunk_zero[k];
+    }
     const at::TensorOptions options = x.options().dtype(at::kDouble);
     const at::Tensor scale_grad = (at::tensor(d_scale, options) * gf).to(at::kFloat);
     const at::Tensor zero_grad = (at::tensor(d_zero, options) * gf).to(at::kFloat);
@@ -286,14 +251,14 @@ at::Tensor FakeQuantizeLearnedPerTensor(const at::Tensor& x, const at::Tensor& s
   if (!x.device().is_cpu() || x.scalar_type() != at::kFloat) {
     return at::_fake_quantize_learnable_per_tensor_affine(x, scale, zero_point, 0, quant_max, grad_factor);
   }
-  return LearnedPerTensor::apply(x, scale, zero_point, quant_max, grad_factor);
+  return LearnedGrid::apply(x, scale, zero_point, quant_max, grad_factor);
 }
 
 at::Tensor FakeQuantizeLearnedPerChannel(const at::Tensor& x, const at::Tensor& scale, const at::Tensor& zero_point,
                                          int64_t axis, int64_t quant_max, double grad_factor) {
   if (x.device().is_cpu() && x.scalar_type() == at::kFloat) {
-    if (axis == 0) return LearnedPerChannel::apply(x, scale, zero_point, quant_max, grad_factor);
-    return LearnedPerChannel::apply(x.movedim(axis, 0), scale, zero_point, quant_max, grad_factor).movedim(0, axis);
+    if (axis == 0) return LearnedGrid::apply(x, scale, zero_point, quant_max, grad_factor);
+    return LearnedGrid::apply(x.movedim(axis, 0), scale, zero_point, quant_max, grad_factor).movedim(0, axis);
   }
   // Elsewhere composed ops with the kernel's values: straight-through rounding, and
   // `grad_factor` applied to the grid's gradients only.
