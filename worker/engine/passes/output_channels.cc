@@ -207,4 +207,15 @@ absl::Status KeepOutputChannels(Graph& graph, Node& layer, const std::vector<int
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::vector<int>> ChannelReaders(const Graph& graph, const Node& layer) {
+  using namespace internal_channels;
+  Planner planner(graph);
+  ASSIGN_OR_RETURN(const std::vector<PlannedEdit> edits, planner.Plan(layer, {0}));
+  std::vector<int> readers;
+  for (const PlannedEdit& e : edits) {
+    if (e.edit == Edit::kInputs) readers.push_back(e.node);
+  }
+  return readers;
+}
+
 }  // namespace qopt

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "ir/graph.h"
 
 namespace qopt {
@@ -22,5 +23,10 @@ namespace qopt {
 /// channels reach anything else (an add or concat that merges them with another branch, a
 /// model output), and InvalidArgument for bad indices.
 absl::Status KeepOutputChannels(Graph& graph, Node& layer, const std::vector<int64_t>& keep);
+
+/// The convolutions and linear layers whose input channels KeepOutputChannels(layer)
+/// would remove (node ids): those that read `layer`'s channels through the ops it passes
+/// them through. Fails as KeepOutputChannels would.
+absl::StatusOr<std::vector<int>> ChannelReaders(const Graph& graph, const Node& layer);
 
 }  // namespace qopt
