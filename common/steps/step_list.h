@@ -6,6 +6,10 @@
 #pragma once
 
 #define QOPT_FOR_EACH_STEP(X) \
+  X(SpatialSvd)               \
+  X(WeightSvd)                \
+  X(ChannelPruning)           \
+  X(FineTune)                 \
   X(FoldBatchNorm)            \
   X(CrossLayerEqualization)   \
   X(Calibrate)                \

@@ -226,10 +226,22 @@ absl::Status Catalog::ResolveRecipe(const std::string& tenant, v1::Recipe* recip
   std::vector<std::pair<std::string, v1::DataRef*>> refs = {
       {"calibration_data", recipe->mutable_calibration_data()},
       {"evaluation_data", recipe->mutable_evaluation_data()}};
+  // A step's own data (qat.data, fine_tune.data): any DataRef field of the step's options.
   for (int i = 0; i < recipe->steps_size(); ++i) {
     v1::Step* step = recipe->mutable_steps(i);
-    if (step->has_qat() && step->qat().has_data()) {
-      refs.emplace_back(absl::StrCat("steps[", i, "].qat.data"), step->mutable_qat()->mutable_data());
+    const auto* reflection = step->GetReflection();
+    const auto* kind = reflection->GetOneofFieldDescriptor(*step, step->GetDescriptor()->FindOneofByName("kind"));
+    if (kind == nullptr || kind->message_type() == nullptr) continue;
+    google::protobuf::Message* options = reflection->MutableMessage(step, kind);
+    const auto* fields = options->GetDescriptor();
+    for (int f = 0; f < fields->field_count(); ++f) {
+      const auto* field = fields->field(f);
+      if (field->is_repeated() || field->message_type() != v1::DataRef::descriptor() ||
+          !options->GetReflection()->HasField(*options, field)) {
+        continue;
+      }
+      refs.emplace_back(absl::StrCat("steps[", i, "].", kind->name(), ".", field->name()),
+                        static_cast<v1::DataRef*>(options->GetReflection()->MutableMessage(options, field)));
     }
   }
   for (const auto& [label, data] : refs) {

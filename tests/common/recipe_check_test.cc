@@ -167,6 +167,49 @@ TEST(RecipeCheckTest, QatOptionsInTheirPlace) {
   EXPECT_TRUE(CheckRecipe(after_auto_quant).ok()) << "QAT after PTQ, as AIMET recommends";
 }
 
+// A recipe with the compression steps before quantization: compress, fine-tune, calibrate.
+std::string CompressionMessage(const std::string& steps) {
+  return std::string(CheckRecipe(Parse(R"pb(model { path: "m" } calibration_data { path: "d" } )pb" + steps)).message());
+}
+
+TEST(RecipeCheckTest, CompressionOptionsInTheirPlace) {
+  EXPECT_EQ(CompressionMessage(R"pb(steps { fold_batch_norm {} } steps { spatial_svd {} }
+                                    steps { channel_pruning { ratios { target_ratio: 0.7 } } }
+                                    steps { weight_svd { ratios { selection: "manual" layer_ratios { key: "fc" value: 0.5 } } } }
+                                    steps { fine_tune { loss: "distill" } } steps { calibrate {} } steps { export {} })pb"),
+            "");
+  EXPECT_THAT(CompressionMessage(R"pb(steps { calibrate {} } steps { spatial_svd {} })pb"),
+              HasSubstr("steps[1]: spatial_svd must come before calibrate"));
+  EXPECT_THAT(CompressionMessage(R"pb(steps { calibrate {} } steps { fine_tune {} })pb"),
+              HasSubstr("steps[1]: fine_tune must come before calibrate"));
+  EXPECT_THAT(CompressionMessage(R"pb(steps { weight_svd { ratios { target_ratio: 1.5 } } })pb"),
+              HasSubstr("steps[0]: weight_svd.ratios.target_ratio must be in (0, 1]"));
+  EXPECT_THAT(CompressionMessage(R"pb(steps { weight_svd { ratios { target_ratio: -0.1 } } })pb"),
+              HasSubstr("target_ratio must be in (0, 1]"));
+  EXPECT_THAT(CompressionMessage(R"pb(steps { spatial_svd { ratios { cost_metric: "flops" } } })pb"),
+              HasSubstr("spatial_svd.ratios.cost_metric 'flops' is not one of macs, memory"));
+  EXPECT_THAT(CompressionMessage(R"pb(steps { spatial_svd { ratios { selection: "manual" } } })pb"),
+              HasSubstr("layer_ratios is empty"));
+  EXPECT_THAT(CompressionMessage(R"pb(steps { spatial_svd { ratios { layer_ratios { key: "a" value: 0 } } } })pb"),
+              HasSubstr("layer_ratios[a] must be in (0, 1]"));
+  EXPECT_THAT(CompressionMessage(R"pb(steps { spatial_svd { ratios { layer_ratios { key: "a" value: 0.5 }
+                                                                      exclude_layers: "a" } } })pb"),
+              HasSubstr("exclude_layers and layer_ratios both name a"));
+  EXPECT_THAT(CompressionMessage(R"pb(steps { spatial_svd { ratios { num_candidates: 1 } } })pb"),
+              HasSubstr("num_candidates must be in 2..100"));
+  EXPECT_THAT(CompressionMessage(R"pb(steps { channel_pruning { num_reconstruction_samples: -5 } })pb"),
+              HasSubstr("num_reconstruction_samples must be in 1..1000000"));
+  EXPECT_THAT(CompressionMessage(R"pb(steps { spatial_svd { multiplicity: -1 } })pb"),
+              HasSubstr("spatial_svd.multiplicity must be >= 1"));
+  EXPECT_THAT(CompressionMessage(R"pb(steps { fine_tune { optimizer: "lion" } })pb"),
+              HasSubstr("fine_tune.optimizer 'lion' is not one of sgd, adam"));
+  EXPECT_THAT(CompressionMessage(R"pb(steps { fine_tune { epochs: 0 } })pb"),
+              HasSubstr("fine_tune.epochs must be in 1..1000"));
+  // Two greedy steps of one kind would both write its eval dictionary.
+  EXPECT_THAT(CompressionMessage(R"pb(steps { spatial_svd {} } steps { spatial_svd {} })pb"),
+              HasSubstr("writes spatial_svd_eval_scores.json"));
+}
+
 TEST(RecipeCheckTest, TechniqueNamesTheWorkSteps) {
   EXPECT_EQ(RecipeTechnique(Parse(kGood)), "fold_batch_norm+calibrate");
   EXPECT_EQ(RecipeTechnique(Parse(R"pb(steps { export {} })pb")), "export");

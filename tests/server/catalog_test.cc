@@ -173,6 +173,12 @@ TEST_F(CatalogTest, RecipesResolveNamesAndOnlyReachOwnBlobs) {
   const absl::Status missing = catalog_->ResolveRecipe("alice", &train);
   EXPECT_TRUE(absl::IsInvalidArgument(missing)) << "name and path both set: " << missing;
   EXPECT_NE(std::string(missing.message()).find("steps[1].qat.data"), std::string::npos) << missing;
+  v1::Recipe tune;
+  tune.mutable_model()->set_path(model);
+  tune.add_steps()->mutable_fine_tune()->mutable_data()->set_name("fmnist");
+  ASSERT_TRUE(catalog_->ResolveRecipe("alice", &tune).ok());
+  EXPECT_EQ(tune.steps(0).fine_tune().data().path(), data);
+  EXPECT_EQ(tune.steps(0).fine_tune().data().labels_path(), labels);
 
   v1::Recipe both;
   both.mutable_model()->set_name("net");

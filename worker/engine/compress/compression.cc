@@ -340,6 +340,29 @@ absl::StatusOr<CompressionResult> CompressModel(const Graph& graph, const Compre
     }
     result.threshold = thresholds[hi];
     ratios = RatiosAt(d, result.threshold, options.layer_ratios);
+    if (hi > 0) {
+      // Scores tie (accuracy on a thousand images moves in steps of 0.1 %), so one step of
+      // the threshold can move many layers at once and overshoot the target. From the
+      // threshold above, which misses it, take that step's moves one layer at a time,
+      // best-scoring first, and stop as soon as the target is met.
+      std::map<std::string, double> partial = RatiosAt(d, thresholds[hi - 1], options.layer_ratios);
+      std::vector<std::pair<double, std::string>> moves;
+      for (const auto& [layer, ratio] : ratios) {
+        if (ratio < partial.at(layer)) moves.emplace_back(FindCandidate(d, layer, ratio)->score, layer);
+      }
+      std::sort(moves.begin(), moves.end(), [](const auto& a, const auto& b) {
+        return a.first != b.first ? a.first > b.first : a.second < b.second;
+      });
+      for (size_t k = 0; k + 1 < moves.size(); ++k) {
+        partial[moves[k].second] = ratios.at(moves[k].second);
+        ASSIGN_OR_RETURN(auto g, ApplyAll(original, order, partial, method, Reconstruction::kNone, options, nullptr));
+        ASSIGN_OR_RETURN(const ModelCost cost, Cost(*g, options));
+        if (TotalCost(cost, options.metric) <= target) {
+          ratios = partial;
+          break;
+        }
+      }
+    }
     result.dictionary = std::move(d);
   }
   result.search_seconds = Since(start);

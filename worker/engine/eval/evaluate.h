@@ -21,6 +21,17 @@ using Figures = std::map<std::string, double>;
 absl::StatusOr<Figures> EvaluateSim(QuantSim& sim, const std::vector<Batch>& batches, size_t n,
                                     const std::function<absl::Status(size_t, size_t)>& on_batch = nullptr);
 
+/// A model's outputs for a batch of inputs.
+using ModelFn = std::function<absl::StatusOr<at::Tensor>(const at::Tensor&)>;
+
+/// Figures of one model on the first `n` batches: top1 and top5 when the batches have
+/// labels and the outputs are (N, classes) logits; with `reference` (another model's
+/// outputs for the same batches) also its fidelity to them (output_sqnr_db,
+/// top1_agreement, mean_kl); eval_samples and seconds always.
+absl::StatusOr<Figures> EvaluateModel(const ModelFn& model, const std::vector<Batch>& batches, size_t n,
+                                      const std::vector<at::Tensor>* reference = nullptr,
+                                      const std::function<absl::Status(size_t, size_t)>& on_batch = nullptr);
+
 /// The figure a drop is measured on: top-1 accuracy when labelled, else agreement with
 /// the floating-point model's top-1. Returns (name, float value, simulated value).
 std::tuple<std::string, double, double> HeadlineFigure(const Figures& f);

@@ -100,14 +100,12 @@ absl::StatusOr<std::string> CountModelCost(RunContext& run, v1::ModelCost* out) 
   }
   std::vector<int64_t> shape;
   try {
-    absl::StatusOr<const std::vector<Batch>*> data =
-        recipe.calibration_data().path().empty() ? run.Evaluation() : run.Calibration();
-    if (!data.ok() || (*data)->empty()) return std::string("its data could not be read");
-    shape = (*data)->front().inputs.sizes().vec();
+    absl::StatusOr<std::vector<int64_t>> input = run.InputShape();
+    if (!input.ok()) return std::string("its data could not be read");
+    shape = *std::move(input);
   } catch (const std::exception&) {
     return std::string("its data could not be read");
   }
-  shape[0] = 1;
   absl::StatusOr<ModelCost> cost = [&]() -> absl::StatusOr<ModelCost> {
     try {
       RETURN_IF_ERROR(InferShapes(*run.graph, {shape}));

@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include "absl/strings/str_cat.h"
+#include "train/graph_params.h"
 #include "status.h"
 
 namespace qopt {
@@ -38,31 +39,15 @@ QatTask::~QatTask() = default;
 absl::StatusOr<std::unique_ptr<QatTask>> QatTask::Create(Graph& graph, QuantSim& sim, QatOptions options) {
   std::unique_ptr<QatTask> task(new QatTask(graph, sim, std::move(options)));
   QatTask& t = *task;
-  ParamGroup weights{"weights", {}, t.options_.learning_rate, t.options_.weight_decay};
-  ParamGroup biases{"biases", {}, t.options_.learning_rate, 0.0};
+  GraphParams params = CollectGraphParams(graph, t.options_.learning_rate, t.options_.weight_decay,
+                                          [&](int vid, const at::Tensor& current) { sim.SetFloatReference(vid, current); });
+  t.leaves_ = params.leaves;
+  ParamGroup weights = std::move(params.weights), biases = std::move(params.biases);
   ParamGroup ranges{"ranges", {}, t.options_.range_learning_rate, 0.0};
+  t.summary_.weight_tensors = params.weight_tensors;
+  t.summary_.weight_values = params.weight_values;
+  t.summary_.bias_tensors = params.bias_tensors;
   auto name_of = [&](int vid, const char* suffix) { return absl::StrCat(vid, ":", graph.values[vid].name, suffix); };
-  // Weights and biases of every layer learn; other parameters (clip bounds, the running
-  // statistics of a batch norm that had no layer to fold into) stay as they are.
-  for (const Node* n : graph.LiveNodes()) {
-    for (const auto& [role, vid] : n->params) {
-      if ((role != "weight" && role != "bias") || t.leaves_.count(vid)) continue;
-      const Value& v = graph.values[vid];
-      if (!v.constant || !v.constant->isTensor() || !v.constant->toTensor().is_floating_point()) continue;
-      const at::Tensor current = v.constant->toTensor();
-      sim.SetFloatReference(vid, current);
-      at::Tensor leaf = current.detach().clone().requires_grad_(true);
-      t.leaves_[vid] = leaf;
-      if (role == "weight") {
-        weights.tensors.emplace_back(name_of(vid, ""), leaf);
-        ++t.summary_.weight_tensors;
-        t.summary_.weight_values += leaf.numel();
-      } else {
-        biases.tensors.emplace_back(name_of(vid, ""), leaf);
-        ++t.summary_.bias_tensors;
-      }
-    }
-  }
   const c10::Device device = t.leaves_.empty() ? c10::Device(c10::kCPU)
                                                                        : t.leaves_.begin()->second.device();
   auto add_ranges = [&](int vid, const TrainableQuantizer& q) {

@@ -84,6 +84,15 @@ absl::StatusOr<Dataset> RunContext::TrainingData(const v1::DataRef& ref) const {
   return data;
 }
 
+absl::StatusOr<std::vector<int64_t>> RunContext::InputShape() {
+  ASSIGN_OR_RETURN(const std::vector<Batch>* data,
+                   recipe_.calibration_data().path().empty() ? Evaluation() : Calibration());
+  if (data->empty()) return absl::FailedPreconditionError("the data has no samples to take the input shape from");
+  std::vector<int64_t> shape = data->front().inputs.sizes().vec();
+  shape[0] = 1;
+  return shape;
+}
+
 absl::StatusOr<std::vector<at::Tensor>> RunContext::CalibrationInputs(int n) {
   ASSIGN_OR_RETURN(const std::vector<Batch>* data, Calibration());
   std::vector<at::Tensor> inputs;

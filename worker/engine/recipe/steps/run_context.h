@@ -39,6 +39,9 @@ class RunContext {
   /// A training data set, on the CPU (batches move to the device one by one): `ref`, or
   /// the calibration data when `ref` names no data.
   absl::StatusOr<Dataset> TrainingData(const v1::DataRef& ref) const;
+  /// The shape of one model input (batch 1), from the calibration data (or the
+  /// evaluation data when the recipe has no calibration data).
+  absl::StatusOr<std::vector<int64_t>> InputShape();
   /// The inputs of the first `n` calibration batches (0 = all).
   absl::StatusOr<std::vector<at::Tensor>> CalibrationInputs(int n);
 
