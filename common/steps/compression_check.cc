@@ -39,6 +39,7 @@ absl::Status CheckRatios(const std::string& where, const std::string& step, cons
   for (const std::string& layer : r.exclude_layers()) {
     if (r.layer_ratios().count(layer)) return invalid(absl::StrCat("exclude_layers and layer_ratios both name ", layer));
   }
+  if (r.has_data()) RETURN_IF_ERROR(CheckData(absl::StrCat(where, ": ", prefix, "data"), r.data()));
   if (r.selection() == "manual" && !r.eval_scores_path().empty()) {
     return invalid("eval_scores_path is for greedy selection; manual ratios evaluate nothing");
   }

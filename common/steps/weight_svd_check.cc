@@ -1,41 +1,12 @@
 // weight_svd: splits convolutions and linear layers into a rank-r pair.
-#include "absl/strings/str_cat.h"
-#include "status.h"
 #include "steps/compression_check.h"
-#include "steps/step_spec.h"
 
 namespace qopt {
-namespace {
-
-void FillDefaults(v1::Step* step) {
-  auto* s = step->mutable_weight_svd();
-  FillRatioDefaults(s->mutable_ratios());
-  if (s->multiplicity() == 0) s->set_multiplicity(1);
-}
-
-absl::Status Check(const std::string& where, const v1::Step& step, const StepsBefore&) {
-  const auto& s = step.weight_svd();
-  if (s.multiplicity() < 1) {
-    return absl::InvalidArgumentError(absl::StrCat(where, ": weight_svd.multiplicity must be >= 1, got ", s.multiplicity()));
-  }
-  return CheckRatios(where, "weight_svd", s.ratios());
-}
-
-std::vector<std::string> Artifacts(const v1::Step& step) { return RatioArtifacts("weight_svd", step.weight_svd().ratios()); }
-
-}  // namespace
 
 const StepSpec& WeightSvdSpec() {
-  static const StepSpec spec = [] {
-    StepSpec s;
-    s.kind = v1::Step::kWeightSvd;
-    s.invalidates_sim = true;
-    s.reads_data = true;
-    s.fill_defaults = FillDefaults;
-    s.check = Check;
-    s.artifacts = Artifacts;
-    return s;
-  }();
+  static const StepSpec spec =
+      CompressionStep<v1::WeightSvdStep, &v1::Step::weight_svd, &v1::Step::mutable_weight_svd>::Spec(
+          v1::Step::kWeightSvd);
   return spec;
 }
 

@@ -1,6 +1,7 @@
 #include "store/catalog.h"
 
 #include <algorithm>
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -226,24 +227,25 @@ absl::Status Catalog::ResolveRecipe(const std::string& tenant, v1::Recipe* recip
   std::vector<std::pair<std::string, v1::DataRef*>> refs = {
       {"calibration_data", recipe->mutable_calibration_data()},
       {"evaluation_data", recipe->mutable_evaluation_data()}};
-  // A step's own data (qat.data, fine_tune.data): any DataRef field of the step's options.
-  for (int i = 0; i < recipe->steps_size(); ++i) {
-    v1::Step* step = recipe->mutable_steps(i);
-    const auto* reflection = step->GetReflection();
-    const auto* kind = reflection->GetOneofFieldDescriptor(*step, step->GetDescriptor()->FindOneofByName("kind"));
-    if (kind == nullptr || kind->message_type() == nullptr) continue;
-    google::protobuf::Message* options = reflection->MutableMessage(step, kind);
-    const auto* fields = options->GetDescriptor();
-    for (int f = 0; f < fields->field_count(); ++f) {
-      const auto* field = fields->field(f);
-      if (field->is_repeated() || field->message_type() != v1::DataRef::descriptor() ||
-          !options->GetReflection()->HasField(*options, field)) {
-        continue;
+  // A step's own data (qat.data, fine_tune.data, spatial_svd.ratios.data): every DataRef
+  // set anywhere in the step's options.
+  std::function<void(google::protobuf::Message*, const std::string&)> collect = [&](google::protobuf::Message* m,
+                                                                                  const std::string& where) {
+    const auto* reflection = m->GetReflection();
+    std::vector<const google::protobuf::FieldDescriptor*> fields;
+    reflection->ListFields(*m, &fields);
+    for (const auto* field : fields) {
+      if (field->message_type() == nullptr || field->is_repeated()) continue;
+      google::protobuf::Message* sub = reflection->MutableMessage(m, field);
+      const std::string label = absl::StrCat(where, ".", field->name());
+      if (field->message_type() == v1::DataRef::descriptor()) {
+        refs.emplace_back(label, static_cast<v1::DataRef*>(sub));
+      } else {
+        collect(sub, label);
       }
-      refs.emplace_back(absl::StrCat("steps[", i, "].", kind->name(), ".", field->name()),
-                        static_cast<v1::DataRef*>(options->GetReflection()->MutableMessage(options, field)));
     }
-  }
+  };
+  for (int i = 0; i < recipe->steps_size(); ++i) collect(recipe->mutable_steps(i), absl::StrCat("steps[", i, "]"));
   for (const auto& [label, data] : refs) {
     if (data->name().empty()) continue;
     if (!data->path().empty()) {

@@ -19,23 +19,6 @@
 namespace qopt {
 namespace {
 
-std::optional<std::vector<int64_t>> IntPair(const Graph& g, const Node& n, size_t slot) {
-  if (slot >= n.inputs.size()) return std::nullopt;
-  const auto& c = g.values[n.inputs[slot]].constant;
-  if (!c || !c->isIntList()) return std::nullopt;
-  std::vector<int64_t> v = c->toIntVector();
-  if (v.size() == 1) v.push_back(v[0]);
-  if (v.size() != 2) return std::nullopt;
-  return v;
-}
-
-bool IsDepthwise(const Graph& g, const Node& n) {
-  if (n.kind != OpKind::kConv || n.Param("weight") < 0) return false;
-  const auto groups = ConvGroups(g, n);
-  const at::Tensor& w = g.values[n.Param("weight")].constant->toTensor();
-  return groups && *groups > 1 && w.size(1) == 1 && *groups == w.size(0);
-}
-
 // Ops that pass channels through one by one, as passes/output_channels.h follows them.
 bool PassesChannels(const Graph& g, const Node& n) {
   switch (n.kind) {
@@ -48,7 +31,7 @@ bool PassesChannels(const Graph& g, const Node& n) {
     case OpKind::kAdaptiveAvgPool:
       return true;
     default:
-      return IsDepthwise(g, n);
+      return IsDepthwiseConv(g, n);
   }
 }
 
@@ -60,7 +43,7 @@ absl::StatusOr<const Node*> ChannelSource(const Graph& g, const Node& layer) {
     const int p = g.values[v].producer;
     if (p < 0) return absl::FailedPreconditionError("its input is the model's input");
     const Node& n = g.nodes[p];
-    if ((n.kind == OpKind::kConv || n.kind == OpKind::kLinear) && n.Param("weight") >= 0 && !IsDepthwise(g, n)) {
+    if ((n.kind == OpKind::kConv || n.kind == OpKind::kLinear) && n.Param("weight") >= 0 && !IsDepthwiseConv(g, n)) {
       return &n;
     }
     if (!PassesChannels(g, n)) {
@@ -79,7 +62,7 @@ std::string StructuralReason(const Graph& g, const Node& layer) {
   const at::Tensor& w = g.values[layer.Param("weight")].constant->toTensor();
   if (w.dim() != 4) return "not a 2-D convolution";
   if (ConvGroups(g, layer) != 1) return "a grouped or depthwise convolution";
-  if (!IntPair(g, layer, 3) || !IntPair(g, layer, 4) || !IntPair(g, layer, 5)) {
+  if (!ConvIntPair(g, layer, 3) || !ConvIntPair(g, layer, 4) || !ConvIntPair(g, layer, 5)) {
     return "its stride, padding or dilation is not a constant pair";
   }
   if (w.size(1) < 2) return "it has one input channel";
@@ -152,8 +135,8 @@ absl::StatusOr<ChannelPruner::Normal> ChannelPruner::Sample(const Graph& inputs_
   const Node& target = *original_.FindNode(layer.name);
   const at::Tensor& w = inputs_from.values[layer.Param("weight")].constant->toTensor();
   const std::vector<int64_t> kernel = {w.size(2), w.size(3)};
-  const auto stride = *IntPair(inputs_from, layer, 3), padding = *IntPair(inputs_from, layer, 4);
-  const auto dilation = *IntPair(inputs_from, layer, 5);
+  const auto stride = *ConvIntPair(inputs_from, layer, 3), padding = *ConvIntPair(inputs_from, layer, 4);
+  const auto dilation = *ConvIntPair(inputs_from, layer, 5);
   const int bias_id = target.Param("bias");
   const at::Tensor bias =
       bias_id >= 0 ? original_.values[bias_id].constant->toTensor().to(at::kDouble) : at::Tensor();

@@ -21,17 +21,6 @@ int64_t Elements(const std::vector<int64_t>& shape) {
   return n;
 }
 
-// A constant pair of ints at input `slot` ([s] counts as [s, s]), or nullopt.
-std::optional<std::vector<int64_t>> IntPair(const Graph& g, const Node& n, size_t slot) {
-  if (slot >= n.inputs.size()) return std::nullopt;
-  const auto& c = g.values[n.inputs[slot]].constant;
-  if (!c || !c->isIntList()) return std::nullopt;
-  std::vector<int64_t> v = c->toIntVector();
-  if (v.size() == 1) v.push_back(v[0]);
-  if (v.size() != 2) return std::nullopt;
-  return v;
-}
-
 const at::Tensor& Weight(const Graph& g, const Node& n) { return g.values[n.Param("weight")].constant->toTensor(); }
 
 std::optional<at::Tensor> Bias(const Graph& g, const Node& n) {
@@ -111,7 +100,7 @@ std::string SvdSkipReason(const Graph& graph, const Node& layer, SvdKind kind) {
   } else {
     if (w.dim() != 4) return "not a 2-D convolution";
     if (ConvGroups(graph, layer) != 1) return "a grouped or depthwise convolution";
-    if (!IntPair(graph, layer, 3) || !IntPair(graph, layer, 4) || !IntPair(graph, layer, 5)) {
+    if (!ConvIntPair(graph, layer, 3) || !ConvIntPair(graph, layer, 4) || !ConvIntPair(graph, layer, 5)) {
       return "its stride, padding or dilation is not a constant pair";
     }
     if (kind == SvdKind::kSpatial && (w.size(2) == 1 || w.size(3) == 1)) {
@@ -187,7 +176,7 @@ absl::Status SplitBySvd(Graph& graph, const std::string& layer_name, SvdKind kin
   std::vector<int64_t> stride = {1, 1}, padding = {0, 0}, dilation = {1, 1};
   std::vector<int64_t> stride2 = {1, 1}, padding2 = {0, 0}, dilation2 = {1, 1};
   if (conv) {
-    const auto s = *IntPair(graph, *layer, 3), p = *IntPair(graph, *layer, 4), d = *IntPair(graph, *layer, 5);
+    const auto s = *ConvIntPair(graph, *layer, 3), p = *ConvIntPair(graph, *layer, 4), d = *ConvIntPair(graph, *layer, 5);
     if (kind == SvdKind::kSpatial) {
       stride = {s[0], 1}, padding = {p[0], 0}, dilation = {d[0], 1};
       stride2 = {1, s[1]}, padding2 = {0, p[1]}, dilation2 = {1, d[1]};

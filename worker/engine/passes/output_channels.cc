@@ -27,12 +27,6 @@ struct Reach {
   bool features_last;
 };
 
-bool IsDepthwise(const Graph& g, const Node& n) {
-  const auto groups = ConvGroups(g, n);
-  const at::Tensor& w = g.values[n.Param("weight")].constant->toTensor();
-  return n.kind == OpKind::kConv && groups && *groups > 1 && w.size(1) == 1 && *groups == w.size(0);
-}
-
 class Planner {
  public:
   explicit Planner(const Graph& g) : g_(g) {}
@@ -84,7 +78,7 @@ class Planner {
         break;
       case OpKind::kConv:
         if (n.Param("weight") < 0 || r.features_last) return blocked("not a layer with constant weights");
-        if (IsDepthwise(g_, n)) {
+        if (IsDepthwiseConv(g_, n)) {
           edits_.push_back({n.id, Edit::kDepthwise, r.keep});
           break;
         }
@@ -197,7 +191,7 @@ absl::Status KeepOutputChannels(Graph& graph, Node& layer, const std::vector<int
     return absl::InvalidArgumentError(absl::StrCat(layer.name, ": channels to keep must be distinct, ascending, in 0..",
                                                    channels - 1));
   }
-  if (IsDepthwise(graph, layer)) {
+  if (IsDepthwiseConv(graph, layer)) {
     return absl::InvalidArgumentError(absl::StrCat(layer.name, " is depthwise: its channels are its input's"));
   }
   Planner planner(graph);

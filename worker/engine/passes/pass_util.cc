@@ -32,6 +32,23 @@ std::optional<int64_t> ConvGroups(const Graph& g, const Node& n) {
   return c->toInt();
 }
 
+bool IsDepthwiseConv(const Graph& g, const Node& n) {
+  if (n.kind != OpKind::kConv || n.Param("weight") < 0) return false;
+  const auto groups = ConvGroups(g, n);
+  const at::Tensor& w = g.values[n.Param("weight")].constant->toTensor();
+  return groups && *groups > 1 && w.size(1) == 1 && *groups == w.size(0);
+}
+
+std::optional<std::vector<int64_t>> ConvIntPair(const Graph& g, const Node& n, size_t slot) {
+  if (slot >= n.inputs.size()) return std::nullopt;
+  const auto& c = g.values[n.inputs[slot]].constant;
+  if (!c || !c->isIntList()) return std::nullopt;
+  std::vector<int64_t> v = c->toIntVector();
+  if (v.size() == 1) v.push_back(v[0]);
+  if (v.size() != 2) return std::nullopt;
+  return v;
+}
+
 namespace {
 
 // A bound given as a constant input: a number, a tensor, or None (open).

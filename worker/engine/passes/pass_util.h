@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "ir/graph.h"
@@ -19,6 +20,14 @@ int ConvGroupsSlot(const Node& n);
 /// The groups of a convolution node (1 for a linear layer), or nullopt when they are not
 /// a constant.
 std::optional<int64_t> ConvGroups(const Graph& g, const Node& n);
+
+/// True for a convolution with constant weights whose every group is one channel
+/// (groups == out channels, one input channel per group).
+bool IsDepthwiseConv(const Graph& g, const Node& n);
+
+/// A convolution's stride (slot 3), padding (4) or dilation (5) as a constant pair ([s]
+/// counts as [s, s]), or nullopt.
+std::optional<std::vector<int64_t>> ConvIntPair(const Graph& g, const Node& n, size_t slot);
 
 /// The bounds of a clip node (ReLU6, hardtanh, clamp with constant bounds, scalars or
 /// per channel) as float64 vectors: one element for a bound shared by every channel,

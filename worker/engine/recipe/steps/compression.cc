@@ -75,30 +75,33 @@ absl::Status RunCompression(const v1::CompressionRatios& r, CompressionOptions o
   options.input_shapes = {shape};
 
   // The uncompressed model's outputs on the scoring batches, computed once.
-  ASSIGN_OR_RETURN(const std::vector<Batch>* eval, run.Evaluation());
-  const size_t n = Limit(r.eval_batches(), eval->size());
+  absl::StatusOr<const std::vector<Batch>*> scoring = run.Batches(r.data());
+  if (!scoring.ok()) return Annotate(scoring.status(), "ratios.data");
+  const std::vector<Batch>* score_batches = *scoring;
+  const size_t n = Limit(r.eval_batches(), score_batches->size());
   std::vector<at::Tensor> reference;
   {
     Interpreter original(*run.graph);
     for (size_t b = 0; b < n; ++b) {
-      ASSIGN_OR_RETURN(at::Tensor out, original.Forward((*eval)[b].inputs));
+      ASSIGN_OR_RETURN(at::Tensor out, original.Forward((*score_batches)[b].inputs));
       reference.push_back(std::move(out));
     }
   }
   CompressionCallbacks callbacks;
-  callbacks.score_name = ScoreName(*eval, reference);
-  for (size_t b = 0; b < n; ++b) callbacks.eval_samples += (*eval)[b].inputs.size(0);
+  callbacks.score_name = ScoreName(*score_batches, reference);
+  for (size_t b = 0; b < n; ++b) callbacks.eval_samples += (*score_batches)[b].inputs.size(0);
   callbacks.score = [&](const Graph& candidate) -> absl::StatusOr<double> {
     Interpreter model(candidate);
-    ASSIGN_OR_RETURN(const Figures f, EvaluateModel([&](const at::Tensor& x) { return model.Forward(x); }, *eval, n,
-                                                    &reference));
+    ASSIGN_OR_RETURN(const Figures f, EvaluateModel([&](const at::Tensor& x) { return model.Forward(x); },
+                                                    *score_batches, n, &reference));
     return std::min(f.at(callbacks.score_name), kMaxSqnrDb);
   };
   callbacks.progress = [&](double fraction, const std::string& message) { return run.Progress(fraction, message); };
   callbacks.log = [&](const std::string& line) { return run.Log(line); };
   if (options.greedy) {
-    RETURN_IF_ERROR(run.Log(absl::StrFormat("%s: scoring candidates by %s on %d evaluation samples", name,
-                                            callbacks.score_name, callbacks.eval_samples)));
+    RETURN_IF_ERROR(run.Log(absl::StrFormat("%s: scoring candidates by %s on %d samples of the %s data", name,
+                                            callbacks.score_name, callbacks.eval_samples,
+                                            r.has_data() ? "ratios'" : "evaluation")));
   }
 
   std::vector<at::Tensor> inputs;
@@ -108,6 +111,7 @@ absl::Status RunCompression(const v1::CompressionRatios& r, CompressionOptions o
   ASSIGN_OR_RETURN(CompressionResult result, CompressModel(*run.graph, options, inputs, callbacks));
 
   // Accuracy of the model before and after, on all the evaluation data the recipe gives.
+  ASSIGN_OR_RETURN(const std::vector<Batch>* eval, run.Evaluation());
   auto figures_of = [&](const Graph& g, const char* what) -> absl::StatusOr<Figures> {
     Interpreter model(g);
     return EvaluateModel([&](const at::Tensor& x) { return model.Forward(x); }, *eval, eval->size(), nullptr,

@@ -77,6 +77,13 @@ absl::StatusOr<const std::vector<Batch>*> RunContext::Evaluation() {
   return &evaluation_;
 }
 
+absl::StatusOr<const std::vector<Batch>*> RunContext::Batches(const v1::DataRef& ref) {
+  if (ref.path().empty()) return Evaluation();
+  ASSIGN_OR_RETURN(std::vector<Batch> batches, LoadBatches(ref, device_));
+  other_batches_.push_back(std::move(batches));
+  return &other_batches_.back();
+}
+
 absl::StatusOr<Dataset> RunContext::TrainingData(const v1::DataRef& ref) const {
   const bool own = !ref.path().empty();
   auto data = LoadDataset(SpecFromRef(own ? ref : recipe_.calibration_data()));

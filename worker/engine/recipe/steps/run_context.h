@@ -2,6 +2,7 @@
 // one file beside this one (recipe/steps/<step>.cc), registered in common/steps/step_list.h.
 #pragma once
 
+#include <deque>
 #include <memory>
 #include <string>
 #include <vector>
@@ -36,6 +37,9 @@ class RunContext {
   absl::StatusOr<const std::vector<Batch>*> Calibration();
   /// The evaluation batches (the calibration batches when the recipe names none).
   absl::StatusOr<const std::vector<Batch>*> Evaluation();
+  /// Batches of `ref` on the run's device (the evaluation batches when `ref` names no
+  /// data); kept until the run ends.
+  absl::StatusOr<const std::vector<Batch>*> Batches(const v1::DataRef& ref);
   /// A training data set, on the CPU (batches move to the device one by one): `ref`, or
   /// the calibration data when `ref` names no data.
   absl::StatusOr<Dataset> TrainingData(const v1::DataRef& ref) const;
@@ -91,6 +95,7 @@ class RunContext {
   Staging* staging_;
   std::vector<std::string> artifacts_;
   std::vector<Batch> calibration_, evaluation_;
+  std::deque<std::vector<Batch>> other_batches_;
   bool calibration_loaded_ = false, evaluation_loaded_ = false;
   int step_ = 0;
   std::string stage_;
