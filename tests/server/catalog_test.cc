@@ -180,9 +180,11 @@ TEST_F(CatalogTest, RecipesResolveNamesAndOnlyReachOwnBlobs) {
   EXPECT_EQ(tune.steps(0).fine_tune().data().path(), data);
   EXPECT_EQ(tune.steps(0).fine_tune().data().labels_path(), labels);
   // ... and so does data nested deeper in a step's options.
-  tune.add_steps()->mutable_spatial_svd()->mutable_ratios()->mutable_data()->set_name("fmnist");
-  ASSERT_TRUE(catalog_->ResolveRecipe("alice", &tune).ok());
-  EXPECT_EQ(tune.steps(1).spatial_svd().ratios().data().path(), data);
+  v1::Recipe nested;
+  nested.mutable_model()->set_path(model);
+  nested.add_steps()->mutable_spatial_svd()->mutable_ratios()->mutable_data()->set_name("fmnist");
+  ASSERT_TRUE(catalog_->ResolveRecipe("alice", &nested).ok());
+  EXPECT_EQ(nested.steps(0).spatial_svd().ratios().data().path(), data);
 
   v1::Recipe both;
   both.mutable_model()->set_name("net");
