@@ -272,7 +272,7 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{"zoo/mobilenet_v2.pt", CompressionMethod::kChannelPruning, 4},
                       Case{"googlenet.pt", CompressionMethod::kChannelPruning, 2},
                       Case{"shufflenet_v2.pt", CompressionMethod::kWeightSvd, 2},
-                      Case{"shufflenet_v2.pt", CompressionMethod::kChannelPruning, 2},
+                      Case{"shufflenet_v2.pt", CompressionMethod::kChannelPruning, 4},
                       Case{"control_flow.pt", CompressionMethod::kSpatialSvd, 4},
                       Case{"dense_tiny.pt", CompressionMethod::kSpatialSvd, 4},
                       Case{"dense_tiny.pt", CompressionMethod::kChannelPruning, 4}),
