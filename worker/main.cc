@@ -95,7 +95,7 @@ int main(int argc, char** argv) {
                   "Calibration data (.npy float32 or torch.save tensor); overrides the recipe");
   run->add_option("--out", out, "Directory for the artifacts")->required();
   run->add_option("--checkpoint", checkpoint,
-                  "File where training steps (qat) keep their latest epoch checkpoint; a run that finds "
+                  "File where training steps (qat, fine_tune) keep their latest epoch checkpoint; a run that finds "
                   "one of the same recipe there resumes from it");
   run->add_option("--device", device, "cpu or cuda:N; overrides the recipe");
   run->add_option("--threads", threads, "LibTorch threads (default: all cores)");
