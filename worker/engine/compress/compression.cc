@@ -315,12 +315,13 @@ absl::StatusOr<CompressionResult> CompressModel(const Graph& graph, const Compre
     }
     std::sort(thresholds.begin(), thresholds.end(), std::greater<double>());
     thresholds.erase(std::unique(thresholds.begin(), thresholds.end()), thresholds.end());
-    auto cost_at = [&](double t) -> absl::StatusOr<int64_t> {
-      ASSIGN_OR_RETURN(auto g, ApplyAll(original, order, RatiosAt(d, t, options.layer_ratios), method,
-                                        Reconstruction::kNone, options, nullptr));
+    // The model's cost with `chosen` ratios, from shapes alone (no SVD, no refit).
+    auto cost_of = [&](const std::map<std::string, double>& chosen) -> absl::StatusOr<int64_t> {
+      ASSIGN_OR_RETURN(auto g, ApplyAll(original, order, chosen, method, Reconstruction::kNone, options, nullptr));
       ASSIGN_OR_RETURN(const ModelCost cost, Cost(*g, options));
       return TotalCost(cost, options.metric);
     };
+    auto cost_at = [&](double t) { return cost_of(RatiosAt(d, t, options.layer_ratios)); };
     ASSIGN_OR_RETURN(const int64_t lowest, cost_at(thresholds.back()));
     if (lowest > target) {
       return absl::FailedPreconditionError(absl::StrFormat(
@@ -355,9 +356,8 @@ absl::StatusOr<CompressionResult> CompressModel(const Graph& graph, const Compre
       });
       for (size_t k = 0; k + 1 < moves.size(); ++k) {
         partial[moves[k].second] = ratios.at(moves[k].second);
-        ASSIGN_OR_RETURN(auto g, ApplyAll(original, order, partial, method, Reconstruction::kNone, options, nullptr));
-        ASSIGN_OR_RETURN(const ModelCost cost, Cost(*g, options));
-        if (TotalCost(cost, options.metric) <= target) {
+        ASSIGN_OR_RETURN(const int64_t cost, cost_of(partial));
+        if (cost <= target) {
           ratios = partial;
           break;
         }

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include <ATen/ATen.h>
+#include <c10/util/accumulate.h>
 
 #include "absl/strings/str_cat.h"
 #include "ir/rewriter.h"
@@ -14,12 +15,6 @@
 
 namespace qopt {
 namespace {
-
-int64_t Elements(const std::vector<int64_t>& shape) {
-  int64_t n = 1;
-  for (int64_t d : shape) n *= d;
-  return n;
-}
 
 const at::Tensor& Weight(const Graph& g, const Node& n) { return g.values[n.Param("weight")].constant->toTensor(); }
 
@@ -121,7 +116,7 @@ SvdCost SvdCostOf(const Graph& graph, const Node& layer, SvdKind kind, CostMetri
   const int64_t m = w.size(0), n = w.size(1);
   const int64_t h = w.dim() == 4 ? w.size(2) : 1, kw = w.dim() == 4 ? w.size(3) : 1;
   // Output elements per output channel (rows of a linear layer's output).
-  const int64_t per_channel = Elements(y) / std::max<int64_t>(m, 1);
+  const int64_t per_channel = c10::multiply_integers(y) / std::max<int64_t>(m, 1);
   SvdCost cost;
   const bool macs = metric == CostMetric::kMacs;
   cost.original = (macs ? per_channel : 1) * m * n * h * kw;
@@ -166,9 +161,7 @@ absl::Status SplitBySvd(Graph& graph, const std::string& layer_name, SvdKind kin
   }
   const at::Tensor weight = Weight(graph, *layer);
   const bool conv = layer->kind == OpKind::kConv;
-  const int64_t m = weight.size(0), n = weight.size(1);
-  const int64_t h = conv ? weight.size(2) : 1, w = conv ? weight.size(3) : 1;
-  const int64_t max_rank = kind == SvdKind::kSpatial ? std::min(n * h, m * w) : std::min(m, n * h * w);
+  const int64_t max_rank = SvdCostOf(graph, *layer, kind, CostMetric::kMemory).max_rank;
   if (rank < 1 || rank > max_rank) {
     return absl::InvalidArgumentError(absl::StrCat(layer_name, ": rank ", rank, " is outside 1..", max_rank));
   }

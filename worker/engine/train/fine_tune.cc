@@ -50,7 +50,7 @@ absl::StatusOr<at::Tensor> FineTuneTask::Teacher(const at::Tensor& inputs) {
 }
 
 absl::StatusOr<std::map<std::string, double>> FineTuneTask::EndEpoch(int epoch) {
-  WriteGraphParams(graph_, params_);
+  WriteGraphParams(graph_, params_.leaves);
   if (!options_.evaluate) return std::map<std::string, double>{};
   return options_.evaluate(epoch);
 }

@@ -35,9 +35,9 @@ GraphParams CollectGraphParams(const Graph& graph, double learning_rate, double 
   return p;
 }
 
-void WriteGraphParams(Graph& graph, const GraphParams& params) {
+void WriteGraphParams(Graph& graph, const std::map<int, at::Tensor>& leaves) {
   at::NoGradGuard no_grad;
-  for (const auto& [vid, leaf] : params.leaves) graph.values[vid].constant = leaf.detach().clone();
+  for (const auto& [vid, leaf] : leaves) graph.values[vid].constant = leaf.detach().clone();
 }
 
 }  // namespace qopt

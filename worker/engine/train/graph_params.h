@@ -28,7 +28,8 @@ struct GraphParams {
 GraphParams CollectGraphParams(const Graph& graph, double learning_rate, double weight_decay,
                                const std::function<void(int vid, const at::Tensor&)>& on_param = nullptr);
 
-/// Writes the leaves' values back into the graph as its parameters (detached copies).
-void WriteGraphParams(Graph& graph, const GraphParams& params);
+/// Writes leaves (parameter value id -> tensor) back into the graph as its parameters
+/// (detached copies).
+void WriteGraphParams(Graph& graph, const std::map<int, at::Tensor>& leaves);
 
 }  // namespace qopt

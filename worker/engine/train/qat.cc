@@ -100,7 +100,7 @@ void QatTask::AfterStep() {
 
 absl::Status QatTask::WriteBack() {
   at::NoGradGuard no_grad;
-  for (const auto& [vid, leaf] : leaves_) graph_.values[vid].constant = leaf.detach().clone();
+  WriteGraphParams(graph_, leaves_);
   for (const auto& [vid, q] : param_quantizers_) {
     if (!q.fixed_grid()) {
       RETURN_IF_ERROR(sim_.UpdateParam(vid));
