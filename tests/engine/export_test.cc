@@ -175,5 +175,36 @@ TEST(TorchScriptExportTest, FloatExportMatchesTheFoldedModel) {
   EXPECT_TRUE(found);
 }
 
+// The importer makes every op functional; the export writes activations back in place
+// where that is safe (their input is a fresh tensor nothing else reads) and keeps the
+// functional form elsewhere, so the model computes the same.
+TEST(TorchScriptExportTest, ActivationsRunInPlaceOnlyWhereNothingElseReadsTheirInput) {
+  at::NoGradGuard no_grad;
+  TempDir dir;
+  torch::jit::Module user("InPlace");
+  user.define(R"(
+def forward(self, x):
+    y = x * 2.0
+    r = torch.relu(y)
+    z = torch.relu(r + y)
+    return torch.relu(x) + torch.clamp(z * z, -1.0, 1.0)
+)");
+  user.save(dir.File("user.pt"));
+  auto g = ImportTorchScript(dir.File("user.pt"));
+  ASSERT_THAT(g, IsOk());
+  ASSERT_THAT(ExportTorchScript(*g, nullptr, dir.File("out.pt")), IsOk());
+  torch::jit::Module m = torch::jit::load(dir.File("out.pt"));
+  std::map<std::string, int> kinds;
+  for (const torch::jit::Node* n : m.get_method("forward").graph()->nodes()) ++kinds[n->kind().toQualString()];
+  EXPECT_EQ(kinds["aten::relu_"], 1);   // relu(r + y)
+  EXPECT_EQ(kinds["aten::relu"], 2);    // relu(y): y is read again; relu(x): x is the caller's
+  EXPECT_EQ(kinds["aten::clamp_"], 1);  // clamp(z * z)
+  const at::Tensor x = at::randn({4, 8});
+  const at::Tensor expected = user.forward({x}).toTensor();
+  const at::Tensor input = x.clone();
+  EXPECT_TRUE(at::allclose(m.forward({input}).toTensor(), expected));
+  EXPECT_TRUE(at::equal(input, x)) << "the caller's input was overwritten";
+}
+
 }  // namespace
 }  // namespace qopt
