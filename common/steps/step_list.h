@@ -17,5 +17,6 @@
   X(BiasCorrection)           \
   X(AutoQuant)                \
   X(Qat)                      \
+  X(Analyze)                  \
   X(Evaluate)                 \
   X(Export)

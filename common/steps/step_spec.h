@@ -58,6 +58,11 @@ v1::Step StepWithDefaults(const v1::Step& step);
 std::string ExportTorchScriptName(const v1::ExportStep& step);
 std::string ExportEncodingsName(const v1::ExportStep& step);
 
+/// The analyses the analyze step writes one JSON artifact each for, and the artifact's
+/// name ("<prefix>_<analysis>.json", defaults filled in).
+inline constexpr const char* kAnalyzeArtifacts[] = {"scores", "layer_errors", "ranges", "histograms"};
+std::string AnalyzeArtifactName(const v1::AnalyzeStep& step, const std::string& analysis);
+
 /// The step's operation as named in recipes ("fold_batch_norm"), "" when unset.
 std::string StepName(const v1::Step& step);
 

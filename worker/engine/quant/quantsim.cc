@@ -375,7 +375,10 @@ absl::Status QuantSim::ChangeQuantizer(int value_id, const QuantizerChange& chan
   Quantizer& q = it->second;
   const std::string& name = graph_.values[value_id].name;
   if (change.enabled) q.set_enabled(*change.enabled);
-  if (!change.bitwidth && !change.symmetric && !change.per_channel) return absl::OkStatus();
+  if (!change.bitwidth && !change.symmetric && !change.per_channel) {
+    // A parameter's quantized copy is cached: switching its quantizer rebuilds it.
+    return is_param && change.enabled ? RefreshParam(value_id) : absl::OkStatus();
+  }
   QuantSpec spec = q.spec();
   if (change.bitwidth) spec.bitwidth = *change.bitwidth;
   if (change.symmetric) spec.symmetric = *change.symmetric;
