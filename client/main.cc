@@ -153,8 +153,18 @@ int main(int argc, char** argv) {
   CLI::App* usage = app.add_subcommand("usage", "Storage this tenant holds, against its quota");
   usage->final_callback([&] { command = [&](Connection& c) { return RunUsage(c); }; });
 
-  CLI::App* report = AddJobCommand(app, "report", "Print a finished job's JSON report", &job_id);
-  report->final_callback([&] { command = [&](Connection& c) { return RunReport(c, job_id); }; });
+  CLI::App* report = AddJobCommand(app, "report", "Print a finished job's JSON report, or download its HTML report", &job_id);
+  bool html = false;
+  std::string html_path;
+  report->add_flag("--html", html, "Download report.html (self-contained: charts of every step) instead");
+  report->add_option("-o", html_path, "With --html: where to write it (default ./report.html)");
+  report->final_callback([&] {
+    command = [&](Connection& c) -> absl::StatusOr<int> {
+      if (html) return RunDownload(c, job_id, "report.html", html_path);
+      if (!html_path.empty()) return UsageError("-o needs --html (the JSON report prints to stdout)");
+      return RunReport(c, job_id);
+    };
+  });
 
   try {
     app.parse(argc, argv);

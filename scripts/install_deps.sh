@@ -10,6 +10,8 @@ packages=(
   libabsl-dev libsqlite3-dev prometheus-cpp-dev
   libgtest-dev libgmock-dev libssl-dev nlohmann-json3-dev libcli11-dev
   zlib1g-dev libzip-dev libpng-dev libturbojpeg0-dev prometheus libyaml-cpp-dev libseccomp-dev
+  # report.html is checked in a real browser (tests/cli/report_html_test.sh).
+  chromium fonts-dejavu-core
   python3-torch python3-torchvision python3-numpy python3-grpcio python3-protobuf python3-yaml
   dataset-fashion-mnist
   # The fuzz harnesses (tests/fuzz): Debian 12's clang; libFuzzer ships in compiler-rt.

@@ -19,6 +19,13 @@ const StepSpec* FindStepSpec(v1::Step::KindCase kind) {
   return nullptr;
 }
 
+const StepSpec* FindStepSpec(const std::string& name) {
+  const google::protobuf::FieldDescriptor* field = v1::Step::descriptor()->FindFieldByName(name);
+  if (field == nullptr || field->containing_oneof() == nullptr) return nullptr;
+  // A oneof's case values are its fields' numbers.
+  return FindStepSpec(static_cast<v1::Step::KindCase>(field->number()));
+}
+
 v1::Step StepWithDefaults(const v1::Step& step) {
   v1::Step filled = step;
   const StepSpec* spec = FindStepSpec(step.kind_case());

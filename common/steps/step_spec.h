@@ -50,6 +50,10 @@ struct StepSpec {
 /// The registered spec of `kind`; null for KIND_NOT_SET or a step this build lacks.
 const StepSpec* FindStepSpec(v1::Step::KindCase kind);
 
+/// The registered spec of the step named `name` as in recipes ("calibrate"); null for any
+/// other name, so that a name from outside (a worker's step report) can be checked.
+const StepSpec* FindStepSpec(const std::string& name);
+
 /// `step` with its spec's defaults filled in.
 v1::Step StepWithDefaults(const v1::Step& step);
 

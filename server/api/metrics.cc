@@ -1,8 +1,18 @@
 #include "api/metrics.h"
 
+#include <cmath>
+
 #include "recipe_check.h"
+#include "steps/step_spec.h"
 
 namespace qopt::server {
+namespace {
+
+// Jobs and their steps take from under a second (evaluating a small model) to hours
+// (QAT, AdaRound on a large one).
+const prometheus::Histogram::BucketBoundaries kWorkSeconds = {0.5, 1, 5, 15, 60, 300, 900, 3600, 14400, 43200};
+
+}  // namespace
 
 Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
   jobs_ = &prometheus::BuildGauge().Name("qopt_jobs").Help("Jobs by state").Register(*registry_);
@@ -19,6 +29,10 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                       .Name("qopt_job_duration_seconds")
                       .Help("Submission to final state, by final state and technique")
                       .Register(*registry_);
+  step_seconds_ = &prometheus::BuildHistogram()
+                       .Name("qopt_step_duration_seconds")
+                       .Help("Time of one finished recipe step on its worker, by step (as named in recipes)")
+                       .Register(*registry_);
   lease_expiries_ = &prometheus::BuildCounter()
                          .Name("qopt_lease_expiries_total")
                          .Help("Leases that expired (worker lost)")
@@ -69,10 +83,18 @@ void Metrics::SetTechniqueCounts(
 }
 
 void Metrics::JobFinished(const v1::Job& job) {
-  static const prometheus::Histogram::BucketBoundaries kBuckets = {1, 5, 15, 60, 300, 900, 3600, 14400};
   job_seconds_->Add({{"state", v1::JobState_Name(job.state())}, {"technique", RecipeTechnique(job.recipe())}},
-                    kBuckets)
+                    kWorkSeconds)
       .Observe(static_cast<double>(job.updated_unix_ms() - job.created_unix_ms()) / 1000.0);
+}
+
+void Metrics::StepFinished(const std::string& step, double seconds) {
+  // A NaN or infinity would stay in the histogram's sum for good; a negative time is no
+  // measurement either.
+  if (!std::isfinite(seconds) || seconds < 0) return;
+  // Each label value is a series of its own; only the registry's step names may make one.
+  const std::string label = FindStepSpec(step) != nullptr ? step : "unknown";
+  step_seconds_->Add({{"step", label}}, kWorkSeconds).Observe(seconds);
 }
 
 void Metrics::LeaseExpired(int count) {

@@ -1,6 +1,6 @@
 // Prometheus metrics of qopt-server (prometheus-cpp), served on their own port:
-// jobs by state and by state and technique, queue depth, job durations, lease expiries,
-// live workers, bytes in and out, and RPC latency by method.
+// jobs by state and by state and technique, queue depth, job and step durations, lease
+// expiries, live workers, bytes in and out, and RPC latency by method.
 #pragma once
 
 #include <chrono>
@@ -30,6 +30,10 @@ class Metrics {
   void SetTechniqueCounts(const std::vector<std::tuple<v1::JobState, std::string, int64_t>>& counts);
   /// A job reached a final state; its duration is created -> updated.
   void JobFinished(const v1::Job& job);
+  /// A worker reported a finished recipe step `step` (as named in recipes) that took
+  /// `seconds`. A name that is no step counts as "unknown": workers are not trusted to
+  /// choose label values. A time that is negative or not finite is not counted.
+  void StepFinished(const std::string& step, double seconds);
   void LeaseExpired(int count);
   /// A worker called in; workers not heard from for 30 s stop counting as live.
   void WorkerSeen(const std::string& worker_id);
@@ -60,6 +64,7 @@ class Metrics {
   std::map<std::pair<std::string, std::string>, prometheus::Gauge*> technique_gauges_;
   prometheus::Gauge* queue_depth_;
   prometheus::Family<prometheus::Histogram>* job_seconds_;
+  prometheus::Family<prometheus::Histogram>* step_seconds_;
   prometheus::Counter* lease_expiries_;
   prometheus::Gauge* live_workers_;
   prometheus::Counter* bytes_in_;

@@ -82,6 +82,8 @@ grpc::Status WorkerServiceImpl::Heartbeat(grpc::ServerContext* ctx,
   metrics_->WorkerSeen(request->worker_id());
   auto result = jobs_->Heartbeat(*request);
   if (!result.ok()) return ToGrpc(result.status());
+  // Counted once stored: a worker sends a refused heartbeat's step reports again.
+  for (const v1::StepReport& step : request->step_reports()) metrics_->StepFinished(step.step(), step.seconds());
   response->set_cancelled(result->first);
   response->set_lease_expires_unix_ms(result->second);
   return grpc::Status::OK;

@@ -272,6 +272,7 @@ absl::StatusOr<std::vector<v1::JobEvent>> JobStore::Events(const std::string& te
       if (holder.ParseFromString(figures)) {
         *e.mutable_metrics() = holder.metrics();
         if (holder.has_step_report()) *e.mutable_step_report() = holder.step_report();
+        if (holder.has_layer_row()) *e.mutable_layer_row() = holder.layer_row();
       }
     }
     out.push_back(std::move(e));
@@ -431,8 +432,12 @@ absl::StatusOr<std::pair<bool, int64_t>> JobStore::Heartbeat(const v1::Heartbeat
       up.Bind(1, expires).Bind(2, hb.stage()).Bind(3, hb.progress()).Bind(4, hb.eta_seconds())
           .Bind(5, NowUnixMs()).Bind(6, static_cast<int64_t>(v1::CANCELLED)).Bind(7, hb.job_id());
       RETURN_IF_ERROR(up.Run());
-      for (const std::string& line : hb.log_lines()) {
-        RETURN_IF_ERROR(AppendEvent(hb.job_id(), v1::RUNNING, hb.stage(), hb.progress(), hb.eta_seconds(), line));
+      for (int i = 0; i < hb.log_lines_size(); ++i) {
+        v1::JobEvent carried;
+        auto row = hb.log_rows().find(i);
+        if (row != hb.log_rows().end()) *carried.mutable_layer_row() = row->second;
+        RETURN_IF_ERROR(AppendEvent(hb.job_id(), v1::RUNNING, hb.stage(), hb.progress(), hb.eta_seconds(),
+                                    hb.log_lines(i), row != hb.log_rows().end() ? &carried : nullptr));
       }
       for (const v1::StepReport& step : hb.step_reports()) {
         v1::JobEvent carried;

@@ -1,5 +1,5 @@
-// The step registry: every step recipe.proto declares has a spec, and each spec's
-// defaults are what its proto comment promises.
+// The step registry: every step recipe.proto declares has a spec, found by its kind or
+// its recipe name, and each spec's defaults are what its proto comment promises.
 #include "steps/step_spec.h"
 
 #include <gtest/gtest.h>
@@ -17,6 +17,16 @@ TEST(StepSpecTest, EveryStepOfTheProtoIsRegistered) {
     EXPECT_EQ(spec->kind, number);
   }
   EXPECT_EQ(FindStepSpec(v1::Step::KIND_NOT_SET), nullptr);
+}
+
+TEST(StepSpecTest, FindsStepsByTheirRecipeNamesOnly) {
+  ASSERT_NE(FindStepSpec("calibrate"), nullptr);
+  EXPECT_EQ(FindStepSpec("calibrate")->kind, v1::Step::kCalibrate);
+  ASSERT_NE(FindStepSpec("export"), nullptr) << "the recipe name, not C++'s export_";
+  EXPECT_EQ(FindStepSpec("export")->kind, v1::Step::kExport);
+  for (const char* name : {"", "Calibrate", "export_", "kind", "calibrate ", "no_such_step"}) {
+    EXPECT_EQ(FindStepSpec(std::string(name)), nullptr) << "'" << name << "'";
+  }
 }
 
 TEST(StepSpecTest, DefaultsFillOnlyUnsetOptions) {

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include <ATen/ATen.h>
+#include <google/protobuf/util/message_differencer.h>
 
 #include "absl/strings/str_cat.h"
 #include "analysis/quant_analyzer.h"
@@ -289,8 +290,10 @@ TEST(AnalyzeStepTest, ReportsEveryGroupAndWritesOneFilePerAnalysis) {
   RunOptions options;
   options.out_dir = dir.File("out");
   std::vector<std::string> lines;
+  std::vector<v1::LayerRow> streamed;
   options.on_progress = [&](const Progress& p) {
     if (p.log && p.stage == "analyze") lines.push_back(p.message);
+    if (p.layer_row) streamed.push_back(*p.layer_row);
   };
   auto recipe = ParseRecipeJson(AnalyzeRecipe(R"([{"fold_batch_norm": {}}, {"calibrate": {}}, {"evaluate": {}},
       {"analyze": {"histogram_bins": 16, "activation_samples": 100}}, {"evaluate": {}}])"));
@@ -307,6 +310,11 @@ TEST(AnalyzeStepTest, ReportsEveryGroupAndWritesOneFilePerAnalysis) {
   EXPECT_EQ(step.layers_size(), groups);
   EXPECT_EQ(step.figures().at("evaluations"), 3 + 2 * groups);
   EXPECT_EQ(static_cast<int>(lines.size()), groups + 1);  // one per group, then the summary
+  // Each group's row went out typed as soon as it was measured, as the report keeps it.
+  ASSERT_EQ(static_cast<int>(streamed.size()), groups);
+  for (int g = 0; g < groups; ++g) {
+    EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(streamed[g], step.layers(g))) << step.layers(g).layer();
+  }
   int weight_ranges = 0, histograms = 0;
   for (const v1::Series& s : step.series()) {
     weight_ranges += s.name().find("weight max per channel") != std::string::npos;

@@ -2,9 +2,12 @@
 // is admitted by the lease's own token only, its bytes are checked against the header and
 // capped, the newest replaces the one before, a job queued again after its lease expired
 // hands the checkpoint to its next lease (which may read it), and a job that ends drops it.
+// Heartbeats' step reports become the step-duration histogram, labelled by step names
+// from the registry only.
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <thread>
@@ -139,6 +142,27 @@ class WorkerServiceTest : public ::testing::Test {
   }
 
   std::string Checkpoint(const std::string& job) { return *jobs_->Checkpoint(job); }
+
+  // (count, sum) of qopt_step_duration_seconds{step="<step>"}; (0, 0) when there is no such series.
+  std::pair<uint64_t, double> StepSeconds(const std::string& step) {
+    for (const prometheus::MetricFamily& family : metrics_.registry()->Collect()) {
+      if (family.name != "qopt_step_duration_seconds") continue;
+      for (const prometheus::ClientMetric& m : family.metric) {
+        if (m.label.size() == 1 && m.label[0].value == step) {
+          return {m.histogram.sample_count, m.histogram.sample_sum};
+        }
+      }
+    }
+    return {0, 0.0};
+  }
+
+  // The number of qopt_step_duration_seconds series.
+  size_t StepSeries() {
+    for (const prometheus::MetricFamily& family : metrics_.registry()->Collect()) {
+      if (family.name == "qopt_step_duration_seconds") return family.metric.size();
+    }
+    return 0;
+  }
 
   std::filesystem::path dir_;
   std::unique_ptr<BlobStore> blobs_;
@@ -281,6 +305,41 @@ TEST_F(WorkerServiceTest, ACompletedJobDropsItsCheckpoint) {
   ASSERT_TRUE(collected.ok());
   EXPECT_EQ(collected->blobs, 1);
   EXPECT_FALSE(blobs_->Exists(Sha(bytes))) << "garbage collection removes the dropped checkpoint";
+}
+
+TEST_F(WorkerServiceTest, StepReportsAreTimedByStepAndOnlyKnownStepsNameASeries) {
+  Submit();
+  const v1::LeaseResponse lease = Lease();
+  v1::HeartbeatRequest hb;
+  hb.set_job_id(lease.job_id());
+  hb.set_lease_id(lease.lease_id());
+  hb.set_worker_id("w");
+  const auto report = [&](const std::string& step, double seconds) {
+    v1::StepReport* r = hb.add_step_reports();
+    r->set_step(step);
+    r->set_seconds(seconds);
+  };
+  report("calibrate", 2.5);
+  report("analyze", 40);
+  report("evil\"} 1\nqopt_jobs 9", 1);
+  report("Calibrate", 1);
+  report("", 1);
+  report("calibrate", std::nan(""));
+  report("analyze", -1);
+  grpc::ClientContext ctx;
+  Authorize(&ctx, lease.lease_token());
+  v1::HeartbeatResponse response;
+  const grpc::Status s = stub_->Heartbeat(&ctx, hb, &response);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(StepSeconds("calibrate"), std::make_pair(uint64_t{1}, 2.5)) << "a NaN time is not counted";
+  EXPECT_EQ(StepSeconds("analyze"), std::make_pair(uint64_t{1}, 40.0)) << "a negative time is not counted";
+  EXPECT_EQ(StepSeconds("unknown"), std::make_pair(uint64_t{3}, 3.0)) << "names that are no step";
+  EXPECT_EQ(StepSeries(), 3u);
+
+  grpc::ClientContext refused;
+  Authorize(&refused, "not-the-lease-token");
+  EXPECT_FALSE(stub_->Heartbeat(&refused, hb, &response).ok());
+  EXPECT_EQ(StepSeconds("calibrate").first, 1u) << "a refused heartbeat's reports are not counted";
 }
 
 }  // namespace

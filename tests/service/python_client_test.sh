@@ -184,7 +184,8 @@ recipe = {
                          "batch_size": 32, "preprocess": preprocess},
     "evaluation_data": {"path": f"{fmnist}/t10k-images-idx3-ubyte.gz", "preprocess": preprocess,
                         "labels_path": f"{fmnist}/t10k-labels-idx1-ubyte.gz", "max_samples": 200, "batch_size": 100},
-    "steps": [{"calibrate": {}}, {"evaluate": {}}, {"export": {"encodings": True}}],
+    "steps": [{"calibrate": {}}, {"evaluate": {}}, {"analyze": {"num_batches": 1, "activation_samples": 32}},
+              {"export": {"encodings": True}}],
 }
 code = error_code(lambda: a.submit(dict(recipe, modle={})))
 check("a recipe with an unknown field is INVALID_ARGUMENT", code == "INVALID_ARGUMENT", code)
@@ -203,12 +204,23 @@ check("wait saw every event once, in order",
       [e.sequence for e in events] == sorted({e.sequence for e in events}) and events[-1].state == service_pb2.SUCCEEDED)
 finished = [e.step_report for e in events if e.HasField("step_report")]
 check("each step's report arrives as it finishes",
-      [(s.index, s.step) for s in finished] == [(1, "calibrate"), (2, "evaluate"), (3, "export")]
-      and 0.8 < finished[1].figures["top1"] <= 1 and "model.encodings" in finished[2].artifacts, finished)
+      [(s.index, s.step) for s in finished] == [(1, "calibrate"), (2, "evaluate"), (3, "analyze"), (4, "export")]
+      and 0.8 < finished[1].figures["top1"] <= 1 and "model.encodings" in finished[3].artifacts, finished)
+# The analysis streams each group's row, typed, before its step's report arrives.
+rows = [(e.sequence, e.layer_row) for e in events if e.HasField("layer_row")]
+analyzed = next(e for e in events if e.HasField("step_report") and e.step_report.step == "analyze")
+check("analysis rows arrive typed, one per group, before the step's report",
+      [r.layer for _, r in rows] == [l.layer for l in analyzed.step_report.layers]
+      and all(seq < analyzed.sequence for seq, _ in rows) and "only_enabled" in rows[-1][1].figures,
+      [r.layer for _, r in rows])
+check("the client's rows() gives the same rows",
+      [r.layer for _, r in a.rows(job.id)] == [r.layer for _, r in rows])
 resumed = list(a.watch(job.id, after=events[-2].sequence))
 check("watch resumes after a sequence", [e.sequence for e in resumed] == [events[-1].sequence], resumed)
 report = a.report(job.id)
 check("report has the evaluate metrics", 0.8 < report["metrics"].get("top1", 0) <= 1, report.get("metrics"))
+html = a.download(job.id, "report.html", tmp)
+check("report.html downloads", "step-3-sensitivity" in open(html).read(), html)
 got = a.download(job.id, "model.encodings", tmp)
 check("download into a folder", os.path.basename(got) == "model.encodings" and os.path.getsize(got) > 0, got)
 # A download that does not match the job's artifact entry leaves no file behind.

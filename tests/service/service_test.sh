@@ -64,6 +64,10 @@ again=$("$cli" submit "$src/examples/recipes/fashion_mnist_w8a8.json" --request-
 [ "$again" = "$job" ] || fail "resubmitting request_id e2e-1 made a new job $again"
 "$cli" download "$job" model.pt -o "$tmp/model.pt" || fail "download model.pt"
 "$cli" report "$job" > "$tmp/report.json" || fail "report"
+"$cli" report "$job" --html -o "$tmp/report.html" > /dev/null || fail "report --html"
+grep -q 'id="summary"' "$tmp/report.html" || fail "report --html wrote no report page"
+"$cli" report "$job" -o "$tmp/x.html" > /dev/null 2>&1
+[ $? -eq 2 ] || fail "report -o without --html is not a usage error"
 "$python" - "$tmp/model.pt" "$tmp/report.json" <<'PY' || fail "artifacts of $job"
 import json, sys, torch
 model = torch.jit.load(sys.argv[1])

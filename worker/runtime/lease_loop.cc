@@ -237,7 +237,11 @@ class Worker {
     Progress latest;
     latest.stage = "starting";
     // Log lines and figures not yet delivered; a heartbeat that fails keeps them.
-    std::vector<std::string> pending_logs;
+    struct LogLine {
+      std::string line;
+      std::shared_ptr<const v1::LayerRow> row;  // the report row the line announces, if any
+    };
+    std::vector<LogLine> pending_logs;
     std::map<std::string, double> pending_metrics;
     std::vector<v1::StepReport> pending_steps;
     const auto started = std::chrono::steady_clock::now();
@@ -269,11 +273,14 @@ class Worker {
       const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
       hb.set_eta_seconds(overall > 0.01 ? elapsed * (1.0 - overall) / overall : 0.0);
       if (!latest.log) hb.set_message(latest.message);
-      std::vector<std::string> logs;
+      std::vector<LogLine> logs;
       logs.swap(pending_logs);
       std::map<std::string, double> figures;
       figures.swap(pending_metrics);
-      for (const std::string& line : logs) hb.add_log_lines(line);
+      for (const LogLine& log : logs) {
+        if (log.row) (*hb.mutable_log_rows())[hb.log_lines_size()] = *log.row;
+        hb.add_log_lines(log.line);
+      }
       std::vector<v1::StepReport> steps;
       steps.swap(pending_steps);
       for (const v1::StepReport& step : steps) *hb.add_step_reports() = step;
@@ -336,7 +343,7 @@ class Worker {
         p.message = caller_names(p.message);
         std::lock_guard<std::mutex> lock(mu);
         latest = p;
-        if (p.log) pending_logs.push_back(p.message);
+        if (p.log) pending_logs.push_back({p.message, p.layer_row});
         for (const auto& [k, v] : p.metrics) pending_metrics[k] = v;
         if (p.step_report) pending_steps.push_back(*p.step_report);
       };
@@ -355,8 +362,9 @@ class Worker {
         std::fflush(stdout);
         if (!fetched.ok()) {
           std::lock_guard<std::mutex> lock(mu);
-          pending_logs.push_back(absl::StrCat("the checkpoint of an earlier attempt could not be fetched (",
-                                              fetched.message(), "); training starts over"));
+          pending_logs.push_back({absl::StrCat("the checkpoint of an earlier attempt could not be fetched (",
+                                               fetched.message(), "); training starts over"),
+                                  nullptr});
         }
       }
       CheckpointUploader uploader(

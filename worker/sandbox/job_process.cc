@@ -56,6 +56,7 @@ v1::JobProgress ToFrame(const Progress& p) {
   f.set_log(p.log);
   f.mutable_metrics()->insert(p.metrics.begin(), p.metrics.end());
   if (p.step_report) *f.mutable_step_report() = *p.step_report;
+  if (p.layer_row) *f.mutable_layer_row() = *p.layer_row;
   return f;
 }
 
@@ -69,6 +70,7 @@ Progress FromFrame(const v1::JobProgress& f) {
   p.log = f.log();
   p.metrics.insert(f.metrics().begin(), f.metrics().end());
   if (f.has_step_report()) p.step_report = std::make_shared<const v1::StepReport>(f.step_report());
+  if (f.has_layer_row()) p.layer_row = std::make_shared<const v1::LayerRow>(f.layer_row());
   return p;
 }
 

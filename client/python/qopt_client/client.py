@@ -227,6 +227,14 @@ class Client:
         finally:
             call.cancel()
 
+    def rows(self, job_id, after=0):
+        """Yields (stage, qopt.v1.LayerRow) for each report row a running step streams as
+        soon as it is measured (analyze: one per quantizer group), from the job's events
+        after sequence `after` until the job finishes."""
+        for event in self.watch(job_id, after):
+            if event.HasField("layer_row"):
+                yield event.stage, event.layer_row
+
     def wait(self, job_id, on_event=None, reconnects=4):
         """Follows the job until it finishes and returns the final Job.
 

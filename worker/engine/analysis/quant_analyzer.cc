@@ -148,10 +148,7 @@ double SqnrDb(double signal, double noise) {
 
 void WeightFigures(const at::Tensor& weight, int bins, LayerAnalysis& l) {
   const at::Tensor w = weight.detach().to(at::kCPU).to(at::kFloat);
-  const at::Tensor rows = w.dim() > 1 ? w.reshape({w.size(0), -1}) : w.reshape({1, -1});
-  const at::Tensor lo = std::get<0>(rows.min(1)).to(at::kDouble), hi = std::get<0>(rows.max(1)).to(at::kDouble);
-  l.weight_min.assign(lo.data_ptr<double>(), lo.data_ptr<double>() + lo.numel());
-  l.weight_max.assign(hi.data_ptr<double>(), hi.data_ptr<double>() + hi.numel());
+  WeightRangePerChannel(w, &l.weight_min, &l.weight_max);
   ValueHistogram& h = l.weights;
   h.lo = w.min().item<double>();
   h.hi = w.max().item<double>();
@@ -161,6 +158,14 @@ void WeightFigures(const at::Tensor& weight, int bins, LayerAnalysis& l) {
 }
 
 }  // namespace
+
+void WeightRangePerChannel(const at::Tensor& weight, std::vector<double>* min, std::vector<double>* max) {
+  const at::Tensor w = weight.detach().to(at::kCPU).to(at::kDouble);
+  const at::Tensor rows = w.dim() > 1 ? w.reshape({w.size(0), -1}) : w.reshape({1, -1});
+  const at::Tensor lo = std::get<0>(rows.min(1)).contiguous(), hi = std::get<0>(rows.max(1)).contiguous();
+  min->assign(lo.data_ptr<double>(), lo.data_ptr<double>() + lo.numel());
+  max->assign(hi.data_ptr<double>(), hi.data_ptr<double>() + hi.numel());
+}
 
 std::vector<QuantizerGroup> QuantizerGroups(const QuantSim& sim) {
   const Graph& g = sim.graph();

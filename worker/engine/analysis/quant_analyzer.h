@@ -30,6 +30,9 @@ struct QuantizerGroup {
   int output = -1;              // the value the group's output error is measured on
 };
 
+/// Each output channel's (dim 0) minimum and maximum of `weight`.
+void WeightRangePerChannel(const at::Tensor& weight, std::vector<double>* min, std::vector<double>* max);
+
 /// The groups of `sim`'s quantizers in forward order; every quantizer is in one group.
 std::vector<QuantizerGroup> QuantizerGroups(const QuantSim& sim);
 

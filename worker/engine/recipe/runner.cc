@@ -17,6 +17,7 @@
 #include "recipe/recipe.h"
 #include "recipe/staging.h"
 #include "recipe/steps/run_context.h"
+#include "report_html.h"
 #include "report_json.h"
 #include "status.h"
 #include "steps/step_spec.h"
@@ -187,6 +188,7 @@ absl::StatusOr<RunSummary> RunRecipe(const v1::Recipe& recipe, const RunOptions&
   summary.metrics = run.metrics;
   summary.report_json = ReportToJson(report);
   RETURN_IF_ERROR(run.WriteArtifact("report.json", summary.report_json));
+  RETURN_IF_ERROR(run.WriteArtifact("report.html", ReportToHtml(report)));
   RETURN_IF_ERROR(staging.Commit(run.artifacts()));
   summary.artifacts = run.artifacts();
   return summary;

@@ -23,6 +23,9 @@ struct Progress {
   bool log = false;      // a result worth keeping in the job's history, not just status
   std::map<std::string, double> metrics;  // figures the step produced (evaluate: top1, ...)
   std::shared_ptr<const v1::StepReport> step_report;  // set once per step, when it finished
+  /// With a log line: the report row it announces (analyze streams one per layer as it
+  /// is measured, before the step's report exists).
+  std::shared_ptr<const v1::LayerRow> layer_row;
 };
 
 struct RunOptions {

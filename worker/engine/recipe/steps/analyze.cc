@@ -1,6 +1,7 @@
 // analyze: where the calibrated simulation loses accuracy, layer by layer (scores with
 // quantizer groups switched, output errors, ranges, histograms), into the report and one
 // JSON artifact per analysis.
+#include <algorithm>
 #include <cmath>
 
 #include <nlohmann/json.hpp>
@@ -57,6 +58,28 @@ std::string Quantizers(const QuantSim& sim, const QuantizerGroup& g) {
   return absl::StrJoin(names, ",");
 }
 
+// One group's row of the report, as streamed and as kept.
+v1::LayerRow AnalysisRow(const QuantSim& sim, const LayerAnalysis& l) {
+  v1::LayerRow row;
+  row.set_layer(l.group.layer);
+  (*row.mutable_labels())["op_type"] = l.group.op_type;
+  (*row.mutable_labels())["quantizers"] = Quantizers(sim, l.group);
+  auto& f = *row.mutable_figures();
+  Put(f, "only_enabled", l.only_enabled);
+  Put(f, "only_disabled", l.only_disabled);
+  Put(f, "output_mse", l.output_mse);
+  Put(f, "output_sqnr_db", l.output_sqnr_db);
+  Put(f, "activation_min", l.activation_min);
+  Put(f, "activation_max", l.activation_max);
+  Put(f, "encoding_min", l.encoding_min);
+  Put(f, "encoding_max", l.encoding_max);
+  if (!l.weight_min.empty()) {
+    f["weight_min"] = *std::min_element(l.weight_min.begin(), l.weight_min.end());
+    f["weight_max"] = *std::max_element(l.weight_max.begin(), l.weight_max.end());
+  }
+  return row;
+}
+
 }  // namespace
 
 absl::Status RunAnalyzeStep(const v1::Step& step, RunContext& run) {
@@ -71,17 +94,12 @@ absl::Status RunAnalyzeStep(const v1::Step& step, RunContext& run) {
   AnalysisCallbacks callbacks;
   callbacks.progress = [&](double fraction, const std::string& message) { return run.Progress(fraction, message); };
   callbacks.on_layer = [&](const LayerAnalysis& l) {
-    Figures figures;
-    for (const auto& [key, value] : {std::pair{"only_enabled", l.only_enabled}, {"only_disabled", l.only_disabled},
-                                     {"output_sqnr_db", l.output_sqnr_db}}) {
-      if (!std::isnan(value)) figures[key] = value;
-    }
     std::string line = absl::StrFormat("analyze: %s (%s)", l.group.layer, l.group.op_type);
     if (!std::isnan(l.only_enabled)) {
       absl::StrAppendFormat(&line, ": only it quantized %.4f, only it in float %.4f", l.only_enabled, l.only_disabled);
     }
     if (!std::isnan(l.output_sqnr_db)) absl::StrAppendFormat(&line, ", output SQNR %.1f dB", l.output_sqnr_db);
-    return run.Log(line, figures);
+    return run.LogRow(line, AnalysisRow(*run.sim, l));
   };
   ASSIGN_OR_RETURN(const QuantAnalysis r, AnalyzeQuantization(*run.sim, *data, options, callbacks));
 
@@ -101,22 +119,8 @@ absl::Status RunAnalyzeStep(const v1::Step& step, RunContext& run) {
   json scores_layers = json::object(), errors = json::object(), ranges = json::object(), histograms = json::object();
   for (const LayerAnalysis& l : r.layers) {
     const std::string& name = l.group.layer;
-    v1::LayerRow* row = part.add_layers();
-    row->set_layer(name);
-    (*row->mutable_labels())["op_type"] = l.group.op_type;
-    (*row->mutable_labels())["quantizers"] = Quantizers(*run.sim, l.group);
-    auto& f = *row->mutable_figures();
-    Put(f, "only_enabled", l.only_enabled);
-    Put(f, "only_disabled", l.only_disabled);
-    Put(f, "output_mse", l.output_mse);
-    Put(f, "output_sqnr_db", l.output_sqnr_db);
-    Put(f, "activation_min", l.activation_min);
-    Put(f, "activation_max", l.activation_max);
-    Put(f, "encoding_min", l.encoding_min);
-    Put(f, "encoding_max", l.encoding_max);
+    *part.add_layers() = AnalysisRow(*run.sim, l);
     if (!l.weight_min.empty()) {
-      f["weight_min"] = *std::min_element(l.weight_min.begin(), l.weight_min.end());
-      f["weight_max"] = *std::max_element(l.weight_max.begin(), l.weight_max.end());
       std::vector<double> channels;
       for (size_t c = 0; c < l.weight_min.size(); ++c) channels.push_back(static_cast<double>(c));
       AddSeries(part, name + " weight min per channel", channels, l.weight_min);

@@ -156,6 +156,12 @@ absl::Status RunContext::Log(std::string line, Figures figures) {
   return Emit(qopt::Progress{step_, recipe_.steps_size(), stage_, 1.0, std::move(line), true, std::move(figures)});
 }
 
+absl::Status RunContext::LogRow(std::string line, v1::LayerRow row) {
+  qopt::Progress p{step_, recipe_.steps_size(), stage_, 1.0, std::move(line), true};
+  p.layer_row = std::make_shared<const v1::LayerRow>(std::move(row));
+  return Emit(std::move(p));
+}
+
 absl::Status RunContext::Finish(const v1::StepReport& part) {
   qopt::Progress done{step_, recipe_.steps_size(), stage_, 1.0, "done"};
   done.step_report = std::make_shared<const v1::StepReport>(part);

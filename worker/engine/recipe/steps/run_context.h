@@ -67,6 +67,9 @@ class RunContext {
   std::string StepFingerprint() const;
   /// A result line for the job's history, with the figures behind it.
   absl::Status Log(std::string line, Figures figures = {});
+  /// A result line that announces one row of the running step's report as soon as it is
+  /// known (streamed to watchers with the line, typed).
+  absl::Status LogRow(std::string line, v1::LayerRow row);
   /// The running step finished with its part of the report.
   absl::Status Finish(const v1::StepReport& part);
 
