@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "eval/evaluate.h"
 #include "eval/metrics.h"
 #include "ir/interpreter.h"
 #include "status.h"
@@ -169,14 +170,7 @@ void WeightRangePerChannel(const at::Tensor& weight, std::vector<double>* min, s
 
 std::vector<QuantizerGroup> QuantizerGroups(const QuantSim& sim) {
   const Graph& g = sim.graph();
-  std::set<int> has_params;
-  for (const auto& [vid, q] : sim.param_quantizers()) {
-    for (int c : g.values[vid].consumers) {
-      if (!g.nodes[c].removed) has_params.insert(c);
-    }
-  }
   std::map<int, QuantizerGroup> by_node;  // node id -> group
-  QuantizerGroup inputs{"input", "Input", {}, {}, -1};
   for (const auto& [vid, q] : sim.param_quantizers()) {
     for (int c : g.values[vid].consumers) {
       if (g.nodes[c].removed) continue;
@@ -184,6 +178,9 @@ std::vector<QuantizerGroup> QuantizerGroups(const QuantSim& sim) {
       break;
     }
   }
+  std::set<int> has_params;  // the layers whose parameters are quantized
+  for (const auto& [node, group] : by_node) has_params.insert(node);
+  QuantizerGroup inputs{"input", "Input", {}, {}, -1};
   for (const auto& [vid, q] : sim.activation_quantizers()) {
     if (g.values[vid].producer < 0) {
       inputs.activations.push_back(vid);
@@ -252,19 +249,11 @@ absl::StatusOr<QuantAnalysis> AnalyzeQuantization(QuantSim& sim, const std::vect
     RETURN_IF_ERROR(progress(static_cast<double>(result.evaluations) / total_evaluations,
                              absl::StrCat("evaluation ", result.evaluations + 1, "/", total_evaluations, ": ", what)));
     const auto t0 = Clock::now();
-    AccuracyMeter accuracy;
-    FidelityMeter fidelity;
-    for (size_t b = 0; b < n; ++b) {
-      ASSIGN_OR_RETURN(at::Tensor out, sim.Forward(batches[b].inputs));
-      if (labelled) {
-        accuracy.Add(out, *batches[b].labels);
-      } else {
-        fidelity.Add(reference[b], out);
-      }
-    }
+    ASSIGN_OR_RETURN(const Figures f, EvaluateModel([&](const at::Tensor& x) { return sim.Forward(x); }, batches, n,
+                                                    labelled ? nullptr : &reference));
     result.eval_seconds += Since(t0);
     ++result.evaluations;
-    return labelled ? accuracy.Result().top1 : std::min(kMaxSqnrDb, fidelity.Result().output_sqnr_db);
+    return labelled ? f.at("top1") : std::min(kMaxSqnrDb, f.at("output_sqnr_db"));
   };
 
   Switches switches(sim);
