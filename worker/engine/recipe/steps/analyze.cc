@@ -90,7 +90,6 @@ absl::Status RunAnalyzeStep(const v1::Step& step, RunContext& run) {
   options.per_layer = a.per_layer();
   options.activation_samples = a.activation_samples();
   options.histogram_bins = a.histogram_bins();
-  std::string score_name;
   AnalysisCallbacks callbacks;
   callbacks.progress = [&](double fraction, const std::string& message) { return run.Progress(fraction, message); };
   callbacks.on_layer = [&](const LayerAnalysis& l) {
