@@ -59,6 +59,7 @@ absl::Status CheckSteps(const v1::Recipe& recipe) {
     before.calibrated |= spec->calibrates;
     before.automatic |= spec->automatic;
     before.folded |= spec->folds_batch_norm;
+    before.rounded |= spec->learns_rounding;
     needs_data |= spec->reads_data;
   }
   if (needs_data && recipe.calibration_data().path().empty() && recipe.calibration_data().name().empty()) {

@@ -347,6 +347,57 @@ std::string EqualizationViews(const v1::StepReport& step, std::set<std::string>&
                          Id(step.index(), "equalized-ranges"), charts);
 }
 
+// Mixed precision: the pareto curve of score against relative bit-ops, with the target
+// and the chosen mix marked.
+std::string ParetoView(const v1::StepReport& step, std::set<std::string>& shown_series) {
+  const v1::Series* curve = nullptr;
+  for (const v1::Series& series : step.series()) {
+    if (series.name() == "pareto") curve = &series;
+  }
+  if (curve == nullptr) return "";
+  shown_series.insert(curve->name());
+  const std::string score = Details(step).value("score", "score");
+  const double target = Figure(step, "target"), chosen_x = Figure(step, "chosen_relative_bitops"),
+               chosen_y = Figure(step, "chosen_score");
+  Frame f;
+  f.w = 560;
+  f.h = 300;
+  f.left = 56;
+  f.bottom = 30;
+  std::vector<double> xs(curve->x().begin(), curve->x().end()), ys(curve->y().begin(), curve->y().end());
+  ys.push_back(target);
+  std::tie(f.x0, f.x1) = Range(xs, false);
+  std::tie(f.y0, f.y1) = Range(ys, false);
+  std::string s = OpenFrame(absl::StrCat(score, " against bit-ops relative to the start"), f);
+  std::vector<std::string> points;
+  const int n = std::min(curve->x_size(), curve->y_size());
+  for (int k = 0; k < n; ++k) points.push_back(absl::StrFormat("%.1f,%.1f", f.X(curve->x(k)), f.Y(curve->y(k))));
+  absl::StrAppendFormat(&s, R"(<polyline fill="none" stroke="%s" stroke-width="1.6" points="%s"/>)", kPalette[0],
+                        absl::StrJoin(points, " "));
+  for (int k = 0; k < n; ++k) {
+    absl::StrAppendFormat(&s, R"(<circle r="3.5" cx="%.1f" cy="%.1f" fill="%s"><title>bit-ops %s: %s %s</title></circle>)",
+                          f.X(curve->x(k)), f.Y(curve->y(k)), kPalette[0], Num(curve->x(k)), HtmlEscape(score),
+                          Num(curve->y(k)));
+  }
+  if (std::isfinite(target)) {
+    absl::StrAppendFormat(&s, R"(<line x1="%d" x2="%d" y1="%.1f" y2="%.1f" stroke="#b5475c" stroke-dasharray="5 3"/>)", f.left,
+                          f.w - f.right, f.Y(target), f.Y(target));
+    absl::StrAppendFormat(&s, R"(<text x="%d" y="%.1f" font-size="10" text-anchor="end" fill="#b5475c">target %s</text>)",
+                          f.w - f.right - 2, f.Y(target) - 3, Num(target));
+  }
+  if (std::isfinite(chosen_x) && std::isfinite(chosen_y)) {
+    absl::StrAppendFormat(&s,
+                          R"(<circle r="6" cx="%.1f" cy="%.1f" fill="none" stroke="%s" stroke-width="2"><title>chosen: bit-ops %s, %s %s</title></circle>)",
+                          f.X(chosen_x), f.Y(chosen_y), kPalette[1], Num(chosen_x), HtmlEscape(score), Num(chosen_y));
+  }
+  absl::StrAppendFormat(&s, R"(<text x="%d" y="%d" font-size="10" text-anchor="middle">relative bit-ops</text>)",
+                        (f.left + f.w - f.right) / 2, f.h - 8);
+  s += "</svg>";
+  return absl::StrFormat(
+      R"(<h3>Pareto curve (orange ring: the chosen mix)</h3><div class="grid" id="%s">%s</div>)",
+      Id(step.index(), "pareto"), s);
+}
+
 // Compression: the eval dictionary as a table of scores, layers by candidate ratio.
 std::string EvalDictionaryView(const v1::StepReport& step) {
   const json details = Details(step);
@@ -393,6 +444,7 @@ std::string StepSection(const v1::StepReport& step) {
   std::set<std::string> shown;
   if (step.step() == "analyze") s += AnalysisViews(step, shown);
   if (step.step() == "cross_layer_equalization") s += EqualizationViews(step, shown);
+  if (step.step() == "mixed_precision") s += ParetoView(step, shown);
   s += EvalDictionaryView(step);
   // Other curves: training loss and accuracy, AdaRound's reconstruction error, ...
   std::string curves;

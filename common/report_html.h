@@ -2,8 +2,8 @@
 // nothing fetched): summary figures, then one section per step with its figures, charts
 // for what it measured (the analysis's per-layer sensitivity, output SQNR, weight ranges
 // per channel and histograms; training curves; AdaRound's per-layer errors; compression's
-// eval dictionary) and its per-layer table. Every name from the model or the recipe is
-// escaped, so a hostile layer name is text, never markup.
+// eval dictionary; mixed precision's pareto curve) and its per-layer table. Every name
+// from the model or the recipe is escaped, so a hostile layer name is text, never markup.
 #pragma once
 
 #include <string>

@@ -48,6 +48,7 @@ const StepSpec& AdaRoundSpec() {
     s.kind = v1::Step::kAdaround;
     s.requires_sim = true;
     s.part_of_auto_quant = true;
+    s.learns_rounding = true;
     s.reads_data = true;
     s.fill_defaults = [](v1::Step* step) { FillAdaRoundDefaults(step->mutable_adaround()); };
     s.check = Check;

@@ -36,6 +36,7 @@ const StepSpec& AutoQuantSpec() {
     s.kind = v1::Step::kAutoQuant;
     s.calibrates = true;
     s.automatic = true;
+    s.learns_rounding = true;
     s.folds_batch_norm = true;
     s.reads_data = true;
     s.fill_defaults = FillDefaults;

@@ -18,5 +18,6 @@
   X(AutoQuant)                \
   X(Qat)                      \
   X(Analyze)                  \
+  X(MixedPrecision)           \
   X(Evaluate)                 \
   X(Export)

@@ -16,6 +16,7 @@ struct StepsBefore {
   bool calibrated = false;  // a calibrated simulation exists
   bool automatic = false;   // auto_quant ran, which folds, equalizes, calibrates and rounds itself
   bool folded = false;      // batch norms were folded (fold_batch_norm, or auto_quant)
+  bool rounded = false;     // weights' rounding was learned for the bitwidths then (adaround, auto_quant)
 };
 
 struct StepSpec {
@@ -33,6 +34,8 @@ struct StepSpec {
   bool automatic = false;
   /// Folds batch norms into the layers before them.
   bool folds_batch_norm = false;
+  /// Learns the weights' rounding for the bitwidths the simulation has.
+  bool learns_rounding = false;
   /// Reads the calibration data (or evaluation data, which defaults to it).
   bool reads_data = false;
   /// Puts the step's defaults in place of unset options (zeros); the engine runs and the
@@ -66,6 +69,11 @@ std::string ExportEncodingsName(const v1::ExportStep& step);
 /// name ("<prefix>_<analysis>.json", defaults filled in).
 inline constexpr const char* kAnalyzeArtifacts[] = {"scores", "layer_errors", "ranges", "histograms"};
 std::string AnalyzeArtifactName(const v1::AnalyzeStep& step, const std::string& analysis);
+
+/// What the mixed_precision step writes (defaults filled in): the quantsim config that
+/// reproduces its choice, and the search's results.
+std::string MixedPrecisionConfigName(const v1::MixedPrecisionStep& step);
+std::string MixedPrecisionResultsName(const v1::MixedPrecisionStep& step);
 
 /// The step's operation as named in recipes ("fold_batch_norm"), "" when unset.
 std::string StepName(const v1::Step& step);

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # report.html in a real browser: a job on the zoo's ResNet18 with real Fashion-MNIST runs
-# cross-layer equalization, AdaRound, the analysis and a short spatial SVD, then Debian's
-# headless Chromium renders the worker's report.html. The DOM dump must hold every
-# expected section with its charts, the screenshot must show a page (not blank), and the
-# page must fetch nothing.
+# cross-layer equalization, mixed precision, AdaRound, the analysis and a short spatial
+# SVD, then Debian's headless Chromium renders the worker's report.html. The DOM dump must
+# hold every expected section with its charts, the screenshot must show a page (not
+# blank), and the page must fetch nothing.
 set -eu
 worker=${QOPT_WORKER:?}
 src=${QOPT_SOURCE_DIR:?}
@@ -25,6 +25,8 @@ cat > "$tmp/recipe.json" <<JSON
  "steps": [{"fold_batch_norm": {}},
            {"spatial_svd": {"ratios": {"target_ratio": 0.9, "num_candidates": 3, "eval_batches": 1}}},
            {"cross_layer_equalization": {}}, {"calibrate": {}},
+           {"mixed_precision": {"num_batches": 1, "candidates": [{"activation_bits": 8, "param_bits": 4},
+                                                                 {"activation_bits": 8, "param_bits": 8}]}},
            {"adaround": {"num_iterations": 20, "num_batches": 1}},
            {"analyze": {"activation_samples": 64}}, {"evaluate": {}}]}
 JSON
@@ -50,7 +52,8 @@ steps = {s["step"]: s["index"] for s in report["steps"]}
 a, c, s = steps["analyze"], steps["cross_layer_equalization"], steps["spatial_svd"]
 expected = ["summary", "steps", f"step-{a}-sensitivity", f"step-{a}-sqnr", f"step-{a}-weight-ranges",
             f"step-{a}-histograms", f"step-{a}-layers", f"step-{c}-equalized-ranges", f"step-{s}-eval-dictionary",
-            f"step-{steps['adaround']}-layers", f"step-{steps['adaround']}-curves"]
+            f"step-{steps['adaround']}-layers", f"step-{steps['adaround']}-curves",
+            f"step-{steps['mixed_precision']}-pareto", f"step-{steps['mixed_precision']}-layers"]
 missing = [i for i in expected if f'id="{i}"' not in dom]
 assert not missing, f"sections missing from the rendered DOM: {missing}"
 # The browser parsed the charts: one per analyzed group's weights and histograms at least.

@@ -76,6 +76,26 @@ TEST(ReportHtmlTest, NamesFromTheModelAreEscaped) {
   EXPECT_EQ(HtmlEscape(R"(<a href="x">&'</a>)"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;&lt;/a&gt;");
 }
 
+TEST(ReportHtmlTest, MixedPrecisionShowsItsParetoCurveWithTargetAndChoice) {
+  v1::Report r;
+  v1::StepReport* amp = r.add_steps();
+  amp->set_step("mixed_precision");
+  amp->set_index(3);
+  (*amp->mutable_figures())["target"] = 0.90;
+  (*amp->mutable_figures())["chosen_relative_bitops"] = 0.55;
+  (*amp->mutable_figures())["chosen_score"] = 0.905;
+  *amp->add_series() = MakeSeries("pareto", {0.3, 0.55, 0.8, 2.0}, {0.85, 0.905, 0.915, 0.92});
+  const std::string html = ReportToHtml(r);
+  EXPECT_THAT(html, HasSubstr(R"(id="step-3-pareto")"));
+  EXPECT_THAT(html, HasSubstr("target 0.9"));
+  EXPECT_THAT(html, HasSubstr("chosen: bit-ops 0.55"));
+  size_t points = 0;
+  for (size_t at = html.find("<circle r=\"3.5\""); at != std::string::npos; at = html.find("<circle r=\"3.5\"", at + 1)) ++points;
+  EXPECT_EQ(points, 4u);
+  // Shown once, as the pareto chart, not again among the curves.
+  EXPECT_THAT(html, Not(HasSubstr(R"(id="step-3-curves")")));
+}
+
 TEST(ReportHtmlTest, AnEmptyReportStillRenders) {
   const std::string html = ReportToHtml(v1::Report());
   EXPECT_THAT(html, HasSubstr("<!DOCTYPE html>"));

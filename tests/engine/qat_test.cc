@@ -277,6 +277,17 @@ TEST(CheckpointTest, RoundTripsAndRefusesMalformedFiles) {
   negative.replace(negative.find("[2,3]"), 5, "[-2,3]");
   EXPECT_THAT(write("negative", negative), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("checkpoint is corrupt")));
   EXPECT_THAT(ReadCheckpoint(path, 16), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("more than the limit")));
+
+  // The meta alone, from the header.
+  auto meta = ReadCheckpointMeta(path);
+  ASSERT_THAT(meta, IsOk());
+  EXPECT_EQ((*meta)["fingerprint"], "abc");
+  EXPECT_THAT(ReadCheckpointMeta(dir.File("none")), StatusIs(absl::StatusCode::kNotFound, HasSubstr("no checkpoint")));
+  std::ofstream(dir.File("short"), std::ios::binary) << bytes.substr(0, 20);
+  EXPECT_THAT(ReadCheckpointMeta(dir.File("short")), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("runs past the end")));
+  std::ofstream(dir.File("magic2"), std::ios::binary) << "PK" + bytes.substr(2);
+  EXPECT_THAT(ReadCheckpointMeta(dir.File("magic2")), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("not a qopt checkpoint")));
+  EXPECT_THAT(ReadCheckpointMeta(path, 4), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("more than the limit")));
 }
 
 // The zoo's small CNN, folded, W4A4 per-channel, calibrated on real images.

@@ -13,12 +13,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "analysis/quant_analyzer.h"
-#include "data/dataset.h"
 #include "eval/evaluate.h"
-#include "ir/import.h"
-#include "passes/batch_norm_fold.h"
 #include "recipe/runner.h"
 #include "recipe_json.h"
+#include "small_cnn_fixture.h"
 #include "test_util.h"
 
 namespace qopt {
@@ -30,40 +28,14 @@ using ::qopt::testing::StatusIs;
 using ::qopt::testing::TempDir;
 using ::testing::HasSubstr;
 
-constexpr char kFashionMnist[] = "/usr/share/datasets/fashion-mnist";
-
-struct Model {
-  Graph graph;
-  std::unique_ptr<QuantSim> sim;
-  std::vector<Batch> batches;  // 4 x 100 labelled test images
-};
+using Model = ::qopt::testing::CalibratedSmallCnn;
 
 std::unique_ptr<Model> Load() {
-  auto m = std::make_unique<Model>();
-  auto g = ImportTorchScript(SourcePath("zoo/small_cnn.pt"));
-  EXPECT_THAT(g, IsOk());
-  m->graph = std::move(*g);
-  EXPECT_THAT(FoldBatchNorms(m->graph), IsOk());
   QuantSimOptions o;
   o.param_bitwidth = 4;
   o.activation_bitwidth = 4;
   o.per_channel = true;
-  auto sim = QuantSim::Create(m->graph, o);
-  EXPECT_THAT(sim, IsOk());
-  m->sim = std::move(*sim);
-  DatasetSpec spec;
-  spec.path = absl::StrCat(kFashionMnist, "/t10k-images-idx3-ubyte.gz");
-  spec.labels_path = absl::StrCat(kFashionMnist, "/t10k-labels-idx1-ubyte.gz");
-  spec.max_samples = 400;
-  spec.preprocess.mean = {0.286};
-  spec.preprocess.std = {0.353};
-  auto data = LoadDataset(spec);
-  EXPECT_THAT(data, IsOk());
-  m->batches = MakeBatches(*data, 100);
-  at::NoGradGuard no_grad;
-  for (const Batch& b : m->batches) EXPECT_THAT(m->sim->ObserveBatch({b.inputs}), IsOk());
-  EXPECT_THAT(m->sim->FinishCalibration(), IsOk());
-  return m;
+  return ::qopt::testing::LoadCalibratedSmallCnn(o);
 }
 
 double Top1(QuantSim& sim, const std::vector<Batch>& batches) {
@@ -270,17 +242,7 @@ TEST(QuantAnalyzerTest, BadInputIsRefused) {
 }
 
 std::string AnalyzeRecipe(const std::string& steps) {
-  const std::string f = kFashionMnist;
-  return absl::StrCat(R"({
-    "model": {"path": ")", SourcePath("zoo/small_cnn.pt"), R"("},
-    "calibration_data": {"path": ")", f, R"(/train-images-idx3-ubyte.gz", "max_samples": 256, "batch_size": 64,
-      "preprocess": {"mean": [0.286], "std": [0.353]}},
-    "evaluation_data": {"path": ")", f, R"(/t10k-images-idx3-ubyte.gz", "labels_path": ")", f,
-                      R"(/t10k-labels-idx1-ubyte.gz", "batch_size": 250, "max_samples": 500,
-      "preprocess": {"mean": [0.286], "std": [0.353]}},
-    "quantization": {"param_bitwidth": 4, "activation_bitwidth": 4, "per_channel": true},
-    "num_threads": 2,
-    "steps": )", steps, "}");
+  return ::qopt::testing::SmallCnnRecipe(R"({"param_bitwidth": 4, "activation_bitwidth": 4, "per_channel": true})", steps);
 }
 
 // The step as a recipe runs it: the report's rows and series, one artifact per analysis,

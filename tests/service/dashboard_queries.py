@@ -1,13 +1,13 @@
 #!/usr/bin/python3
 """Checks a Grafana dashboard's queries against a qopt-server's /metrics page.
 
-usage: dashboard_queries.py DASHBOARD_JSON METRICS_URL [--step STEP] [--wait SECONDS]
+usage: dashboard_queries.py DASHBOARD_JSON METRICS_URL [--step STEP]... [--wait SECONDS]
 
 Every metric name a panel's `expr` or a query variable reads must be on the page (a
 `_bucket`, `_sum` or `_count` name as a sample of a histogram family): histograms appear
 after their first observation, so the page is read again until all are there or the wait
 is over. Every expr must parse (`promtool check rules`, with Grafana's variables replaced);
-every panel reads the `${DS_PROMETHEUS}` data source; and with --step, that step's
+every panel reads the `${DS_PROMETHEUS}` data source; and for each --step, that step's
 `qopt_step_duration_seconds_count` must be above 0. Problems are printed as "FAIL ...";
 the exit status is 1 when there is any.
 """
@@ -144,7 +144,8 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("dashboard")
     parser.add_argument("metrics_url")
-    parser.add_argument("--step", help="a step whose qopt_step_duration_seconds_count must be above 0")
+    parser.add_argument("--step", action="append",
+                        help="a step whose qopt_step_duration_seconds_count must be above 0 (repeatable)")
     parser.add_argument("--wait", type=float, default=30)
     args = parser.parse_args()
     failures = []
@@ -182,12 +183,12 @@ def main():
     if unshown:
         print("note the dashboard shows no %s" % ", ".join(unshown))
 
-    if args.step:
-        count = samples.get("qopt_step_duration_seconds_count", {}).get('{step="%s"}' % args.step, 0)
+    for step in args.step or []:
+        count = samples.get("qopt_step_duration_seconds_count", {}).get('{step="%s"}' % step, 0)
         if count > 0:
-            print('ok   qopt_step_duration_seconds_count{step="%s"} = %g' % (args.step, count))
+            print('ok   qopt_step_duration_seconds_count{step="%s"} = %g' % (step, count))
         else:
-            fail('qopt_step_duration_seconds_count{step="%s"} is %g, expected above 0' % (args.step, count))
+            fail('qopt_step_duration_seconds_count{step="%s"} is %g, expected above 0' % (step, count))
     print("%d queries, %d metrics, %d failures" % (len(exprs), len(wanted), len(failures)))
     return 1 if failures else 0
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# deploy/grafana/qopt-dashboard.json against a real qopt-server: after one job with an
-# analyze step through a local worker, every metric the dashboard queries is on the
-# server's /metrics, every query parses, and the analyze step's duration was observed
-# (dashboard_queries.py does the checking).
+# deploy/grafana/qopt-dashboard.json against a real qopt-server: after one job with
+# analyze and mixed_precision steps through a local worker, every metric the dashboard
+# queries is on the server's /metrics, every query parses, and both steps' durations were
+# observed (dashboard_queries.py does the checking).
 set -u
 server_bin=${QOPT_SERVER_BIN:?}
 cli=${QOPT_CLI:?}
@@ -29,7 +29,8 @@ cat > "$tmp/recipe.json" <<JSON
  "calibration_data": {"path": "$data/train-images-idx3-ubyte.gz", "max_samples": 256, "batch_size": 64, $preprocess},
  "evaluation_data": {"path": "$data/t10k-images-idx3-ubyte.gz", "labels_path": "$data/t10k-labels-idx1-ubyte.gz",
                      "max_samples": 1000, "batch_size": 500, $preprocess},
- "steps": [{"calibrate": {}}, {"analyze": {"num_batches": 1, "activation_samples": 32}}, {"evaluate": {}}]}
+ "steps": [{"calibrate": {}}, {"analyze": {"num_batches": 1, "activation_samples": 32}},
+           {"mixed_precision": {"num_batches": 1}}, {"evaluate": {}}]}
 JSON
 job=$("$cli" submit "$tmp/recipe.json")
 [ -n "$job" ] || { echo "FAIL submit printed no job id"; exit 1; }
@@ -42,4 +43,4 @@ if [ "$state" != SUCCEEDED ]; then
 fi
 
 "$python" "$src/tests/service/dashboard_queries.py" "$src/deploy/grafana/qopt-dashboard.json" \
-  "http://$QOPT_METRICS/metrics" --step analyze
+  "http://$QOPT_METRICS/metrics" --step analyze --step mixed_precision

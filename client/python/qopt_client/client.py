@@ -229,8 +229,8 @@ class Client:
 
     def rows(self, job_id, after=0):
         """Yields (stage, qopt.v1.LayerRow) for each report row a running step streams as
-        soon as it is measured (analyze: one per quantizer group), from the job's events
-        after sequence `after` until the job finishes."""
+        soon as it is measured (analyze, mixed_precision: one per quantizer group), from the
+        job's events after sequence `after` until the job finishes."""
         for event in self.watch(job_id, after):
             if event.HasField("layer_row"):
                 yield event.stage, event.layer_row

@@ -1,7 +1,6 @@
 #include "analysis/quant_analyzer.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <map>
 #include <set>
@@ -10,17 +9,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "eval/evaluate.h"
-#include "eval/metrics.h"
 #include "ir/interpreter.h"
 #include "status.h"
 
 namespace qopt {
 namespace {
-
-using Clock = std::chrono::steady_clock;
-
-double Since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
 // Ops that an output quantizer may follow in a layer's supergroup (conv -> relu).
 bool FollowsInGroup(OpKind kind) { return kind == OpKind::kRelu || kind == OpKind::kClip; }
@@ -219,41 +212,24 @@ absl::StatusOr<QuantAnalysis> AnalyzeQuantization(QuantSim& sim, const std::vect
       return absl::FailedPreconditionError("analyze needs a calibrated simulation: calibrate first");
     }
   }
-  const size_t n = options.num_batches == 0 ? batches.size() : std::min(options.num_batches, batches.size());
   auto progress = [&](double fraction, const std::string& message) {
     return callbacks.progress ? callbacks.progress(fraction, message) : absl::OkStatus();
   };
 
   QuantAnalysis result;
   // The floating-point model once: its top-1, or its outputs for the SQNR score.
-  std::vector<at::Tensor> reference;
-  AccuracyMeter fp32;
-  bool labelled = true;
-  for (size_t b = 0; b < n; ++b) {
-    ASSIGN_OR_RETURN(at::Tensor out, sim.ForwardFloat(batches[b].inputs));
-    labelled = labelled && batches[b].labels.has_value() && out.dim() == 2;
-    if (labelled) fp32.Add(out, *batches[b].labels);
-    reference.push_back(out.detach());
-    result.eval_samples += batches[b].inputs.size(0);
-  }
-  result.score = labelled ? "top1" : "output_sqnr_db";
-  if (labelled) {
-    result.fp32 = fp32.Result().top1;
-    reference.clear();
-  }
+  ASSIGN_OR_RETURN(SimScorer scorer, SimScorer::Create(sim, batches, options.num_batches));
+  result.score = scorer.name();
+  result.fp32 = scorer.fp32();
+  result.eval_samples = scorer.samples();
 
   // The groups, then the budget of evaluations for progress.
   std::vector<QuantizerGroup> groups = QuantizerGroups(sim);
   const int total_evaluations = 3 + (options.per_layer ? 2 * static_cast<int>(groups.size()) : 0);
   auto score = [&](const std::string& what) -> absl::StatusOr<double> {
-    RETURN_IF_ERROR(progress(static_cast<double>(result.evaluations) / total_evaluations,
-                             absl::StrCat("evaluation ", result.evaluations + 1, "/", total_evaluations, ": ", what)));
-    const auto t0 = Clock::now();
-    ASSIGN_OR_RETURN(const Figures f, EvaluateModel([&](const at::Tensor& x) { return sim.Forward(x); }, batches, n,
-                                                    labelled ? nullptr : &reference));
-    result.eval_seconds += Since(t0);
-    ++result.evaluations;
-    return labelled ? f.at("top1") : std::min(kMaxSqnrDb, f.at("output_sqnr_db"));
+    RETURN_IF_ERROR(progress(static_cast<double>(scorer.evaluations()) / total_evaluations,
+                             absl::StrCat("evaluation ", scorer.evaluations() + 1, "/", total_evaluations, ": ", what)));
+    return scorer.Score();
   };
 
   Switches switches(sim);
@@ -326,6 +302,8 @@ absl::StatusOr<QuantAnalysis> AnalyzeQuantization(QuantSim& sim, const std::vect
     if (callbacks.on_layer) RETURN_IF_ERROR(callbacks.on_layer(l));
   }
   RETURN_IF_ERROR(switches.Set([](int) { return true; }));
+  result.evaluations = scorer.evaluations();
+  result.eval_seconds = scorer.seconds();
   result.seconds_per_evaluation = result.evaluations > 0 ? result.eval_seconds / result.evaluations : 0.0;
   RETURN_IF_ERROR(progress(1.0, "analysis done"));
   return result;

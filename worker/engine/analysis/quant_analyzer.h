@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "analysis/sim_scorer.h"
 #include "data/dataset.h"
 #include "quant/quantsim.h"
 
@@ -74,9 +75,6 @@ struct QuantAnalysis {
   double eval_seconds = 0.0;          // spent in them
   double seconds_per_evaluation = 0.0;
 };
-
-/// SQNR of outputs that are equal.
-constexpr double kMaxSqnrDb = 300.0;
 
 struct AnalysisOptions {
   size_t num_batches = 0;            // batches to score on (0 = all)

@@ -216,7 +216,7 @@ absl::Status QuantSim::Place() {
       if (excluded.count(consumer.name)) continue;
       const int index = static_cast<int>(
           std::find(consumer.inputs.begin(), consumer.inputs.end(), vid) - consumer.inputs.begin());
-      act_quantizers_.emplace(vid, Quantizer(spec_for(options_.activation_bitwidth, symmetric),
+      act_quantizers_.emplace(vid, Quantizer(spec_for(cfg.model_input_bitwidth.value_or(options_.activation_bitwidth), symmetric),
                                              options_.activation_method, options_.percentile,
                                              -1));
       act_sites_[vid] = ActivationSite{consumer.name, true, index};

@@ -88,7 +88,62 @@ absl::StatusOr<OpRule> ParseOpRule(const json& j, const std::string& where) {
   return r;
 }
 
+void PutBool(json& j, const char* key, const std::optional<bool>& b) {
+  if (b) j[key] = *b;
+}
+
+json ParamRuleJson(const ParamRule& r) {
+  json j = json::object();
+  PutBool(j, "is_quantized", r.is_quantized);
+  PutBool(j, "is_symmetric", r.is_symmetric);
+  if (r.bitwidth) j["bitwidth"] = *r.bitwidth;
+  return j;
+}
+
+json ParamMapJson(const std::map<std::string, ParamRule>& rules) {
+  json j = json::object();
+  for (const auto& [name, rule] : rules) j[name] = ParamRuleJson(rule);
+  return j;
+}
+
+json OpRuleJson(const OpRule& r) {
+  json j = json::object();
+  PutBool(j, "is_input_quantized", r.is_input_quantized);
+  PutBool(j, "is_output_quantized", r.is_output_quantized);
+  PutBool(j, "is_symmetric", r.is_symmetric);
+  PutBool(j, "per_channel_quantization", r.per_channel_quantization);
+  if (r.bitwidth) j["bitwidth"] = *r.bitwidth;
+  if (!r.params.empty()) j["params"] = ParamMapJson(r.params);
+  return j;
+}
+
 }  // namespace internal_config
+
+std::string QuantSimConfigToJson(const QuantSimConfig& c) {
+  using namespace internal_config;
+  json j = json::object();
+  json defaults = json::object();
+  defaults["ops"] = OpRuleJson(c.default_ops);
+  defaults["params"] = ParamRuleJson(c.default_params);
+  PutBool(defaults, "strict_symmetric", c.strict_symmetric);
+  PutBool(defaults, "unsigned_symmetric", c.unsigned_symmetric);
+  PutBool(defaults, "per_channel_quantization", c.per_channel_quantization);
+  j["defaults"] = std::move(defaults);
+  j["params"] = ParamMapJson(c.params);
+  json ops = json::object();
+  for (const auto& [type, rule] : c.op_types) ops[type] = OpRuleJson(rule);
+  j["op_type"] = std::move(ops);
+  json groups = json::array();
+  for (const auto& g : c.supergroups) groups.push_back({{"op_list", g}});
+  j["supergroups"] = std::move(groups);
+  j["model_input"] = {{"is_input_quantized", c.model_input_quantized}};
+  if (c.model_input_bitwidth) j["model_input"]["bitwidth"] = *c.model_input_bitwidth;
+  j["model_output"] = {{"is_output_quantized", c.model_output_quantized}};
+  json layers = json::object();
+  for (const auto& [name, rule] : c.layers) layers[name] = OpRuleJson(rule);
+  if (!layers.empty()) j["layers"] = std::move(layers);
+  return j.dump(2) + "\n";
+}
 
 QuantSimConfig QuantSimConfig::Default() {
   QuantSimConfig c;
@@ -170,9 +225,10 @@ absl::StatusOr<QuantSimConfig> ParseQuantSimConfig(const std::string& json_text)
     }
   }
   if (j.contains("model_input")) {
-    RETURN_IF_ERROR(CheckKeys(j["model_input"], "model_input", {"is_input_quantized"}));
+    RETURN_IF_ERROR(CheckKeys(j["model_input"], "model_input", {"is_input_quantized", "bitwidth"}));
     ASSIGN_OR_RETURN(auto b, Bool(j["model_input"], "is_input_quantized", "model_input"));
     c.model_input_quantized = b.value_or(false);
+    ASSIGN_OR_RETURN(c.model_input_bitwidth, Bitwidth(j["model_input"], "model_input"));
   } else {
     c.model_input_quantized = false;
   }

@@ -1,8 +1,8 @@
 // Where quantizers go: AIMET's quantsim config file format (keys `defaults`, `params`,
 // `op_type`, `supergroups`, `model_input`, `model_output`), plus `layers` to override
 // single layers by name. Booleans may be JSON booleans or AIMET's "True"/"False" strings.
-// Op and parameter rules may also give a `bitwidth` (qopt extension: mixed precision per
-// op type or per layer).
+// Op and parameter rules, and `model_input`, may also give a `bitwidth` (qopt extension:
+// mixed precision per op type or per layer).
 #pragma once
 
 #include <map>
@@ -40,6 +40,7 @@ struct QuantSimConfig {
   std::map<std::string, OpRule> layers;      // by layer name (qopt extension)
   std::vector<std::vector<std::string>> supergroups;
   bool model_input_quantized = true;
+  std::optional<int> model_input_bitwidth;   // model_input.bitwidth; default activation_bitwidth
   bool model_output_quantized = true;
 
   /// The built-in default: outputs of compute ops quantized (asymmetric), weights
@@ -50,5 +51,9 @@ struct QuantSimConfig {
 /// Parses a config from JSON text; errors name the offending key path.
 absl::StatusOr<QuantSimConfig> ParseQuantSimConfig(const std::string& json_text);
 absl::StatusOr<QuantSimConfig> LoadQuantSimConfig(const std::string& path);
+
+/// `config` as JSON text that ParseQuantSimConfig reads back to the same config (keys set
+/// only where the config sets them; booleans as JSON booleans).
+std::string QuantSimConfigToJson(const QuantSimConfig& config);
 
 }  // namespace qopt

@@ -36,9 +36,10 @@ struct RunOptions {
   /// Polled between batches and steps; when it returns true the run stops with
   /// absl::CancelledError and writes nothing.
   std::function<bool()> cancelled;
-  /// Where steps that train (qat) keep their latest checkpoint, one file rewritten
-  /// atomically at each epoch's end; "" = no checkpoints. A run that finds a checkpoint
-  /// there written by the same recipe resumes the training step from it.
+  /// Where steps that train (qat, fine_tune) keep their latest checkpoint, one file
+  /// rewritten atomically at each epoch's end, and mixed_precision its scores so far;
+  /// "" = no checkpoints. A run that finds a checkpoint there written by the same recipe
+  /// resumes that step from it.
   std::string checkpoint_path;
   /// Called after each checkpoint is complete on disk (e.g. to copy it off the machine).
   std::function<void()> on_checkpoint;

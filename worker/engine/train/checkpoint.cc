@@ -128,4 +128,22 @@ absl::StatusOr<Checkpoint> ReadCheckpoint(const std::string& path, int64_t max_b
   return out;
 }
 
+absl::StatusOr<nlohmann::json> ReadCheckpointMeta(const std::string& path, int64_t max_header_bytes) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("no checkpoint at ", path));
+  auto bad = [](const std::string& why) { return absl::InvalidArgumentError("checkpoint is corrupt: " + why); };
+  char magic[sizeof(kMagic)];
+  uint64_t length = 0;
+  if (!in.read(magic, sizeof(magic)) || std::memcmp(magic, kMagic, sizeof(kMagic)) != 0) return bad("not a qopt checkpoint");
+  if (!in.read(reinterpret_cast<char*>(&length), sizeof(length))) return bad("no header");
+  if (length > static_cast<uint64_t>(max_header_bytes)) {
+    return absl::InvalidArgumentError(absl::StrCat("checkpoint header is ", length, " bytes, more than the limit of ", max_header_bytes));
+  }
+  std::string header_text(length, '\0');
+  if (!in.read(header_text.data(), static_cast<std::streamsize>(length))) return bad("header runs past the end of the file");
+  const nlohmann::json header = nlohmann::json::parse(header_text, nullptr, /*allow_exceptions=*/false);
+  if (header.is_discarded() || !header.is_object()) return bad("header is not the expected JSON");
+  return header.contains("meta") ? header["meta"] : nlohmann::json::object();
+}
+
 }  // namespace qopt

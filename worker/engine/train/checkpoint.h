@@ -30,4 +30,9 @@ absl::Status WriteCheckpoint(const std::string& path, const Checkpoint& checkpoi
 /// for anything that is not a well-formed checkpoint no larger than `max_bytes`.
 absl::StatusOr<Checkpoint> ReadCheckpoint(const std::string& path, int64_t max_bytes = int64_t{4} << 30);
 
+/// Only the `meta` of the checkpoint at `path`, reading its header and none of its
+/// tensors. NotFound when there is no file; InvalidArgument for a file that is not a
+/// checkpoint or whose header is longer than `max_header_bytes`.
+absl::StatusOr<nlohmann::json> ReadCheckpointMeta(const std::string& path, int64_t max_header_bytes = int64_t{64} << 20);
+
 }  // namespace qopt

@@ -12,6 +12,7 @@
 #include "ir/import.h"
 #include "recipe_files.h"
 #include "status.h"
+#include "train/checkpoint.h"
 
 namespace qopt {
 namespace {
@@ -127,7 +128,7 @@ absl::Status RunContext::CheckCancelled() const {
   return absl::OkStatus();
 }
 
-std::string RunContext::StepFingerprint() const {
+std::string RunContext::FingerprintOf(int step) const {
   // What is trained, and how; not where this worker keeps the files (a service worker
   // names each input after its content's hash in a cache of its own) or which of its
   // devices and threads run it, so another worker resumes the same job.
@@ -146,10 +147,21 @@ std::string RunContext::StepFingerprint() const {
     coded.SetSerializationDeterministic(true);
     recipe.SerializeToCodedStream(&coded);
   }
-  absl::StrAppend(&bytes, "#step", step_);
+  absl::StrAppend(&bytes, "#step", step);
   uint64_t h = 1469598103934665603ull;  // FNV-1a: tells runs apart, not a security check
   for (unsigned char c : bytes) h = (h ^ c) * 1099511628211ull;
   return absl::StrCat(absl::Hex(h, absl::kZeroPad16), "-", bytes.size());
+}
+
+bool RunContext::CheckpointOfLaterStep() const {
+  if (options_.checkpoint_path.empty()) return false;
+  absl::StatusOr<nlohmann::json> meta = ReadCheckpointMeta(options_.checkpoint_path);
+  if (!meta.ok() || !meta->is_object()) return false;
+  const std::string fingerprint = meta->value("fingerprint", "");
+  for (int later = step_ + 1; later <= recipe_.steps_size(); ++later) {
+    if (fingerprint == FingerprintOf(later)) return true;
+  }
+  return false;
 }
 
 absl::Status RunContext::Log(std::string line, Figures figures) {

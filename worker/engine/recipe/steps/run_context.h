@@ -64,7 +64,11 @@ class RunContext {
   }
   /// Identifies the running step of this recipe: a checkpoint with another fingerprint
   /// belongs to some other run.
-  std::string StepFingerprint() const;
+  std::string StepFingerprint() const { return FingerprintOf(step_); }
+  /// Whether the checkpoint on disk is one a later step of this recipe wrote (a job
+  /// resumed past the running step): a step that keeps its own progress in the
+  /// checkpoint must leave that one alone.
+  bool CheckpointOfLaterStep() const;
   /// A result line for the job's history, with the figures behind it.
   absl::Status Log(std::string line, Figures figures = {});
   /// A result line that announces one row of the running step's report as soon as it is
@@ -90,6 +94,7 @@ class RunContext {
 
  private:
   absl::Status Emit(qopt::Progress progress);
+  std::string FingerprintOf(int step) const;
 
   const v1::Recipe& recipe_;
   const c10::Device device_;
