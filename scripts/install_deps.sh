@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Installs every Debian 12 package qopt needs to build, test and run. Idempotent:
-# packages already present are skipped, so a second run costs a few seconds.
+# Installs every Debian 12 package qopt needs to build, test and run, then ONNX Runtime
+# from the npm registry into tools/onnxruntime (its Node binding ships the runtime's
+# shared library; tests and benchmarks run ONNX exports in it). Idempotent: what is
+# already present is skipped, so a second run costs a few seconds.
 set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
 
 packages=(
   build-essential cmake ninja-build ccache pkg-config git
@@ -16,7 +19,12 @@ packages=(
   dataset-fashion-mnist
   # The fuzz harnesses (tests/fuzz): Debian 12's clang; libFuzzer ships in compiler-rt.
   clang-14 libclang-rt-14-dev
+  # ONNX's protobuf schema and checker.
+  libonnx-dev python3-onnx
 )
+# Node.js runs ONNX Runtime's binding; a machine that has node and npm (Debian's or
+# another build) keeps them.
+if ! command -v node > /dev/null || ! command -v npm > /dev/null; then packages+=(nodejs npm); fi
 
 missing=()
 for p in "${packages[@]}"; do
@@ -27,11 +35,22 @@ done
 
 if [ ${#missing[@]} -eq 0 ]; then
   echo "install_deps: all ${#packages[@]} packages present"
-  exit 0
+else
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  echo "install_deps: installing ${missing[*]}"
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-echo "install_deps: installing ${missing[*]}"
-$SUDO apt-get update -q
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+# ONNX Runtime at the version package-lock.json pins; install scripts are not run (the
+# package holds its binaries).
+ort="$root/tools/onnxruntime"
+wanted=$(sed -n 's/.*"onnxruntime-node": "\(.*\)".*/\1/p' "$ort/package.json")
+have=$(sed -n 's/^  "version": "\(.*\)",$/\1/p' "$ort/node_modules/onnxruntime-node/package.json" 2>/dev/null || true)
+if [ "$have" = "$wanted" ]; then
+  echo "install_deps: onnxruntime-node $have present"
+else
+  echo "install_deps: installing onnxruntime-node $wanted into $ort"
+  (cd "$ort" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
+fi
