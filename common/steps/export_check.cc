@@ -7,7 +7,7 @@ namespace {
 // A step that names neither artifact wants both.
 void FillDefaults(v1::Step* step) {
   v1::ExportStep* e = step->mutable_export_();
-  if (!e->encodings() && !e->torchscript()) {
+  if (!e->encodings() && !e->torchscript() && !e->onnx()) {
     e->set_encodings(true);
     e->set_torchscript(true);
   }
@@ -19,6 +19,10 @@ std::vector<std::string> Artifacts(const v1::Step& step) {
   std::vector<std::string> names;
   if (e.torchscript()) names.push_back(ExportTorchScriptName(e));
   if (e.encodings()) names.push_back(ExportEncodingsName(e));
+  if (e.onnx()) {
+    names.push_back(ExportOnnxName(e));
+    names.push_back(ExportOnnxName(e) + ".encodings");
+  }
   return names;
 }
 
@@ -26,6 +30,7 @@ std::vector<std::string> Artifacts(const v1::Step& step) {
 
 std::string ExportTorchScriptName(const v1::ExportStep& step) { return step.prefix() + ".pt"; }
 std::string ExportEncodingsName(const v1::ExportStep& step) { return step.prefix() + ".encodings"; }
+std::string ExportOnnxName(const v1::ExportStep& step) { return step.prefix() + ".onnx"; }
 
 const StepSpec& ExportSpec() {
   static const StepSpec spec = [] {

@@ -64,6 +64,8 @@ v1::Step StepWithDefaults(const v1::Step& step);
 /// encodings. The engine writes exactly these.
 std::string ExportTorchScriptName(const v1::ExportStep& step);
 std::string ExportEncodingsName(const v1::ExportStep& step);
+/// The ONNX model (`<prefix>.onnx`); its encodings are `<prefix>.onnx.encodings`.
+std::string ExportOnnxName(const v1::ExportStep& step);
 
 /// The analyses the analyze step writes one JSON artifact each for, and the artifact's
 /// name ("<prefix>_<analysis>.json", defaults filled in).

@@ -1,9 +1,11 @@
-// export: the model as TorchScript with fake-quant ops, and the simulation's encodings
-// in AIMET's format when there is a simulation.
+// export: the model as TorchScript with fake-quant ops, the simulation's encodings in
+// AIMET's format when there is a simulation, and the model as ONNX with QDQ pairs.
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "export/encodings_json.h"
+#include "export/onnx_export.h"
 #include "export/torchscript_export.h"
+#include "ir/shape_inference.h"
 #include "recipe/steps/run_context.h"
 #include "status.h"
 #include "steps/step_spec.h"
@@ -18,6 +20,15 @@ absl::Status RunExportStep(const v1::Step& step, RunContext& run) {
     run.AddArtifact(name);
   }
   if (e.encodings() && run.sim) RETURN_IF_ERROR(run.WriteArtifact(ExportEncodingsName(e), EncodingsToJson(*run.sim)));
+  if (e.onnx()) {
+    ASSIGN_OR_RETURN(const std::vector<int64_t> shape, run.InputShape());
+    RETURN_IF_ERROR(Annotate(InferShapes(*run.graph, {shape}), "export: ONNX needs the model's shapes"));
+    const std::string name = ExportOnnxName(e), encodings = name + ".encodings";
+    RETURN_IF_ERROR(ExportOnnx(*run.graph, run.sim.get(), run.ArtifactPath(name),
+                               run.sim ? run.ArtifactPath(encodings) : ""));
+    run.AddArtifact(name);
+    if (run.sim) run.AddArtifact(encodings);
+  }
   return run.Log(absl::StrCat("export: ", absl::StrJoin(run.artifacts(), ", ")));
 }
 

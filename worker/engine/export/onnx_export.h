@@ -1,0 +1,35 @@
+// Export to ONNX (opset 17): the IR's ops as ONNX ops, nodes named after the user's
+// modules, parameters as initializers named like theirs (`layer1.0.conv1.weight`). With a
+// QuantSim, quantize-dequantize pairs stand exactly where its quantizers sit, in ONNX
+// Runtime's preferred QDQ form (signed 8-bit throughout):
+//  - a quantized weight is stored as its int8 grid values with a DequantizeLinear (per
+//    channel with `axis` 0, or per tensor), so any grid of 2..8 bits is exact;
+//  - a quantized activation (or model input) gets QuantizeLinear + DequantizeLinear,
+//    int8 with zero point offset - 128; ONNX's saturation to [-128, 127] is qopt's grid
+//    only for 8-bit grids of 255 steps, so other activation grids are refused;
+//  - biases stay float (the runtime folds them into its int32 accumulation itself).
+// Beside it, the encodings in AIMET's ONNX layout: keyed by ONNX tensor names.
+// Control flow and ops without a mapping are refused, naming the op; nothing is written
+// then.
+#pragma once
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "ir/graph.h"
+#include "quant/quantsim.h"
+
+namespace qopt {
+
+/// The opset the exporter writes.
+constexpr int kOnnxOpset = 17;
+
+/// Writes `graph` (with `sim`'s quantizers when not null) as an ONNX model to `path`, and
+/// the encodings keyed by ONNX tensor names to `encodings_path` when `sim` is given and
+/// the path is not empty. Shapes of `graph` must have been inferred (the inputs' shapes
+/// are written with a symbolic batch dimension). InvalidArgument naming the op or the
+/// quantizer that ONNX cannot express.
+absl::Status ExportOnnx(const Graph& graph, const QuantSim* sim, const std::string& path,
+                        const std::string& encodings_path = "");
+
+}  // namespace qopt
