@@ -25,9 +25,9 @@ namespace qopt {
 namespace {
 
 using ::qopt::testing::IsOk;
-using ::qopt::testing::SourcePath;
 using ::qopt::testing::StatusIs;
 using ::qopt::testing::TempDir;
+using ::qopt::testing::Top1;
 using ::testing::HasSubstr;
 
 using Model = ::qopt::testing::CalibratedSmallCnn;
@@ -36,12 +36,6 @@ std::unique_ptr<Model> Load() {
   QuantSimOptions o;
   o.per_channel = true;
   return ::qopt::testing::LoadCalibratedSmallCnn(o);
-}
-
-double Top1(QuantSim& sim, const std::vector<Batch>& batches) {
-  auto f = EvaluateSim(sim, batches, batches.size());
-  EXPECT_THAT(f, IsOk());
-  return f->at("top1");
 }
 
 void SetBits(QuantSim& sim, int vid, int bits) {

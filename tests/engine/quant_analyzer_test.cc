@@ -23,9 +23,9 @@ namespace qopt {
 namespace {
 
 using ::qopt::testing::IsOk;
-using ::qopt::testing::SourcePath;
 using ::qopt::testing::StatusIs;
 using ::qopt::testing::TempDir;
+using ::qopt::testing::Top1;
 using ::testing::HasSubstr;
 
 using Model = ::qopt::testing::CalibratedSmallCnn;
@@ -36,12 +36,6 @@ std::unique_ptr<Model> Load() {
   o.activation_bitwidth = 4;
   o.per_channel = true;
   return ::qopt::testing::LoadCalibratedSmallCnn(o);
-}
-
-double Top1(QuantSim& sim, const std::vector<Batch>& batches) {
-  auto f = EvaluateSim(sim, batches, batches.size());
-  EXPECT_THAT(f, IsOk());
-  return f->at("top1");
 }
 
 void SetEnabled(QuantSim& sim, const std::vector<int>& vids, bool enabled) {

@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include "absl/strings/str_cat.h"
+#include "eval/evaluate.h"
 #include "ir/cost_model.h"
 #include "ir/import.h"
 #include "ir/shape_inference.h"
@@ -39,6 +40,12 @@ std::unique_ptr<CalibratedSmallCnn> LoadCalibratedSmallCnn(const QuantSimOptions
   for (const Batch& b : m->batches) EXPECT_THAT(m->sim->ObserveBatch({b.inputs}), IsOk());
   EXPECT_THAT(m->sim->FinishCalibration(), IsOk());
   return m;
+}
+
+double Top1(QuantSim& sim, const std::vector<Batch>& batches) {
+  auto f = EvaluateSim(sim, batches, batches.size());
+  EXPECT_THAT(f, IsOk());
+  return f.ok() ? f->at("top1") : -1.0;
 }
 
 std::string SmallCnnRecipe(const std::string& quantization, const std::string& steps) {

@@ -26,6 +26,9 @@ struct CalibratedSmallCnn {
 /// 1x1x28x28, and its simulation with `options` calibrated on the first 400 test images.
 std::unique_ptr<CalibratedSmallCnn> LoadCalibratedSmallCnn(const QuantSimOptions& options);
 
+/// Top-1 of `sim` over `batches`.
+double Top1(QuantSim& sim, const std::vector<Batch>& batches);
+
 /// A recipe (JSON) for the small CNN: 256 training images to calibrate, the first 500 test
 /// images to evaluate, 2 threads, `quantization` and `steps` as given (JSON).
 std::string SmallCnnRecipe(const std::string& quantization, const std::string& steps);

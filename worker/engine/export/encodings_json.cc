@@ -10,12 +10,9 @@
 #include "status.h"
 
 namespace qopt {
-namespace internal_encodings {
 
-using json = nlohmann::ordered_json;
-
-json ToJson(const Encoding& e) {
-  json j;
+nlohmann::ordered_json EncodingToJson(const Encoding& e) {
+  nlohmann::ordered_json j;
   j["bitwidth"] = e.bitwidth;
   j["dtype"] = "int";
   j["is_symmetric"] = e.symmetric ? "True" : "False";
@@ -26,22 +23,20 @@ json ToJson(const Encoding& e) {
   return j;
 }
 
-}  // namespace internal_encodings
-
 std::string EncodingsToJson(const QuantSim& sim) {
-  using namespace internal_encodings;
+  using json = nlohmann::ordered_json;
   const Graph& g = sim.graph();
   json activations = json::object();
   for (const auto& [vid, q] : sim.activation_quantizers()) {
     if (!q.has_encodings()) continue;
     const ActivationSite& site = sim.activation_sites().at(vid);
     activations[site.layer][site.is_input ? "input" : "output"][std::to_string(site.index)] =
-        ToJson(q.encodings().front());
+        EncodingToJson(q.encodings().front());
   }
   json params = json::object();
   for (const auto& [vid, q] : sim.param_quantizers()) {
     json list = json::array();
-    for (const auto& e : q.encodings()) list.push_back(ToJson(e));
+    for (const auto& e : q.encodings()) list.push_back(EncodingToJson(e));
     params[g.values[vid].name] = std::move(list);
   }
   const QuantSimOptions& o = sim.options();

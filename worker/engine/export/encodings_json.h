@@ -6,10 +6,16 @@
 
 #include <string>
 
+#include <nlohmann/json.hpp>
+
 #include "absl/status/statusor.h"
 #include "quant/quantsim.h"
 
 namespace qopt {
+
+/// One encoding as an AIMET-format entry (bitwidth, dtype, is_symmetric, max, min,
+/// offset, scale).
+nlohmann::ordered_json EncodingToJson(const Encoding& e);
 
 /// The encodings of `sim` as AIMET-format JSON text.
 std::string EncodingsToJson(const QuantSim& sim);

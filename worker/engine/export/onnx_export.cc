@@ -58,12 +58,6 @@ void FloatAttr(onnx::NodeProto* n, const std::string& name, float v) {
   a->set_f(v);
 }
 
-json EncodingJson(const Encoding& e) {
-  return {{"bitwidth", e.bitwidth}, {"dtype", "int"}, {"is_symmetric", e.symmetric ? "True" : "False"},
-          {"max", e.max},           {"min", e.min},   {"offset", e.offset},
-          {"scale", e.scale}};
-}
-
 // Writes the IR's body into an ONNX graph.
 class Writer {
  public:
@@ -159,7 +153,7 @@ class Writer {
     for (const Encoding& e : es) {
       scales.push_back(static_cast<float>(e.scale));
       zero_points.push_back(static_cast<int8_t>(e.zero_point() - 128));
-      list.push_back(EncodingJson(e));
+      list.push_back(EncodingToJson(e));
     }
     param_encodings[v.name] = std::move(list);
     const at::Tensor dq = q.Apply(w);
@@ -197,7 +191,7 @@ class Writer {
           "ONNX export: activation ", name, " is quantized to a ", e.bitwidth, "-bit grid of ", e.num_steps + 1,
           " values; QuantizeLinear saturates to int8's 256, so only 8-bit grids of 255 steps export exactly"));
     }
-    activation_encodings[name] = json::array({EncodingJson(e)});
+    activation_encodings[name] = json::array({EncodingToJson(e)});
     const std::string s = Initializer(name + "_scale", at::tensor(static_cast<float>(e.scale)).reshape({}));
     const std::string z =
         Initializer(name + "_zero_point", at::tensor(static_cast<int8_t>(e.zero_point() - 128), at::kChar).reshape({}));

@@ -26,8 +26,8 @@ using Clock = std::chrono::steady_clock;
 
 constexpr char kCacheKey[] = "mixed_precision";
 
-json CacheJson(const MixedPrecisionCache& cache) {
-  json phase1 = json::array(), configs = json::object();
+nlohmann::json CacheJson(const MixedPrecisionCache& cache) {
+  nlohmann::json phase1 = nlohmann::json::array(), configs = nlohmann::json::object();
   for (const auto& [key, score] : cache.phase1) phase1.push_back({{"layer", key.first}, {"candidate", key.second}, {"score", score}});
   for (const auto& [key, score] : cache.configs) configs[key] = score;
   return {{"phase1", std::move(phase1)}, {"configs", std::move(configs)}};
@@ -107,7 +107,7 @@ absl::Status RunMixedPrecisionStep(const v1::Step& step, RunContext& run) {
   auto write_scores = [&]() -> absl::Status {
     Checkpoint c;
     c.meta["fingerprint"] = run.StepFingerprint();
-    c.meta[kCacheKey] = nlohmann::json::parse(CacheJson(latest).dump());
+    c.meta[kCacheKey] = CacheJson(latest);
     RETURN_IF_ERROR(WriteCheckpoint(run.checkpoint_path(), c));
     run.CheckpointWritten();
     last_write = Clock::now();
