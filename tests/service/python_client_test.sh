@@ -254,6 +254,23 @@ check("a deleted model is gone", code == "NOT_FOUND", code)
 sys.exit(1 if failures else 0)
 PY
 
+# 2b. ONNX export: model.onnx and its encodings downloaded by the client run in ONNX
+#     Runtime with the TorchScript simulation's top class.
+QOPT_TOKEN=token-a "$python" - "$src/examples/recipes/fashion_mnist_w8a8_onnx.json" "$tmp/onnx" <<'PY' || fail "ONNX job through the Python client"
+import sys
+from qopt_client import Client, service_pb2, state_name
+
+recipe, out = sys.argv[1], sys.argv[2]
+with Client() as qopt:
+    job = qopt.wait(qopt.submit(recipe).id)
+    if job.state != service_pb2.SUCCEEDED:
+        sys.exit(f"ONNX job {job.id} is {state_name(job.state)}: {job.error}")
+    for name in ("model.onnx", "model.onnx.encodings", "model.pt"):
+        qopt.download(job.id, name, out + "/")
+PY
+[ -s "$tmp/onnx/model.pt" ] &&
+  { "$python" "$src/tests/service/check_downloaded_onnx.py" "$tmp/onnx" "Client.download" || fail "downloaded ONNX model"; }
+
 # 3. Standard gRPC services: health checking and reflection.
 "$python" "$src/tests/service/health_reflection_test.py" --server "$QOPT_SERVER" || fail "health / reflection"
 

@@ -78,6 +78,17 @@ assert m["top1"] > 0.85 and abs(m["top1"] - m["fp32_top1"]) < 0.01, m
 print("ok   e2e: W8A8 top-1 %.4f (FP32 %.4f)" % (m["top1"], m["fp32_top1"]))
 PY
 
+# 1b. ONNX export through the service: model.onnx and its encodings downloaded by the CLI
+#     run in ONNX Runtime with the TorchScript simulation's top class.
+onnx_job=$("$cli" submit "$src/examples/recipes/fashion_mnist_w8a8_onnx.json")
+"$cli" watch "$onnx_job" > "$tmp/watch-onnx.log" 2>&1 || fail "ONNX job $onnx_job: $(tail -3 "$tmp/watch-onnx.log")"
+mkdir -p "$tmp/onnx"
+for f in model.onnx model.onnx.encodings model.pt; do
+  "$cli" download "$onnx_job" "$f" -o "$tmp/onnx/$f" > /dev/null || fail "download $f of $onnx_job"
+done
+[ -s "$tmp/onnx/model.pt" ] &&
+  { "$python" "$src/tests/service/check_downloaded_onnx.py" "$tmp/onnx" "qopt download" || fail "downloaded ONNX model"; }
+
 # 2. Unknown ids are NOT_FOUND.
 "$cli" status job-does-not-exist > /dev/null 2> "$tmp/err"
 rc=$?
