@@ -1,24 +1,40 @@
 """The export step's ONNX files run in ONNX Runtime as qopt simulates them.
 
-    check_onnx_export.py WORKER RUNNER_JS [--models small_cnn,resnet18,mobilenet_v2] [--images 2000]
+    check_onnx_export.py WORKER RUNNER_JS [--fixtures DIR] [--models ...] [--images 2000]
 
-Per zoo model, one qopt job: fold_batch_norm, export (float ONNX and TorchScript, prefix
-`float`), calibrate (W8A8 per-channel), evaluate, export (TorchScript, encodings, ONNX).
-Then, on the first --images Fashion-MNIST test images:
+Models: the zoo's (Fashion-MNIST, labelled) and, with --fixtures, the test fixtures that
+bring the ops the zoo lacks (googlenet: cat, ceil-mode pools; shufflenet_v2: chunk,
+channel shuffle's computed view and transpose; dense_tiny: dense concatenation, mean,
+squeeze-excite mul; unet_tiny: transposed conv, nearest and bilinear upsampling, skip
+concatenation), run on the fixtures' random calibration inputs.
+
+Per model, one qopt job: fold_batch_norm, export (float ONNX and TorchScript, prefix
+`float`), calibrate (W8A8 per-channel), evaluate (zoo), export (TorchScript, encodings,
+ONNX). Then:
   - onnx.checker passes on both ONNX files;
   - the float ONNX model equals the float TorchScript model (stock PyTorch) to float
     precision;
-  - ONNX Runtime's output of the QDQ model with graph optimizations off (Q/DQ run as
-    defined) is within one step of the output encoding of the exported TorchScript
-    model's (qopt's simulation); with optimizations (int8 kernels) its top-1 is within
-    0.1 pt of it;
   - model.onnx.encodings covers every QuantizeLinear / DequantizeLinear pair by tensor
-    name, and its nodes carry the user's module names.
+    name, and the conv / gemm nodes carry the user's module names;
+  - the QDQ graph computes qopt's simulation: executed op by op in PyTorch with the
+    simulation's arithmetic (ONNX_OPS below), it gives the exported TorchScript model's
+    output (the simulation) within one output step;
+  - ONNX Runtime executes every node as defined: with graph optimizations off and each
+    node fed ONNX Runtime's own inputs, float ops agree with PyTorch to float precision
+    and every QuantizeLinear gives the simulation's grid value, except values that lie
+    within float rounding of a half step (where x / scale and x * (1 / scale) differ);
+  - end to end, ONNX Runtime's QDQ output (optimizations off) is within one output step of
+    the simulation for the models in --exact-models; for the others the difference is
+    printed (rounding ties and accumulation order flip grid values, which depth
+    amplifies);
+  - zoo models: with optimizations (int8 kernels) ONNX Runtime's top-1 is within 0.1 pt of
+    the simulation's.
 node is $QOPT_NODE (default: node on the PATH).
 """
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -26,6 +42,8 @@ import tempfile
 import numpy as np
 import onnx
 import torch
+import torch.nn.functional as F
+from onnx import helper, numpy_helper
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "zoo"))
@@ -33,6 +51,8 @@ import fashion_mnist  # noqa: E402
 
 FMNIST = fashion_mnist.ROOT
 PREPROCESS = {"mean": [fashion_mnist.MEAN], "std": [fashion_mnist.STD]}
+ZOO = ("small_cnn", "resnet18", "mobilenet_v2")
+FIXTURES = ("googlenet", "shufflenet_v2", "dense_tiny", "unet_tiny")
 FAILURES = []
 
 
@@ -42,41 +62,208 @@ def check(ok, message):
         FAILURES.append(message)
 
 
-def ort_outputs(runner, model_path, x, tmp, tag, optimize=True):
-    """ONNX Runtime's output for `x` in batches of 500; without `optimize`, graph
+def npy_name(tensor):
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", tensor) + ".npy"
+
+
+def run_ort(runner, model_path, x, d, optimize=True):
+    """ONNX Runtime's outputs (name -> tensor) for input `x`; without `optimize`, graph
     optimizations are off, so Q / DQ run as the float ops they are defined as instead of
     being fused into int8 kernels."""
-    outs = []
-    for i in range(0, x.shape[0], 500):
-        d = os.path.join(tmp, "%s_%d" % (tag, i))
-        os.makedirs(d, exist_ok=True)
-        np.save(os.path.join(d, "in.npy"), x[i:i + 500].numpy())
-        r = subprocess.run([os.environ.get("QOPT_NODE", "node"), runner, model_path, d, os.path.join(d, "in.npy"),
-                            "--threads", "2"] + ([] if optimize else ["--no-optimize"]), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        if r.returncode != 0:
-            raise RuntimeError("run_onnx failed on %s: %s" % (model_path, r.stderr.strip()))
-        name = onnx.load(model_path).graph.output[0].name
-        outs.append(torch.from_numpy(np.load(os.path.join(d, name.replace(":", "_") + ".npy"))))
-    return torch.cat(outs)
+    os.makedirs(d, exist_ok=True)
+    np.save(os.path.join(d, "in.npy"), x.numpy())
+    r = subprocess.run([os.environ.get("QOPT_NODE", "node"), runner, model_path, d, os.path.join(d, "in.npy"),
+                        "--threads", "2"] + ([] if optimize else ["--no-optimize"]),
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if r.returncode != 0:
+        raise RuntimeError("run_onnx failed on %s: %s" % (model_path, r.stderr.strip()))
+    names = [o.name for o in onnx.load(model_path).graph.output]
+    return {n: torch.from_numpy(np.load(os.path.join(d, npy_name(n)))) for n in names}
+
+
+def ort_output(runner, model_path, x, tmp, tag, optimize=True):
+    """The model's first output, in batches of 500."""
+    name = onnx.load(model_path).graph.output[0].name
+    return torch.cat([run_ort(runner, model_path, x[i:i + 500], os.path.join(tmp, "%s_%d" % (tag, i)), optimize)[name]
+                      for i in range(0, x.shape[0], 500)])
+
+
+# ONNX's ops as defined, in PyTorch, with qopt's simulation arithmetic for QuantizeLinear
+# (x * (1 / scale), rounded half to even). Each takes the node and its input tensors.
+def _attr(node, name, default=None):
+    for a in node.attribute:
+        if a.name == name:
+            return helper.get_attribute_value(a)
+    return default
+
+
+def _broadcast(t, axis, rank):
+    if t.dim() == 0:
+        return t
+    shape = [1] * rank
+    shape[axis] = -1
+    return t.reshape(shape)
+
+
+def _quantize(n, x, s, z):
+    return torch.clamp(torch.round(x * (1.0 / s.float())) + z.float(), -128, 127).to(torch.int8)
+
+
+def _dequantize(n, q, s, z):
+    axis = _attr(n, "axis", 1)
+    return (q.float() - _broadcast(z.float(), axis, q.dim())) * _broadcast(s.float(), axis, q.dim())
+
+
+def _conv(n, x, w, b=None):
+    pads = _attr(n, "pads")
+    kw = dict(stride=_attr(n, "strides"), padding=pads[:len(pads) // 2], dilation=_attr(n, "dilations"),
+              groups=_attr(n, "group", 1))
+    if n.op_type == "ConvTranspose":
+        return F.conv_transpose2d(x, w, b, output_padding=_attr(n, "output_padding", [0, 0]), **kw)
+    return F.conv2d(x, w, b, **kw)
+
+
+def _pool(n, x):
+    pads = _attr(n, "pads")
+    kw = dict(kernel_size=_attr(n, "kernel_shape"), stride=_attr(n, "strides"), padding=pads[:2],
+              ceil_mode=bool(_attr(n, "ceil_mode", 0)))
+    if n.op_type == "MaxPool":
+        return F.max_pool2d(x, dilation=_attr(n, "dilations", [1, 1]), **kw)
+    return F.avg_pool2d(x, count_include_pad=bool(_attr(n, "count_include_pad", 0)), **kw)
+
+
+def _resize(n, x, roi, scales):
+    mode = _attr(n, "mode").decode()
+    if mode == "nearest":
+        return F.interpolate(x, scale_factor=scales[2:].tolist(), mode="nearest")
+    corners = _attr(n, "coordinate_transformation_mode").decode() == "align_corners"
+    return F.interpolate(x, scale_factor=scales[2:].tolist(), mode="bilinear", align_corners=corners)
+
+
+def _reshape(n, x, shape):
+    shape = [x.shape[i] if d == 0 else d for i, d in enumerate(shape.tolist())]
+    return x.reshape(shape)
+
+
+ONNX_OPS = {
+    "QuantizeLinear": _quantize,
+    "DequantizeLinear": _dequantize,
+    "Conv": _conv,
+    "ConvTranspose": _conv,
+    "Gemm": lambda n, a, w, b=None: F.linear(a, w, b),
+    "Relu": lambda n, x: torch.relu(x),
+    "Clip": lambda n, x, lo, hi: torch.clamp(x, lo.item(), hi.item()),
+    "Add": lambda n, a, b: a + b,
+    "Sub": lambda n, a, b: a - b,
+    "Mul": lambda n, a, b: a * b,
+    "Div": lambda n, a, b: a / b,
+    "MaxPool": _pool,
+    "AveragePool": _pool,
+    "GlobalAveragePool": lambda n, x: x.mean((2, 3), keepdim=True),
+    "ReduceMean": lambda n, x: x.mean(_attr(n, "axes"), keepdim=bool(_attr(n, "keepdims", 1))),
+    "Flatten": lambda n, x: x.flatten(_attr(n, "axis", 1)),
+    "Reshape": _reshape,
+    "Identity": lambda n, x: x,
+    "Sigmoid": lambda n, x: torch.sigmoid(x),
+    "Tanh": lambda n, x: torch.tanh(x),
+    "HardSwish": lambda n, x: F.hardswish(x),
+    "HardSigmoid": lambda n, x: F.hardsigmoid(x),
+    "Softmax": lambda n, x: torch.softmax(x, _attr(n, "axis")),
+    "Concat": lambda n, *xs: torch.cat(xs, _attr(n, "axis")),
+    "Split": lambda n, x, sizes: torch.split(x, sizes.tolist(), _attr(n, "axis")),
+    "Transpose": lambda n, x: x.permute(_attr(n, "perm")),
+    "Resize": _resize,
+    "BatchNormalization": lambda n, x, w, b, m, v: F.batch_norm(x, m, v, w, b, False, 0.0, _attr(n, "epsilon")),
+}
+
+
+def run_node(node, inputs):
+    with torch.no_grad():
+        out = ONNX_OPS[node.op_type](node, *inputs)
+    return list(out) if isinstance(out, (tuple, list)) else [out]
+
+
+def initializers(model):
+    return {i.name: torch.from_numpy(numpy_helper.to_array(i).copy()) for i in model.graph.initializer}
+
+
+def execute_in_torch(model, x):
+    """The graph's output, executed node by node in PyTorch."""
+    env = initializers(model)
+    env[model.graph.input[0].name] = x
+    for node in model.graph.node:
+        for name, value in zip(node.output, run_node(node, [env[i] for i in node.input])):
+            env[name] = value
+    return env[model.graph.output[0].name]
+
+
+def check_nodes(name, args, model_path, x, tmp):
+    """Feeds every node ONNX Runtime's own inputs (optimizations off) and compares its
+    output with PyTorch's."""
+    model = onnx.load(model_path)
+    inits = initializers(model)
+    types = {n.output[0]: onnx.TensorProto.INT8 for n in model.graph.node if n.op_type == "QuantizeLinear"}
+    wired = onnx.load(model_path)
+    present = {o.name for o in wired.graph.output}
+    for node in wired.graph.node:
+        for o in node.output:
+            if o not in present and o not in inits:
+                wired.graph.output.append(helper.make_tensor_value_info(o, types.get(o, onnx.TensorProto.FLOAT), None))
+    wired_path = os.path.join(tmp, name + "_all_tensors.onnx")
+    onnx.save(wired, wired_path)
+    env = dict(inits)
+    env.update(run_ort(args.runner, wired_path, x, os.path.join(tmp, name + "_all_tensors"), optimize=False))
+    env[model.graph.input[0].name] = x
+    worst_float, flips, ties_only, values = 0.0, 0, True, 0
+    for node in model.graph.node:
+        expected = run_node(node, [env[i] for i in node.input])
+        for out, want in zip(node.output, expected):
+            got = env[out]
+            if node.op_type == "QuantizeLinear":
+                differ = got.to(torch.int32) != want.to(torch.int32)
+                values += got.numel()
+                if differ.any():
+                    flips += int(differ.sum())
+                    u = env[node.input[0]][differ] * (1.0 / env[node.input[1]].float())
+                    one_step = ((got.to(torch.int32) - want.to(torch.int32)).abs()[differ] <= 1).all()
+                    ties_only &= bool(one_step) and bool(((u - u.floor() - 0.5).abs() < 1e-3).all())
+            elif got.dtype.is_floating_point and got.numel():
+                scale = max(1.0, want.abs().max().item())
+                worst_float = max(worst_float, (got - want).abs().max().item() / scale)
+    check(worst_float <= 1e-4, "%s: ONNX Runtime runs every float op as defined, node by node (max relative diff %.1e)" %
+          (name, worst_float))
+    check(ties_only, "%s: every QuantizeLinear in ONNX Runtime gives the simulation's grid value, node by node (%d of "
+          "%d values differ, all by one step at half-step ties)" % (name, flips, values))
+
+
+def run_job(args, name, tmp):
+    if name in ZOO:
+        model_path = os.path.join(ROOT, "zoo", name + ".pt")
+        data = lambda images, **extra: dict({"path": FMNIST + "/" + images, "preprocess": PREPROCESS}, **extra)
+        calibration = data("train-images-idx3-ubyte.gz", max_samples=256, batch_size=64)
+        evaluation = data("t10k-images-idx3-ubyte.gz", labels_path=FMNIST + "/t10k-labels-idx1-ubyte.gz",
+                          max_samples=args.images, batch_size=500)
+    else:
+        model_path = os.path.join(os.path.abspath(args.fixtures), name + ".pt")
+        calibration, evaluation = {"path": os.path.join(os.path.abspath(args.fixtures), "calib.npy"), "batch_size": 8}, None
+    recipe = {
+        "name": "onnx_" + name, "model": {"path": model_path}, "calibration_data": calibration,
+        "quantization": {"per_channel": True}, "num_threads": 2,
+        "steps": [{"fold_batch_norm": {}}, {"export": {"onnx": True, "torchscript": True, "prefix": "float"}},
+                  {"calibrate": {}}] + ([{"evaluate": {}}] if evaluation else []) +
+                 [{"export": {"onnx": True, "torchscript": True, "encodings": True}}],
+    }
+    if evaluation:
+        recipe["evaluation_data"] = evaluation
+    path = os.path.join(tmp, name + ".json")
+    json.dump(recipe, open(path, "w"))
+    out = os.path.join(tmp, name)
+    subprocess.run([args.worker, "run", "--quiet", "--recipe", path, "--out", out], check=True, stdout=subprocess.DEVNULL)
+    return out
 
 
 def check_model(args, name, x, labels, tmp):
-    model_path = os.path.join(ROOT, "zoo", name + ".pt")
-    out = os.path.join(tmp, name)
-    data = lambda images, **extra: dict({"path": FMNIST + "/" + images, "preprocess": PREPROCESS}, **extra)
-    recipe = {
-        "name": "onnx_" + name, "model": {"path": model_path},
-        "calibration_data": data("train-images-idx3-ubyte.gz", max_samples=256, batch_size=64),
-        "evaluation_data": data("t10k-images-idx3-ubyte.gz", labels_path=FMNIST + "/t10k-labels-idx1-ubyte.gz",
-                                max_samples=args.images, batch_size=500),
-        "quantization": {"per_channel": True}, "num_threads": 2,
-        "steps": [{"fold_batch_norm": {}}, {"export": {"onnx": True, "torchscript": True, "prefix": "float"}},
-                  {"calibrate": {}}, {"evaluate": {}}, {"export": {"onnx": True, "torchscript": True, "encodings": True}}],
-    }
-    path = os.path.join(tmp, name + ".json")
-    json.dump(recipe, open(path, "w"))
-    subprocess.run([args.worker, "run", "--quiet", "--recipe", path, "--out", out], check=True)
-
+    out = run_job(args, name, tmp)
     for f in ("float.onnx", "model.onnx"):
         try:
             onnx.checker.check_model(onnx.load(os.path.join(out, f)))
@@ -87,7 +274,7 @@ def check_model(args, name, x, labels, tmp):
     with torch.no_grad():
         float_ts = torch.jit.load(os.path.join(out, "float.pt"))(x)
         sim_ts = torch.jit.load(os.path.join(out, "model.pt"))(x)
-    float_ort = ort_outputs(args.runner, os.path.join(out, "float.onnx"), x, tmp, name + "_float")
+    float_ort = ort_output(args.runner, os.path.join(out, "float.onnx"), x, tmp, name + "_float")
     diff = (float_ort - float_ts).abs().max().item()
     check(diff <= 1e-4 * max(1.0, float_ts.abs().max().item()),
           "%s: float ONNX equals the float TorchScript model (max diff %.2e)" % (name, diff))
@@ -101,57 +288,138 @@ def check_model(args, name, x, labels, tmp):
     dq_params = [n.output[0] for n in qdq.graph.node
                  if n.op_type == "DequantizeLinear" and n.input[0].endswith("_quantized") and n.input[0] in
                  {i.name for i in qdq.graph.initializer}]
-    missing = [n.input[0] for n in q_nodes if n.input[0] not in encodings["activation_encodings"]]
+    missing = [n.output[0][:-len("_quantized")] for n in q_nodes
+               if n.output[0][:-len("_quantized")] not in encodings["activation_encodings"]]
     missing += [p for p in dq_params if p not in encodings["param_encodings"]]
     check(not missing and len(q_nodes) == len(encodings["activation_encodings"]) and
           len(dq_params) == len(encodings["param_encodings"]),
           "%s: encodings cover the %d activation and %d weight quantizers exactly%s" %
           (name, len(q_nodes), len(dq_params), "" if not missing else " (missing %s)" % missing[:3]))
-    module_names = {n.name for n in qdq.graph.node if n.op_type in ("Conv", "Gemm")}
+    dequantized = {n.output[0] for n in qdq.graph.node if n.op_type == "DequantizeLinear"}
+    module_names = {n.name for n in qdq.graph.node if n.op_type in ("Conv", "ConvTranspose", "Gemm") and n.input[1] in dequantized}
     ts_layers = {k.rsplit(".", 1)[0] for k, _ in torch.jit.load(os.path.join(out, "model.pt")).named_parameters()}
-    check(module_names <= ts_layers, "%s: conv / gemm nodes carry the user's module names (%s, ...)" %
+    check(module_names <= ts_layers, "%s: conv / gemm nodes with quantized weights carry the user's module names (%s, ...)" %
           (name, sorted(module_names)[0]))
 
     step = encodings["activation_encodings"][quantized_output][0]["scale"] if quantized_output else 1.0
-    reference = ort_outputs(args.runner, os.path.join(out, "model.onnx"), x, tmp, name + "_qdq_ref", optimize=False)
-    steps = ((reference - sim_ts).abs() / step).max().item()
+    steps_from_sim = lambda y: ((y - sim_ts).abs() / step).max().item()
+    in_torch = execute_in_torch(qdq, x[:args.node_images])
+    check(((in_torch - sim_ts[:args.node_images]).abs() / step).max().item() <= 1.0 + 1e-3,
+          "%s: the QDQ graph executed op by op in PyTorch gives the simulation's output (max %.3f output steps)" %
+          (name, ((in_torch - sim_ts[:args.node_images]).abs() / step).max().item()))
+    check_nodes(name, args, os.path.join(out, "model.onnx"), x[:args.node_images], tmp)
+
+    reference = ort_output(args.runner, os.path.join(out, "model.onnx"), x, tmp, name + "_qdq_ref", optimize=False)
+    steps = steps_from_sim(reference)
     exact = name in args.exact_models.split(",")
-    check(steps <= 1.0 + 1e-3 or not exact, "%s: ONNX Runtime's QDQ output (graph optimizations off: Q/DQ as defined) within one "
-          "output step of the simulation (max %.3f steps, %.2f%% of values differ)" %
+    check(steps <= 1.0 + 1e-3 or not exact, "%s: ONNX Runtime's QDQ output (graph optimizations off: Q/DQ as defined) within "
+          "one output step of the simulation end to end (max %.3f steps, %.2f%% of values more than half a step off)" %
           (name, steps, 100 * (reference - sim_ts).abs().gt(step / 2).float().mean().item()) +
-          ("" if exact else " [not asserted: open in issue 15]"))
+          ("" if exact else " [not asserted: rounding ties flip grid values, which this model's depth amplifies]"))
+    if labels is None:
+        return
     # With optimizations ONNX Runtime fuses the pairs into int8 kernels, whose requantization
     # rounds differently at grid boundaries; those differences grow with depth, so the
     # check there is top-1.
-    sim_ort = ort_outputs(args.runner, os.path.join(out, "model.onnx"), x, tmp, name + "_qdq")
-    int8_steps = ((sim_ort - sim_ts).abs() / step).max().item()
+    sim_ort = ort_output(args.runner, os.path.join(out, "model.onnx"), x, tmp, name + "_qdq")
     top1_sim = (sim_ts.argmax(1) == labels).float().mean().item()
     top1_ort = (sim_ort.argmax(1) == labels).float().mean().item()
     report = json.load(open(os.path.join(out, "report.json")))
     evaluated = [s for s in report["steps"] if s["step"] == "evaluate"][0]["figures"]["top1"]
     check(abs(top1_ort - top1_sim) <= 0.001 + 1e-9,
           "%s: top-1 ONNX Runtime int8 %.2f%%, simulation %.2f%% (job's evaluate step %.2f%%); int8 outputs up to "
-          "%.0f output steps from the simulation's" % (name, 100 * top1_ort, 100 * top1_sim, 100 * evaluated, int8_steps))
+          "%.0f output steps from the simulation's" % (name, 100 * top1_ort, 100 * top1_sim, 100 * evaluated,
+                                                     steps_from_sim(sim_ort)))
+
+
+def check_settings(args, tmp):
+    """Quantization ONNX cannot hold as a plain int8 pair: a documented fallback named in
+    the report, or an error naming the quantizer; ops without a mapping fail by name. No
+    ONNX file is left by a failed export."""
+    def job(tag, model_path, quantization, x_path, expect_ok):
+        recipe = {"name": tag, "model": {"path": model_path}, "calibration_data": {"path": x_path, "batch_size": 8},
+                  "quantization": quantization, "num_threads": 2,
+                  "steps": [{"calibrate": {}}, {"export": {"onnx": True, "torchscript": True}}]}
+        path = os.path.join(tmp, tag + ".json")
+        json.dump(recipe, open(path, "w"))
+        out = os.path.join(tmp, tag)
+        r = subprocess.run([args.worker, "run", "--quiet", "--recipe", path, "--out", out],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        if expect_ok and r.returncode != 0:
+            raise RuntimeError("%s failed: %s" % (tag, r.stderr.strip()))
+        return out, r
+
+    x = fashion_mnist.load("test")[0][:64].contiguous()
+    x_path = os.path.join(tmp, "settings_x.npy")
+    np.save(x_path, x.numpy())
+    small_cnn = os.path.join(ROOT, "zoo", "small_cnn.pt")
+    for bits in ((3, 8), (8, 4)):
+        tag = "w%da%d" % bits
+        out, _ = job(tag, small_cnn, {"param_bitwidth": bits[0], "activation_bitwidth": bits[1], "per_channel": True},
+                     x_path, True)
+        details = [st for st in json.load(open(os.path.join(out, "report.json")))["steps"] if st["step"] == "export"][0]
+        fallbacks = details["details"]["onnx"]["fallbacks"]
+        what = "weight grid" if bits[0] < 8 else "grid of 16 values"
+        check(fallbacks and all(what in f for f in fallbacks),
+              "%s: the report names %d ONNX fallbacks (%s)" % (tag, len(fallbacks), fallbacks[0] if fallbacks else "none"))
+        with torch.no_grad():
+            sim = torch.jit.load(os.path.join(out, "model.pt"))(x)
+        qdq = onnx.load(os.path.join(out, "model.onnx"))
+        onnx.checker.check_model(qdq)
+        step = [i for i in qdq.graph.initializer if i.name == qdq.graph.output[0].name[:-len("_dequantized")] + "_scale"]
+        step = float(numpy_helper.to_array(step[0]))
+        steps = ((ort_output(args.runner, os.path.join(out, "model.onnx"), x, tmp, tag, optimize=False) - sim).abs() / step).max().item()
+        check(steps <= 1.0 + 1e-3, "%s: ONNX Runtime runs the fallback as the simulation (max %.3f output steps)" % (tag, steps))
+
+    out, r = job("a16", small_cnn, {"activation_bitwidth": 16}, x_path, False)
+    check(r.returncode != 0 and "16-bit grid" in r.stderr and "at most 8 bits" in r.stderr and
+          not os.path.exists(os.path.join(out, "model.onnx")),
+          "16-bit activations: the export fails naming the quantizer, no model.onnx (%s)" % r.stderr.strip().splitlines()[-1])
+
+    class Gelu(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(1, 4, 3)
+            self.act = torch.nn.GELU()
+
+        def forward(self, x):
+            return self.act(self.conv(x))
+
+    gelu_path = os.path.join(tmp, "gelu.pt")
+    torch.jit.trace(Gelu().eval(), x[:2]).save(gelu_path)
+    out, r = job("gelu", gelu_path, {}, x_path, False)
+    check(r.returncode != 0 and "act (aten::gelu) has no ONNX mapping" in r.stderr and
+          not os.path.exists(os.path.join(out, "model.onnx")),
+          "an op without a mapping: the export fails naming it, no model.onnx (%s)" % r.stderr.strip().splitlines()[-1])
 
 
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("worker")
     p.add_argument("runner")
-    p.add_argument("--models", default="small_cnn,resnet18,mobilenet_v2")
+    p.add_argument("--fixtures", help="the test fixtures' folder (tests/fixtures/make_fixtures.py)")
+    p.add_argument("--models", help="default: the zoo, and the fixtures with --fixtures")
     p.add_argument("--images", type=int, default=2000)
-    # MobileNetV2 is not held to one step yet: with graph optimizations off its output
-    # still differs by up to 4 steps on a few percent of values (grid-boundary flips that
-    # its depth amplifies; the exported TorchScript model differs from the simulation the
-    # same way). Open in issue 15.
-    p.add_argument("--exact-models", default="small_cnn,resnet18")
+    p.add_argument("--node-images", type=int, default=100, help="inputs for the node-by-node checks")
+    # MobileNetV2 and GoogLeNet are held to one step node by node, not end to end: a few
+    # hundred half-step ties (x / scale in ONNX Runtime, x * (1 / scale) in PyTorch) and
+    # accumulation order flip grid values, and their depth spreads those flips to the
+    # output (2 and 4 output steps).
+    p.add_argument("--exact-models", default="small_cnn,resnet18,shufflenet_v2,dense_tiny,unet_tiny")
     args = p.parse_args()
     torch.set_num_threads(2)
-    x, labels = fashion_mnist.load("test")
-    x, labels = x[:args.images].contiguous(), labels[:args.images]
+    models = args.models.split(",") if args.models else list(ZOO) + (list(FIXTURES) if args.fixtures else [])
+    x_zoo, labels = fashion_mnist.load("test")
+    x_zoo, labels = x_zoo[:args.images].contiguous(), labels[:args.images]
     with tempfile.TemporaryDirectory() as tmp:
-        for name in args.models.split(","):
-            check_model(args, name, x, labels, tmp)
+        if not args.models:
+            check_settings(args, tmp)
+        for name in models:
+            if name in ZOO:
+                check_model(args, name, x_zoo, labels, tmp)
+            else:
+                x = torch.from_numpy(np.load(os.path.join(args.fixtures, "calib.npy")))
+                check_model(args, name, x, None, tmp)
     print("%d failures" % len(FAILURES))
     return 1 if FAILURES else 0
 

@@ -52,6 +52,12 @@ void IntAttr(onnx::NodeProto* n, const std::string& name, int64_t v) {
   a->set_i(v);
 }
 
+void StringAttr(onnx::NodeProto* n, const std::string& name, const std::string& v) {
+  onnx::AttributeProto* a = Attr(n, name);
+  a->set_type(onnx::AttributeProto::STRING);
+  a->set_s(v);
+}
+
 void FloatAttr(onnx::NodeProto* n, const std::string& name, float v) {
   onnx::AttributeProto* a = Attr(n, name);
   a->set_type(onnx::AttributeProto::FLOAT);
@@ -83,6 +89,8 @@ class Writer {
   }
 
   json activation_encodings = json::object(), param_encodings = json::object();
+  // Quantizers written in a form other than a plain int8 pair, one line each.
+  std::vector<std::string> fallbacks;
 
  private:
   void AddValueInfo(onnx::ValueInfoProto* info, const std::string& name, const Value& v) {
@@ -121,6 +129,10 @@ class Writer {
   absl::StatusOr<std::string> Tensor(int vid) {
     if (auto it = mapped_.find(vid); it != mapped_.end()) return it->second;
     const Value& v = graph_.values[vid];
+    if (shape_values_.count(vid)) {
+      return absl::InvalidArgumentError(absl::StrCat("ONNX export: ", v.name,
+                                                     " is computed from tensor shapes and used as data, which the export does not write"));
+    }
     if (!v.constant || !v.constant->isTensor()) {
       return absl::InvalidArgumentError(absl::StrCat("ONNX export: value ", v.name, " is used before it is defined"));
     }
@@ -156,6 +168,10 @@ class Writer {
       list.push_back(EncodingToJson(e));
     }
     param_encodings[v.name] = std::move(list);
+    if (es.front().bitwidth < 8) {
+      fallbacks.push_back(absl::StrCat(v.name, ": ", es.front().bitwidth,
+                                       "-bit weight grid stored as its int8 values (exact)"));
+    }
     const at::Tensor dq = q.Apply(w);
     at::Tensor scale = at::tensor(scales, at::kFloat), zp = at::tensor(std::vector<int8_t>(zero_points.begin(), zero_points.end()), at::kChar);
     std::vector<int64_t> bshape(w.dim(), 1);
@@ -186,16 +202,29 @@ class Writer {
     auto it = sim_->activation_quantizers().find(vid);
     if (it == sim_->activation_quantizers().end() || !it->second.enabled() || !it->second.has_encodings()) return name;
     const Encoding& e = it->second.encodings().front();
-    if (e.num_steps != 255) {
+    if (e.num_steps > 255) {
       return absl::InvalidArgumentError(absl::StrCat(
           "ONNX export: activation ", name, " is quantized to a ", e.bitwidth, "-bit grid of ", e.num_steps + 1,
-          " values; QuantizeLinear saturates to int8's 256, so only 8-bit grids of 255 steps export exactly"));
+          " values; opset ", kOnnxOpset, "'s QuantizeLinear holds at most 8 bits (int8), so activations of more "
+          "than 8 bits cannot be exported: quantize them to 8 bits or fewer, or export TorchScript"));
     }
     activation_encodings[name] = json::array({EncodingToJson(e)});
+    std::string quantized_input = name;
+    if (e.num_steps < 255) {
+      // A grid smaller than int8's: clip to its range first, so QuantizeLinear's rounding
+      // lands on the grid's values only.
+      const float lo = static_cast<float>(e.offset * e.scale), hi = static_cast<float>((e.offset + e.num_steps) * e.scale);
+      const std::string l = Initializer(name + "_grid_min", at::tensor(lo).reshape({}));
+      const std::string h = Initializer(name + "_grid_max", at::tensor(hi).reshape({}));
+      quantized_input = name + "_on_grid";
+      Add("Clip", name + "_to_grid", {name, l, h}, {quantized_input});
+      fallbacks.push_back(absl::StrCat("activation ", name, ": ", e.bitwidth, "-bit grid of ", e.num_steps + 1,
+                                       " values written as Clip to its range + int8 QuantizeLinear/DequantizeLinear (exact)"));
+    }
     const std::string s = Initializer(name + "_scale", at::tensor(static_cast<float>(e.scale)).reshape({}));
     const std::string z =
         Initializer(name + "_zero_point", at::tensor(static_cast<int8_t>(e.zero_point() - 128), at::kChar).reshape({}));
-    Add("QuantizeLinear", name + "_quantize", {name, s, z}, {name + "_quantized"});
+    Add("QuantizeLinear", name + "_quantize", {quantized_input, s, z}, {name + "_quantized"});
     Add("DequantizeLinear", name + "_dequantize", {name + "_quantized", s, z}, {name + "_dequantized"});
     return name + "_dequantized";
   }
@@ -233,6 +262,42 @@ class Writer {
     return Tensor(n.inputs[i]);
   }
 
+  absl::StatusOr<std::vector<int64_t>> Shape(const Node& n, int vid) const {
+    const Value& v = graph_.values[vid];
+    if (!v.shape) return absl::InvalidArgumentError(absl::StrCat("ONNX export: ", n.name, " (", n.op, "): the shape of ", v.name, " is unknown"));
+    return *v.shape;
+  }
+  absl::StatusOr<int64_t> Axis(const Node& n, int64_t d, size_t rank) const {
+    const int64_t r = static_cast<int64_t>(rank);
+    if (d < -r || d >= r) return absl::InvalidArgumentError(absl::StrCat("ONNX export: ", n.name, " (", n.op, "): dimension ", d, " of a rank-", r, " tensor"));
+    return d < 0 ? d + r : d;
+  }
+  absl::StatusOr<const std::vector<std::string>*> List(const Node& n, size_t i) const {
+    auto it = lists_.find(n.inputs[i]);
+    if (it == lists_.end()) return Unmapped(n, "a tensor list not built by a list or a split");
+    return &it->second;
+  }
+  // Ops on tensor sizes (x.size(1) // groups): their results only shape a later view, so
+  // they are not written; that view takes the inferred shape instead.
+  bool IsShapeArithmetic(const Node& n) const {
+    static const std::set<std::string> kSizes = {"aten::size", "aten::numel", "aten::dim"};
+    static const std::set<std::string> kArithmetic = {"prim::NumToTensor", "aten::Int", "aten::floor_divide", "aten::div",
+                                                      "aten::mul", "aten::add", "aten::sub", "prim::ListConstruct",
+                                                      "aten::ScalarImplicit", "aten::floordiv"};
+    if (kSizes.count(n.op)) return true;
+    if (!kArithmetic.count(n.op)) return false;
+    bool any = false;
+    for (int vid : n.inputs) {
+      const Value& v = graph_.values[vid];
+      if (shape_values_.count(vid)) {
+        any = true;
+      } else if (!v.constant || (v.constant->isTensor() && v.constant->toTensor().dim() > 0)) {
+        return false;
+      }
+    }
+    return any;
+  }
+
   static std::vector<int64_t> Pads(const std::vector<int64_t>& p, size_t dims) {
     std::vector<int64_t> pads(2 * dims, 0);
     for (size_t d = 0; d < dims; ++d) pads[d] = pads[d + dims] = p.size() == 1 ? p[0] : p[d];
@@ -248,14 +313,57 @@ class Writer {
                                                      ") is control flow, which the ONNX export does not write"));
     }
     const std::string out = n.name;
-    std::string produced = out;  // the ONNX tensor holding the node's output
     const std::string& op = n.op;
     auto in = [&](size_t i) { return Tensor(n.inputs[i]); };
+    if (IsShapeArithmetic(n)) {
+      shape_values_.insert(n.outputs.begin(), n.outputs.end());
+      return absl::OkStatus();
+    }
+    if (op == "prim::ListConstruct") {
+      std::vector<std::string> items;
+      for (size_t i = 0; i < n.inputs.size(); ++i) {
+        if (!graph_.values[n.inputs[i]].is_tensor) return Unmapped(n, "a list of values computed at run time");
+        ASSIGN_OR_RETURN(items.emplace_back(), in(i));
+      }
+      lists_[n.outputs[0]] = std::move(items);
+      return absl::OkStatus();
+    }
+    if (op == "prim::ListUnpack") {
+      ASSIGN_OR_RETURN(const std::vector<std::string>* items, List(n, 0));
+      if (items->size() != n.outputs.size()) return Unmapped(n, "unpacking a list of another length");
+      for (size_t k = 0; k < n.outputs.size(); ++k) {
+        ASSIGN_OR_RETURN(mapped_[n.outputs[k]], QuantizeActivation(n.outputs[k], (*items)[k]));
+      }
+      return absl::OkStatus();
+    }
+    if (op == "aten::chunk" || op == "aten::split" || op == "aten::split_with_sizes") {
+      // A list of pieces along one dimension: one Split node, one ONNX tensor per piece.
+      ASSIGN_OR_RETURN(const std::vector<int64_t> shape, Shape(n, n.inputs[0]));
+      ASSIGN_OR_RETURN(const std::vector<int64_t> arg, Ints(n, 1));
+      ASSIGN_OR_RETURN(const std::vector<int64_t> dim_arg, Ints(n, 2));
+      ASSIGN_OR_RETURN(const int64_t dim, Axis(n, dim_arg[0], shape.size()));
+      std::vector<int64_t> sizes;
+      if (op == "aten::split_with_sizes" || (op == "aten::split" && graph_.values[n.inputs[1]].constant->isIntList())) {
+        sizes = arg;
+      } else {
+        const int64_t each = op == "aten::chunk" ? (shape[dim] + arg[0] - 1) / arg[0] : arg[0];
+        if (each <= 0) return Unmapped(n, "pieces of size 0");
+        for (int64_t left = shape[dim]; left > 0; left -= each) sizes.push_back(std::min(each, left));
+      }
+      ASSIGN_OR_RETURN(const std::string x, in(0));
+      std::vector<std::string> pieces;
+      for (size_t k = 0; k < sizes.size(); ++k) pieces.push_back(absl::StrCat(n.name, ".", k));
+      const std::string split = Initializer(n.name + "_sizes", at::tensor(sizes, at::kLong));
+      IntAttr(Add("Split", n.name, {x, split}, pieces), "axis", dim);
+      lists_[n.outputs[0]] = std::move(pieces);
+      return absl::OkStatus();
+    }
     if (op == "aten::_convolution" || op == "aten::conv1d" || op == "aten::conv2d" || op == "aten::conv3d") {
       const bool full = op == "aten::_convolution";
+      bool transposed = false;
       if (full) {
-        ASSIGN_OR_RETURN(const c10::IValue transposed, Const(n, 6));
-        if (transposed.toBool()) return Unmapped(n, "transposed convolution");
+        ASSIGN_OR_RETURN(const c10::IValue t, Const(n, 6));
+        transposed = t.toBool();
       }
       ASSIGN_OR_RETURN(const std::string x, in(0));
       ASSIGN_OR_RETURN(const std::string w, in(1));
@@ -269,7 +377,11 @@ class Writer {
       ASSIGN_OR_RETURN(const std::vector<int64_t> padding, Ints(n, 4));
       ASSIGN_OR_RETURN(const std::vector<int64_t> dilation, Ints(n, 5));
       ASSIGN_OR_RETURN(const std::vector<int64_t> groups, Ints(n, full ? 8 : 6));
-      onnx::NodeProto* c = Add("Conv", n.name, inputs, {out});
+      onnx::NodeProto* c = Add(transposed ? "ConvTranspose" : "Conv", n.name, inputs, {out});
+      if (transposed) {
+        ASSIGN_OR_RETURN(const std::vector<int64_t> output_padding, Ints(n, 7));
+        IntsAttr(c, "output_padding", PerDim(output_padding, dims));
+      }
       IntsAttr(c, "strides", PerDim(stride, dims));
       IntsAttr(c, "pads", Pads(padding, dims));
       IntsAttr(c, "dilations", PerDim(dilation, dims));
@@ -350,7 +462,17 @@ class Writer {
       ASSIGN_OR_RETURN(const std::string in0, in(0));
       IntAttr(Add("Flatten", n.name, {in0}, {out}), "axis", 1);
     } else if (op == "aten::view" || op == "aten::reshape") {
-      ASSIGN_OR_RETURN(const std::vector<int64_t> shape, Ints(n, 1));
+      std::vector<int64_t> shape;
+      if (shape_values_.count(n.inputs[1])) {
+        // A shape computed from the input's (channel shuffle): the inferred output shape,
+        // with the batch copied from the input (0) so any batch size runs.
+        ASSIGN_OR_RETURN(const std::vector<int64_t> from, Shape(n, n.inputs[0]));
+        ASSIGN_OR_RETURN(shape, Shape(n, n.outputs[0]));
+        if (shape.empty() || from.empty() || shape[0] != from[0]) return Unmapped(n, "a computed shape that changes the batch dimension");
+        shape[0] = 0;
+      } else {
+        ASSIGN_OR_RETURN(shape, Ints(n, 1));
+      }
       ASSIGN_OR_RETURN(const std::string x, in(0));
       const std::string s = Initializer(n.name + "_shape", at::tensor(shape, at::kLong));
       Add("Reshape", n.name, {x, s}, {out});
@@ -380,11 +502,79 @@ class Writer {
       ASSIGN_OR_RETURN(const std::vector<int64_t> dim, Ints(n, 1));
       ASSIGN_OR_RETURN(const std::string x, in(0));
       IntAttr(Add("Softmax", n.name, {x}, {out}), "axis", dim[0]);
+    } else if (op == "aten::cat") {
+      ASSIGN_OR_RETURN(const std::vector<std::string>* items, List(n, 0));
+      ASSIGN_OR_RETURN(const std::vector<int64_t> dim, Ints(n, 1));
+      ASSIGN_OR_RETURN(const std::vector<int64_t> shape, Shape(n, n.outputs[0]));
+      ASSIGN_OR_RETURN(const int64_t axis, Axis(n, dim[0], shape.size()));
+      IntAttr(Add("Concat", n.name, *items, {out}), "axis", axis);
+    } else if (op == "aten::transpose" || op == "aten::permute" || op == "aten::t") {
+      ASSIGN_OR_RETURN(const std::vector<int64_t> shape, Shape(n, n.inputs[0]));
+      std::vector<int64_t> perm(shape.size());
+      for (size_t d = 0; d < perm.size(); ++d) perm[d] = static_cast<int64_t>(d);
+      if (op == "aten::permute") {
+        ASSIGN_OR_RETURN(const std::vector<int64_t> dims, Ints(n, 1));
+        if (dims.size() != perm.size()) return Unmapped(n, "a permutation of another rank");
+        for (size_t d = 0; d < perm.size(); ++d) {
+          ASSIGN_OR_RETURN(perm[d], Axis(n, dims[d], perm.size()));
+        }
+      } else if (op == "aten::t") {
+        if (perm.size() == 2) std::swap(perm[0], perm[1]);
+      } else {
+        ASSIGN_OR_RETURN(const std::vector<int64_t> d0, Ints(n, 1));
+        ASSIGN_OR_RETURN(const std::vector<int64_t> d1, Ints(n, 2));
+        ASSIGN_OR_RETURN(const int64_t a, Axis(n, d0[0], perm.size()));
+        ASSIGN_OR_RETURN(const int64_t b, Axis(n, d1[0], perm.size()));
+        std::swap(perm[a], perm[b]);
+      }
+      ASSIGN_OR_RETURN(const std::string x, in(0));
+      IntsAttr(Add("Transpose", n.name, {x}, {out}), "perm", perm);
+    } else if (op == "aten::mean") {
+      ASSIGN_OR_RETURN(const std::vector<int64_t> shape, Shape(n, n.inputs[0]));
+      ASSIGN_OR_RETURN(const std::vector<int64_t> dims, Ints(n, 1));
+      ASSIGN_OR_RETURN(const c10::IValue keepdim, Const(n, 2));
+      if (!IsNone(n, 3)) return Unmapped(n, "a dtype argument");
+      std::vector<int64_t> axes;
+      for (int64_t d : dims) {
+        ASSIGN_OR_RETURN(axes.emplace_back(), Axis(n, d, shape.size()));
+      }
+      ASSIGN_OR_RETURN(const std::string x, in(0));
+      onnx::NodeProto* r = Add("ReduceMean", n.name, {x}, {out});
+      IntsAttr(r, "axes", axes);
+      IntAttr(r, "keepdims", keepdim.toBool() ? 1 : 0);
+    } else if (op == "aten::upsample_nearest2d" || op == "aten::upsample_bilinear2d") {
+      // Resize by the ratio of output to input size; PyTorch's nearest is ONNX's
+      // asymmetric / floor, its bilinear pytorch_half_pixel (or align_corners).
+      const bool nearest = op == "aten::upsample_nearest2d";
+      ASSIGN_OR_RETURN(const std::vector<int64_t> from, Shape(n, n.inputs[0]));
+      ASSIGN_OR_RETURN(const std::vector<int64_t> to, Shape(n, n.outputs[0]));
+      if (from.size() != 4 || to.size() != 4) return Unmapped(n, "an input that is not 4-D");
+      std::vector<float> scales = {1.0f, 1.0f};
+      const size_t factors_arg = nearest ? 2 : 3;
+      if (n.inputs.size() == factors_arg + 1 && !IsNone(n, factors_arg) && graph_.values[n.inputs[factors_arg]].constant->isDoubleList()) {
+        for (double f : graph_.values[n.inputs[factors_arg]].constant->toDoubleVector()) scales.push_back(static_cast<float>(f));
+      } else {
+        for (int d = 2; d < 4; ++d) scales.push_back(static_cast<float>(to[d]) / static_cast<float>(from[d]));
+      }
+      if (scales.size() != 4) return Unmapped(n, "scale factors that are not one per spatial dimension");
+      bool align_corners = false;
+      if (!nearest) {
+        ASSIGN_OR_RETURN(const c10::IValue a, Const(n, 2));
+        align_corners = a.toBool();
+      }
+      ASSIGN_OR_RETURN(const std::string x, in(0));
+      const std::string roi = Initializer(n.name + "_roi", at::empty({0}, at::kFloat));
+      const std::string sc = Initializer(n.name + "_scales", at::tensor(scales, at::kFloat));
+      onnx::NodeProto* r = Add("Resize", n.name, {x, roi, sc}, {out});
+      StringAttr(r, "mode", nearest ? "nearest" : "linear");
+      StringAttr(r, "coordinate_transformation_mode",
+                 nearest ? "asymmetric" : align_corners ? "align_corners" : "pytorch_half_pixel");
+      if (nearest) StringAttr(r, "nearest_mode", "floor");
     } else {
       return Unmapped(n, "");
     }
     if (n.outputs.size() != 1) return Unmapped(n, "more than one output");
-    ASSIGN_OR_RETURN(mapped_[n.outputs[0]], QuantizeActivation(n.outputs[0], produced));
+    ASSIGN_OR_RETURN(mapped_[n.outputs[0]], QuantizeActivation(n.outputs[0], out));
     return absl::OkStatus();
   }
 
@@ -397,6 +587,8 @@ class Writer {
   const QuantSim* sim_;
   onnx::GraphProto* out_;
   std::map<int, std::string> mapped_;
+  std::map<int, std::vector<std::string>> lists_;  // tensor lists: the ONNX names of their items
+  std::set<int> shape_values_;  // computed from tensor shapes; ONNX gets the shapes instead
 };
 
 absl::Status WriteFile(const std::string& path, const std::string& bytes) {
@@ -412,7 +604,8 @@ absl::Status WriteFile(const std::string& path, const std::string& bytes) {
 
 }  // namespace internal_onnx
 
-absl::Status ExportOnnx(const Graph& graph, const QuantSim* sim, const std::string& path, const std::string& encodings_path) {
+absl::StatusOr<OnnxExportInfo> ExportOnnx(const Graph& graph, const QuantSim* sim, const std::string& path,
+                                           const std::string& encodings_path) {
   using namespace internal_onnx;
   onnx::ModelProto model;
   model.set_ir_version(8);
@@ -444,7 +637,11 @@ absl::Status ExportOnnx(const Graph& graph, const QuantSim* sim, const std::stri
     if (!written.ok()) std::remove(path.c_str());
     RETURN_IF_ERROR(written);
   }
-  return absl::OkStatus();
+  OnnxExportInfo info;
+  info.fallbacks = std::move(writer.fallbacks);
+  info.activation_quantizers = static_cast<int>(writer.activation_encodings.size());
+  info.weight_quantizers = static_cast<int>(writer.param_encodings.size());
+  return info;
 }
 
 }  // namespace qopt

@@ -6,7 +6,9 @@
 //    channel with `axis` 0, or per tensor), so any grid of 2..8 bits is exact;
 //  - a quantized activation (or model input) gets QuantizeLinear + DequantizeLinear,
 //    int8 with zero point offset - 128; ONNX's saturation to [-128, 127] is qopt's grid
-//    only for 8-bit grids of 255 steps, so other activation grids are refused;
+//    for 8-bit grids of 255 steps; a smaller grid (2..7 bits, strict symmetric) gets a
+//    Clip to its range before the pair, which makes it exact again (a fallback the
+//    result names); grids of more than 8 bits are refused;
 //  - biases stay float (the runtime folds them into its int32 accumulation itself).
 // Beside it, the encodings in AIMET's ONNX layout: keyed by ONNX tensor names.
 // Control flow and ops without a mapping are refused, naming the op; nothing is written
@@ -14,8 +16,10 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "ir/graph.h"
 #include "quant/quantsim.h"
 
@@ -29,7 +33,15 @@ constexpr int kOnnxOpset = 17;
 /// the path is not empty. Shapes of `graph` must have been inferred (the inputs' shapes
 /// are written with a symbolic batch dimension). InvalidArgument naming the op or the
 /// quantizer that ONNX cannot express.
-absl::Status ExportOnnx(const Graph& graph, const QuantSim* sim, const std::string& path,
-                        const std::string& encodings_path = "");
+struct OnnxExportInfo {
+  /// Quantizers written other than as a plain int8 pair, one line each ("activation x:
+  /// 4-bit grid ... written as Clip ...").
+  std::vector<std::string> fallbacks;
+  int activation_quantizers = 0;  // QuantizeLinear / DequantizeLinear pairs
+  int weight_quantizers = 0;      // weights stored as int8 behind DequantizeLinear
+};
+
+absl::StatusOr<OnnxExportInfo> ExportOnnx(const Graph& graph, const QuantSim* sim, const std::string& path,
+                                          const std::string& encodings_path = "");
 
 }  // namespace qopt

@@ -24,10 +24,22 @@ absl::Status RunExportStep(const v1::Step& step, RunContext& run) {
     ASSIGN_OR_RETURN(const std::vector<int64_t> shape, run.InputShape());
     RETURN_IF_ERROR(Annotate(InferShapes(*run.graph, {shape}), "export: ONNX needs the model's shapes"));
     const std::string name = ExportOnnxName(e), encodings = name + ".encodings";
-    RETURN_IF_ERROR(ExportOnnx(*run.graph, run.sim.get(), run.ArtifactPath(name),
-                               run.sim ? run.ArtifactPath(encodings) : ""));
+    ASSIGN_OR_RETURN(const OnnxExportInfo info, ExportOnnx(*run.graph, run.sim.get(), run.ArtifactPath(name),
+                                                           run.sim ? run.ArtifactPath(encodings) : ""));
     run.AddArtifact(name);
     if (run.sim) run.AddArtifact(encodings);
+    // The report says how the ONNX file quantizes, and which quantizers needed a fallback.
+    RETURN_IF_ERROR(SetDetails({{"onnx", {{"file", name},
+                                          {"opset", kOnnxOpset},
+                                          {"activation_quantizers", info.activation_quantizers},
+                                          {"weight_quantizers", info.weight_quantizers},
+                                          {"fallbacks", info.fallbacks}}}},
+                               &run.part()));
+    if (!info.fallbacks.empty()) {
+      RETURN_IF_ERROR(run.Log(absl::StrCat("export: ", info.fallbacks.size(), " ONNX quantizers written with a fallback (",
+                                           info.fallbacks.front(), info.fallbacks.size() > 1 ? "; ..." : "",
+                                           "); all are listed in the report's export details")));
+    }
   }
   return run.Log(absl::StrCat("export: ", absl::StrJoin(run.artifacts(), ", ")));
 }
