@@ -6,7 +6,9 @@ Models: the zoo's (Fashion-MNIST, labelled) and, with --fixtures, the test fixtu
 bring the ops the zoo lacks (googlenet: cat, ceil-mode pools; shufflenet_v2: chunk,
 channel shuffle's computed view and transpose; dense_tiny: dense concatenation, mean,
 squeeze-excite mul; unet_tiny: transposed conv, nearest and bilinear upsampling, skip
-concatenation), run on the fixtures' random calibration inputs.
+concatenation; transformer_tiny: SiLU, flatten / transpose to tokens, layer norm, linear
+on tokens, matmul attention with softmax, GELU; super_resolution_tiny: pixel shuffle),
+run on the fixtures' random calibration inputs.
 
 Per model, one qopt job: fold_batch_norm, export (float ONNX and TorchScript, prefix
 `float`), calibrate (W8A8 per-channel), evaluate (zoo), export (TorchScript, encodings,
@@ -52,7 +54,7 @@ import fashion_mnist  # noqa: E402
 FMNIST = fashion_mnist.ROOT
 PREPROCESS = {"mean": [fashion_mnist.MEAN], "std": [fashion_mnist.STD]}
 ZOO = ("small_cnn", "resnet18", "mobilenet_v2")
-FIXTURES = ("googlenet", "shufflenet_v2", "dense_tiny", "unet_tiny")
+FIXTURES = ("googlenet", "shufflenet_v2", "dense_tiny", "unet_tiny", "transformer_tiny", "super_resolution_tiny")
 FAILURES = []
 
 
@@ -174,6 +176,10 @@ ONNX_OPS = {
     "Transpose": lambda n, x: x.permute(_attr(n, "perm")),
     "Resize": _resize,
     "BatchNormalization": lambda n, x, w, b, m, v: F.batch_norm(x, m, v, w, b, False, 0.0, _attr(n, "epsilon")),
+    "LayerNormalization": lambda n, x, w, b: F.layer_norm(x, x.shape[_attr(n, "axis"):], w, b, _attr(n, "epsilon")),
+    "MatMul": lambda n, a, b: torch.matmul(a, b),
+    "Erf": lambda n, x: torch.erf(x),
+    "DepthToSpace": lambda n, x: F.pixel_shuffle(x, _attr(n, "blocksize")),
 }
 
 
@@ -376,19 +382,19 @@ def check_settings(args, tmp):
           not os.path.exists(os.path.join(out, "model.onnx")),
           "16-bit activations: the export fails naming the quantizer, no model.onnx (%s)" % r.stderr.strip().splitlines()[-1])
 
-    class Gelu(torch.nn.Module):
+    class Unmapped(torch.nn.Module):
         def __init__(self):
             super().__init__()
             self.conv = torch.nn.Conv2d(1, 4, 3)
-            self.act = torch.nn.GELU()
+            self.act = torch.nn.ELU()
 
         def forward(self, x):
             return self.act(self.conv(x))
 
-    gelu_path = os.path.join(tmp, "gelu.pt")
-    torch.jit.trace(Gelu().eval(), x[:2]).save(gelu_path)
-    out, r = job("gelu", gelu_path, {}, x_path, False)
-    check(r.returncode != 0 and "act (aten::gelu) has no ONNX mapping" in r.stderr and
+    unmapped_path = os.path.join(tmp, "unmapped.pt")
+    torch.jit.trace(Unmapped().eval(), x[:2]).save(unmapped_path)
+    out, r = job("unmapped", unmapped_path, {}, x_path, False)
+    check(r.returncode != 0 and "act (aten::elu) has no ONNX mapping" in r.stderr and
           not os.path.exists(os.path.join(out, "model.onnx")),
           "an op without a mapping: the export fails naming it, no model.onnx (%s)" % r.stderr.strip().splitlines()[-1])
 
@@ -405,7 +411,8 @@ def main():
     # hundred half-step ties (x / scale in ONNX Runtime, x * (1 / scale) in PyTorch) and
     # accumulation order flip grid values, and their depth spreads those flips to the
     # output (2 and 4 output steps).
-    p.add_argument("--exact-models", default="small_cnn,resnet18,shufflenet_v2,dense_tiny,unet_tiny")
+    p.add_argument("--exact-models", default="small_cnn,resnet18,shufflenet_v2,dense_tiny,unet_tiny,transformer_tiny,"
+                                              "super_resolution_tiny")
     args = p.parse_args()
     torch.set_num_threads(2)
     models = args.models.split(",") if args.models else list(ZOO) + (list(FIXTURES) if args.fixtures else [])

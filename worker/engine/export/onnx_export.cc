@@ -387,16 +387,27 @@ class Writer {
       IntsAttr(c, "dilations", PerDim(dilation, dims));
       IntAttr(c, "group", groups[0]);
     } else if (op == "aten::linear") {
-      const Value& x = graph_.values[n.inputs[0]];
-      if (!x.shape || x.shape->size() != 2) return Unmapped(n, "linear on an input that is not 2-D");
+      ASSIGN_OR_RETURN(const std::vector<int64_t> shape, Shape(n, n.inputs[0]));
       ASSIGN_OR_RETURN(const std::string a, in(0));
       ASSIGN_OR_RETURN(const std::string w, in(1));
-      std::vector<std::string> inputs = {a, w};
-      if (!IsNone(n, 2)) {
-        ASSIGN_OR_RETURN(const std::string b, in(2));
-        inputs.push_back(b);
+      if (shape.size() == 2) {
+        std::vector<std::string> inputs = {a, w};
+        if (!IsNone(n, 2)) {
+          ASSIGN_OR_RETURN(const std::string b, in(2));
+          inputs.push_back(b);
+        }
+        IntAttr(Add("Gemm", n.name, inputs, {out}), "transB", 1);
+      } else {
+        // Tokens ([batch, tokens, features]): MatMul with the transposed weight, then the bias.
+        IntsAttr(Add("Transpose", n.name + "_weight_t", {w}, {n.name + "_weight_t"}), "perm", {1, 0});
+        if (IsNone(n, 2)) {
+          Add("MatMul", n.name, {a, n.name + "_weight_t"}, {out});
+        } else {
+          ASSIGN_OR_RETURN(const std::string b, in(2));
+          Add("MatMul", n.name + "_matmul", {a, n.name + "_weight_t"}, {n.name + "_matmul"});
+          Add("Add", n.name, {n.name + "_matmul", b}, {out});
+        }
       }
-      IntAttr(Add("Gemm", n.name, inputs, {out}), "transB", 1);
     } else if (op == "aten::relu" || op == "aten::relu_") {
       ASSIGN_OR_RETURN(const std::string x, in(0));
       Add("Relu", n.name, {x}, {out});
@@ -448,19 +459,36 @@ class Writer {
       }
     } else if (op == "aten::adaptive_avg_pool2d") {
       ASSIGN_OR_RETURN(const std::vector<int64_t> size, Ints(n, 1));
-      for (int64_t s : size) {
-        if (s != 1) return Unmapped(n, "adaptive average pooling to a size other than 1x1");
-      }
+      ASSIGN_OR_RETURN(const std::vector<int64_t> from, Shape(n, n.inputs[0]));
       ASSIGN_OR_RETURN(const std::string x, in(0));
-      Add("GlobalAveragePool", n.name, {x}, {out});
+      const std::vector<int64_t> to = PerDim(size, 2);
+      if (to[0] == 1 && to[1] == 1) {
+        Add("GlobalAveragePool", n.name, {x}, {out});
+      } else {
+        // Windows of equal size when the output size divides the input's: an average pool.
+        if (from.size() != 4 || from[2] % to[0] != 0 || from[3] % to[1] != 0) {
+          return Unmapped(n, "adaptive average pooling to a size that does not divide the input's");
+        }
+        const std::vector<int64_t> window = {from[2] / to[0], from[3] / to[1]};
+        onnx::NodeProto* p = Add("AveragePool", n.name, {x}, {out});
+        IntsAttr(p, "kernel_shape", window);
+        IntsAttr(p, "strides", window);
+      }
     } else if (op == "aten::flatten") {
-      ASSIGN_OR_RETURN(const std::vector<int64_t> start, Ints(n, 1));
-      ASSIGN_OR_RETURN(const std::vector<int64_t> end, Ints(n, 2));
-      const Value& x = graph_.values[n.inputs[0]];
-      const int64_t rank = x.shape ? static_cast<int64_t>(x.shape->size()) : -1;
-      if (start[0] != 1 || (end[0] != -1 && end[0] != rank - 1)) return Unmapped(n, "flatten other than from dim 1 to the end");
+      ASSIGN_OR_RETURN(const std::vector<int64_t> shape, Shape(n, n.inputs[0]));
+      ASSIGN_OR_RETURN(const std::vector<int64_t> start_arg, Ints(n, 1));
+      ASSIGN_OR_RETURN(const std::vector<int64_t> end_arg, Ints(n, 2));
+      ASSIGN_OR_RETURN(const int64_t start, Axis(n, start_arg[0], shape.size()));
+      ASSIGN_OR_RETURN(const int64_t end, Axis(n, end_arg[0], shape.size()));
       ASSIGN_OR_RETURN(const std::string in0, in(0));
-      IntAttr(Add("Flatten", n.name, {in0}, {out}), "axis", 1);
+      if (start == 1 && end == static_cast<int64_t>(shape.size()) - 1) {
+        IntAttr(Add("Flatten", n.name, {in0}, {out}), "axis", 1);
+      } else {
+        if (start == 0) return Unmapped(n, "flatten that merges the batch dimension");
+        ASSIGN_OR_RETURN(std::vector<int64_t> to, Shape(n, n.outputs[0]));
+        to[0] = 0;  // the batch, copied from the input
+        Add("Reshape", n.name, {in0, Initializer(n.name + "_shape", at::tensor(to, at::kLong))}, {out});
+      }
     } else if (op == "aten::view" || op == "aten::reshape") {
       std::vector<int64_t> shape;
       if (shape_values_.count(n.inputs[1])) {
@@ -502,6 +530,55 @@ class Writer {
       ASSIGN_OR_RETURN(const std::vector<int64_t> dim, Ints(n, 1));
       ASSIGN_OR_RETURN(const std::string x, in(0));
       IntAttr(Add("Softmax", n.name, {x}, {out}), "axis", dim[0]);
+    } else if (op == "aten::silu" || op == "aten::silu_") {
+      ASSIGN_OR_RETURN(const std::string x, in(0));
+      Add("Sigmoid", n.name + "_sigmoid", {x}, {n.name + "_sigmoid"});
+      Add("Mul", n.name, {x, n.name + "_sigmoid"}, {out});
+    } else if (op == "aten::gelu") {
+      // Opset 17 has no Gelu: 0.5 x (1 + erf(x / sqrt 2)), or the tanh approximation.
+      std::string approximate = "none";
+      if (n.inputs.size() > 1 && graph_.values[n.inputs[1]].constant && graph_.values[n.inputs[1]].constant->isString()) {
+        approximate = graph_.values[n.inputs[1]].constant->toStringRef();
+      }
+      ASSIGN_OR_RETURN(const std::string x, in(0));
+      auto scalar = [&](const std::string& suffix, float v) { return Initializer(n.name + suffix, at::tensor(v).reshape({})); };
+      const std::string p = n.name + "_";
+      if (approximate == "tanh") {
+        Add("Mul", p + "square", {x, x}, {p + "square"});
+        Add("Mul", p + "cube", {p + "square", x}, {p + "cube"});
+        Add("Mul", p + "cube_scaled", {p + "cube", scalar("_c", 0.044715f)}, {p + "cube_scaled"});
+        Add("Add", p + "inner", {x, p + "cube_scaled"}, {p + "inner"});
+        Add("Mul", p + "inner_scaled", {p + "inner", scalar("_k", 0.7978845608028654f)}, {p + "inner_scaled"});
+        Add("Tanh", p + "tanh", {p + "inner_scaled"}, {p + "shape"});
+      } else if (approximate == "none") {
+        Add("Div", p + "scaled", {x, scalar("_sqrt2", 1.4142135623730951f)}, {p + "scaled"});
+        Add("Erf", p + "erf", {p + "scaled"}, {p + "shape"});
+      } else {
+        return Unmapped(n, absl::StrCat("approximate='", approximate, "'"));
+      }
+      Add("Add", p + "one_plus", {p + "shape", scalar("_one", 1.0f)}, {p + "one_plus"});
+      Add("Mul", p + "times_x", {x, p + "one_plus"}, {p + "times_x"});
+      Add("Mul", n.name, {p + "times_x", scalar("_half", 0.5f)}, {out});
+    } else if (op == "aten::layer_norm") {
+      ASSIGN_OR_RETURN(const std::vector<int64_t> normalized, Ints(n, 1));
+      ASSIGN_OR_RETURN(const double eps, Number(n, 4));
+      if (IsNone(n, 2) || IsNone(n, 3)) return Unmapped(n, "layer norm without weight and bias");
+      ASSIGN_OR_RETURN(const std::string x, in(0));
+      ASSIGN_OR_RETURN(const std::string w, in(2));
+      ASSIGN_OR_RETURN(const std::string b, in(3));
+      onnx::NodeProto* ln = Add("LayerNormalization", n.name, {x, w, b}, {out});
+      IntAttr(ln, "axis", -static_cast<int64_t>(normalized.size()));
+      FloatAttr(ln, "epsilon", static_cast<float>(eps));
+    } else if (op == "aten::matmul" || op == "aten::bmm") {
+      ASSIGN_OR_RETURN(const std::string a, Operand(n, 0));
+      ASSIGN_OR_RETURN(const std::string b, Operand(n, 1));
+      Add("MatMul", n.name, {a, b}, {out});
+    } else if (op == "aten::pixel_shuffle") {
+      ASSIGN_OR_RETURN(const std::vector<int64_t> factor, Ints(n, 1));
+      ASSIGN_OR_RETURN(const std::string x, in(0));
+      onnx::NodeProto* d = Add("DepthToSpace", n.name, {x}, {out});
+      IntAttr(d, "blocksize", factor[0]);
+      StringAttr(d, "mode", "CRD");
     } else if (op == "aten::cat") {
       ASSIGN_OR_RETURN(const std::vector<std::string>* items, List(n, 0));
       ASSIGN_OR_RETURN(const std::vector<int64_t> dim, Ints(n, 1));
