@@ -4,6 +4,7 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <set>
 
 #include <ATen/ATen.h>
 #include <torch/script.h>
@@ -51,6 +52,25 @@ TEST(ImportTest, ResNet18LayersCarryModuleNamesAndParameters) {
   EXPECT_NE(g->FindNode("layer1.0.relu_1"), nullptr);
   EXPECT_NE(g->FindNode("fc"), nullptr);
   EXPECT_EQ(g->FindNode("fc")->kind, OpKind::kLinear);
+}
+
+// Items of a ModuleList are indexed, never called, so the call stack names them without
+// their list; scripted and traced models get the full path alike.
+TEST(ImportTest, ScriptedAndTracedModelsGetTheSameFullLayerNames) {
+  std::vector<std::set<std::string>> names;
+  for (const char* file : {"stacked_scripted.pt", "stacked_traced.pt"}) {
+    auto g = ImportTorchScript(Fixture(file));
+    ASSERT_THAT(g, IsOk()) << file;
+    std::set<std::string> layers;
+    for (const Node* n : g->LiveNodes()) layers.insert(n->name);
+    for (const char* layer : {"stem", "block1.conv1", "block1.bn1", "block1.conv2", "layers.0.conv1", "layers.0.bn1",
+                              "layers.0.conv2", "layers.1.0", "layers.1.1", "fc"}) {
+      EXPECT_TRUE(layers.count(layer)) << file << " lacks layer " << layer;
+    }
+    EXPECT_EQ(g->values[g->FindNode("layers.0.conv1")->Param("weight")].name, "layers.0.conv1.weight") << file;
+    names.push_back(layers);
+  }
+  EXPECT_EQ(names[0], names[1]);
 }
 
 TEST(ImportTest, LayersOwnTheirParametersEvenWhenTensorsAreEqual) {

@@ -2,6 +2,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <set>
 #include <sstream>
 #include <unordered_map>
@@ -38,10 +39,64 @@ std::vector<std::pair<std::string, int>> ParamSlots(OpKind kind) {
   }
 }
 
+// Items of ModuleList / ModuleDict containers: a forward indexes them (`for layer in
+// self.layers`) and never calls the container, so a call stack names the item ("0") but
+// not the container ("layers"). Per module path of a called module, the containers among
+// its children that hold an item of a given name.
+class ContainerIndex {
+ public:
+  explicit ContainerIndex(const torch::jit::Module& root) { Add(root, ""); }
+  ContainerIndex() = default;
+
+  // The path of `item`, called from the module at `parent`: `parent.item` when it is a
+  // child of that module, `parent.container.item` when exactly one container holds it.
+  std::string Child(const std::string& parent, const std::string& item) const {
+    const std::string direct = parent.empty() ? item : parent + "." + item;
+    if (children_.count(direct)) return direct;
+    auto it = items_.find(parent);
+    if (it != items_.end()) {
+      auto in = it->second.find(item);
+      if (in != it->second.end() && in->second.size() == 1) {
+        return (parent.empty() ? "" : parent + ".") + in->second.front() + "." + item;
+      }
+    }
+    return direct;
+  }
+
+ private:
+  static bool IsContainer(const torch::jit::Module& m) {
+    const auto name = m.type()->name();
+    if (!name) return false;
+    // Possibly mangled: __torch__.torch.nn.modules.container.___torch_mangle_3.ModuleList
+    return name->qualifiedName().find("torch.nn.modules.container.") != std::string::npos &&
+           (name->name() == "ModuleList" || name->name() == "ModuleDict");
+  }
+
+  void Add(const torch::jit::Module& m, const std::string& path) {
+    for (const auto& child : m.named_children()) {
+      const std::string child_path = path.empty() ? child.name : path + "." + child.name;
+      if (IsContainer(child.value)) {
+        for (const auto& item : child.value.named_children()) {
+          items_[path][item.name].push_back(child.name);
+          const std::string item_path = child_path + "." + item.name;
+          children_.insert(item_path);
+          Add(item.value, item_path);
+        }
+      } else {
+        children_.insert(child_path);
+        Add(child.value, child_path);
+      }
+    }
+  }
+
+  std::set<std::string> children_;  // paths of modules a forward calls by attribute
+  std::map<std::string, std::map<std::string, std::vector<std::string>>> items_;
+};
+
 // Module path of the innermost module call that produced `n`, and whether that module
 // is a torch.nn leaf (Conv2d, ReLU, ...) rather than a user container whose forward
 // calls the op functionally.
-std::pair<std::string, bool> ModulePath(const torch::jit::Node* n) {
+std::pair<std::string, bool> ModulePath(const torch::jit::Node* n, const ContainerIndex& containers = {}) {
   std::string path;
   bool leaf = false;
   if (auto cs = n->callstack()) {
@@ -50,8 +105,7 @@ std::pair<std::string, bool> ModulePath(const torch::jit::Node* n) {
       // A scripted module calling one of its own methods (Conv2d.forward ->
       // self._conv_forward) stays in the same module.
       if (!info || info->instance_name() == "SELF") continue;
-      if (!path.empty()) path += ".";
-      path += info->instance_name();
+      path = containers.Child(path, info->instance_name());
       const auto& cls = info->class_type();
       leaf = cls && cls->name() &&
              cls->name()->qualifiedName().rfind("__torch__.torch.nn.modules.", 0) == 0;
@@ -69,14 +123,14 @@ std::string ShortOpName(const std::string& qualified) {
 // Control flow is imported as blocks; any other op must be a registered operator (or a
 // structural prim op the interpreter implements) and carry no attributes, since the IR
 // keeps none.
-absl::Status CheckRunnable(const torch::jit::Block& b) {
+absl::Status CheckRunnable(const torch::jit::Block& b, const ContainerIndex& containers) {
   for (const auto* n : b.nodes()) {
     if (n->kind() == c10::prim::Constant) continue;
-    const auto [path, leaf] = ModulePath(n);
+    const auto [path, leaf] = ModulePath(n, containers);
     const std::string where = path.empty() ? "" : " in module '" + path + "'";
     const std::string op = n->kind().toQualString();
     if (n->kind() == c10::prim::If || n->kind() == c10::prim::Loop) {
-      for (const auto* block : n->blocks()) RETURN_IF_ERROR(CheckRunnable(*block));
+      for (const auto* block : n->blocks()) RETURN_IF_ERROR(CheckRunnable(*block, containers));
       continue;
     }
     if (IsStructuralOp(op)) continue;
@@ -110,7 +164,7 @@ absl::Status CheckFile(const std::string& path) {
 // Builds the IR from a frozen TorchScript graph, block by block.
 class Importer {
  public:
-  explicit Importer(Graph& g) : g_(g) {}
+  Importer(Graph& g, const ContainerIndex& containers) : g_(g), containers_(containers) {}
 
   int ValueOf(const torch::jit::Value* v) {
     if (auto it = ids_.find(v); it != ids_.end()) return it->second;
@@ -146,7 +200,7 @@ class Importer {
     n.op = jn.kind().toQualString();
     n.parent = parent;
     n.parent_block = parent_block;
-    const auto [path, leaf] = ModulePath(&jn);
+    const auto [path, leaf] = ModulePath(&jn, containers_);
     n.module_path = path;
     for (const auto* in : jn.inputs()) {
       const int id = ValueOf(in);
@@ -195,6 +249,7 @@ class Importer {
   }
 
   Graph& g_;
+  const ContainerIndex& containers_;
   std::unordered_map<const torch::jit::Value*, int> ids_;
   std::set<std::string> taken_;
 };
@@ -204,11 +259,16 @@ absl::Status Refused(const std::string& name, const absl::Status& s) {
   return absl::Status(s.code(), absl::StrCat("cannot load TorchScript model ", name, ": ", s.message()));
 }
 
+struct FrozenModel {
+  std::shared_ptr<torch::jit::Graph> graph;
+  ContainerIndex containers;
+};
+
 // The module `load` returns, as the frozen, inlined, mutation-free graph the importer
 // takes: admission before anything of it evaluates, then freezing and clean-up passes.
 // Every exception becomes an error that names the model `name`.
 template <typename Load>
-absl::StatusOr<std::shared_ptr<torch::jit::Graph>> FrozenGraph(const std::string& name, Load&& load) {
+absl::StatusOr<FrozenModel> FrozenGraph(const std::string& name, Load&& load) {
   try {
     torch::jit::Module module = load();
     // Admission, before freezing's constant propagation evaluates anything.
@@ -228,7 +288,7 @@ absl::StatusOr<std::shared_ptr<torch::jit::Graph>> FrozenGraph(const std::string
     torch::jit::RemoveTensorMutation(jg);
     torch::jit::ConstantPropagation(jg);
     torch::jit::EliminateDeadCode(jg);
-    return jg;
+    return FrozenModel{jg, ContainerIndex(module)};
   } catch (const std::bad_alloc&) {
     return absl::ResourceExhaustedError(absl::StrCat("cannot load TorchScript model ", name, ": out of memory"));
   } catch (const c10::Error& e) {
@@ -241,10 +301,10 @@ absl::StatusOr<std::shared_ptr<torch::jit::Graph>> FrozenGraph(const std::string
 }
 
 // The frozen graph as qopt IR.
-absl::StatusOr<Graph> ToIr(const torch::jit::Graph& jg) {
-  RETURN_IF_ERROR(CheckRunnable(*jg.block()));
+absl::StatusOr<Graph> ToIr(const torch::jit::Graph& jg, const ContainerIndex& containers) {
+  RETURN_IF_ERROR(CheckRunnable(*jg.block(), containers));
   Graph g;
-  Importer importer(g);
+  Importer importer(g, containers);
   const torch::jit::Block& top = *jg.block();
   // Input 0 is `self`, frozen away.
   for (size_t i = 1; i < top.inputs().size(); ++i) g.body.inputs.push_back(importer.ValueOf(top.inputs()[i]));
@@ -270,9 +330,9 @@ void WarmUpImport() {
     std::stringstream bytes;
     m.save(bytes);
     // The same path as a job's model: loader, admission, freezing, passes, import.
-    absl::StatusOr<std::shared_ptr<torch::jit::Graph>> jg =
+    absl::StatusOr<FrozenModel> frozen =
         FrozenGraph("warm-up", [&] { return torch::jit::load(bytes, c10::Device(c10::kCPU)); });
-    if (jg.ok()) ToIr(**jg).IgnoreError();
+    if (frozen.ok()) ToIr(*frozen->graph, frozen->containers).IgnoreError();
     m.forward({torch::ones({1, 1, 8, 8})});
   } catch (const std::exception&) {
   }
@@ -282,9 +342,9 @@ absl::StatusOr<Graph> ImportTorchScript(const std::string& path) {
   using namespace internal_import;
   RETURN_IF_ERROR(CheckFile(path));
   if (absl::Status s = AdmitArchive(path); !s.ok()) return Refused(path, s);
-  ASSIGN_OR_RETURN(std::shared_ptr<torch::jit::Graph> jg,
+  ASSIGN_OR_RETURN(const FrozenModel frozen,
                    FrozenGraph(path, [&] { return torch::jit::load(path, c10::Device(c10::kCPU)); }));
-  return ToIr(*jg);
+  return ToIr(*frozen.graph, frozen.containers);
 }
 
 }  // namespace qopt
