@@ -4,10 +4,13 @@
 // results with qopt's own.
 //
 //   node run_onnx.js MODEL.onnx OUT_DIR INPUT.npy... [--threads N] [--repeat N] [--no-optimize]
+//                   [--save-optimized PATH]
 //
 // Inputs go to the model's inputs in order. --repeat N runs the model N more times after
-// the first run and prints {"ms": [...]} (wall time per run) on stdout. Prints the
-// session's providers and ONNX Runtime's version on stderr.
+// the first run and prints {"ms": [...]} (wall time per run) on stdout. --save-optimized
+// PATH writes the graph ONNX Runtime runs after its graph optimizations (fused int8
+// kernels, folded Q/DQ pairs) to PATH, so a benchmark can say which kernels ran. Prints
+// the session's providers and ONNX Runtime's version on stderr.
 'use strict';
 const fs = require('fs');
 const path = require('path');
@@ -60,16 +63,18 @@ function writeNpy(file, tensor) {
 
 async function main() {
   const args = process.argv.slice(2);
-  const options = { threads: 0, repeat: 0, optimize: true };
+  const options = { threads: 0, repeat: 0, optimize: true, saveOptimized: null };
   const positional = [];
   for (let i = 0; i < args.length; ++i) {
     if (args[i] === '--threads') options.threads = Number(args[++i]);
     else if (args[i] === '--repeat') options.repeat = Number(args[++i]);
     else if (args[i] === '--no-optimize') options.optimize = false;
+    else if (args[i] === '--save-optimized') options.saveOptimized = args[++i];
     else positional.push(args[i]);
   }
   if (positional.length < 3) {
-    console.error('usage: run_onnx.js MODEL.onnx OUT_DIR INPUT.npy... [--threads N] [--repeat N] [--no-optimize]');
+    console.error('usage: run_onnx.js MODEL.onnx OUT_DIR INPUT.npy... [--threads N] [--repeat N] [--no-optimize] '
+      + '[--save-optimized PATH]');
     process.exit(2);
   }
   const [model, outDir, ...inputFiles] = positional;
@@ -78,6 +83,7 @@ async function main() {
     sessionOptions.intraOpNumThreads = options.threads;
     sessionOptions.interOpNumThreads = 1;
   }
+  if (options.saveOptimized) sessionOptions.optimizedModelFilePath = options.saveOptimized;
   const session = await ort.InferenceSession.create(model, sessionOptions);
   if (inputFiles.length !== session.inputNames.length) {
     throw new Error(`the model has ${session.inputNames.length} inputs (${session.inputNames.join(', ')}), got ${inputFiles.length} files`);
