@@ -108,7 +108,8 @@ def _broadcast(t, axis, rank):
 
 
 def _quantize(n, x, s, z):
-    return torch.clamp(torch.round(x * (1.0 / s.float())) + z.float(), -128, 127).to(torch.int8)
+    lo, hi = (0, 255) if z.dtype == torch.uint8 else (-128, 127)
+    return torch.clamp(torch.round(x * (1.0 / s.float())) + z.float(), lo, hi).to(z.dtype)
 
 
 def _dequantize(n, q, s, z):
@@ -208,7 +209,8 @@ def check_nodes(name, args, model_path, x, tmp):
     output with PyTorch's."""
     model = onnx.load(model_path)
     inits = initializers(model)
-    types = {n.output[0]: onnx.TensorProto.INT8 for n in model.graph.node if n.op_type == "QuantizeLinear"}
+    zero_point_types = {i.name: i.data_type for i in model.graph.initializer}
+    types = {n.output[0]: zero_point_types[n.input[2]] for n in model.graph.node if n.op_type == "QuantizeLinear"}
     wired = onnx.load(model_path)
     present = {o.name for o in wired.graph.output}
     for node in wired.graph.node:
@@ -302,6 +304,13 @@ def check_model(args, name, x, labels, tmp):
           "%s: encodings cover the %d activation and %d weight quantizers exactly%s" %
           (name, len(q_nodes), len(dq_params), "" if not missing else " (missing %s)" % missing[:3]))
     dequantized = {n.output[0] for n in qdq.graph.node if n.op_type == "DequantizeLinear"}
+    inits = {i.name: i for i in qdq.graph.initializer}
+    activation_types = {inits[n.input[2]].data_type for n in q_nodes}
+    weight_zero_points = np.concatenate([numpy_helper.to_array(inits[n.input[2]]).reshape(-1) for n in qdq.graph.node
+                                         if n.op_type == "DequantizeLinear" and n.input[0] in inits])
+    check(activation_types == {onnx.TensorProto.UINT8} and weight_zero_points.dtype == np.int8,
+          "%s: uint8 activations, int8 weights (%d of %d weight zero points are 0)" %
+          (name, int((weight_zero_points == 0).sum()), weight_zero_points.size))
     module_names = {n.name for n in qdq.graph.node if n.op_type in ("Conv", "ConvTranspose", "Gemm") and n.input[1] in dequantized}
     ts_layers = {k.rsplit(".", 1)[0] for k, _ in torch.jit.load(os.path.join(out, "model.pt")).named_parameters()}
     check(module_names <= ts_layers, "%s: conv / gemm nodes with quantized weights carry the user's module names (%s, ...)" %

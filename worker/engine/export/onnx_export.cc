@@ -89,7 +89,7 @@ class Writer {
   }
 
   json activation_encodings = json::object(), param_encodings = json::object();
-  // Quantizers written in a form other than a plain int8 pair, one line each.
+  // Quantizers written in a form other than a plain 8-bit pair, one line each.
   std::vector<std::string> fallbacks;
 
  private:
@@ -149,8 +149,8 @@ class Writer {
     return name;
   }
 
-  // The weight's grid values as int8 (value - 128) and a DequantizeLinear that gives back
-  // exactly the simulation's quantized weight.
+  // The weight's grid values as int8 and a DequantizeLinear that gives back exactly the
+  // simulation's quantized weight.
   absl::StatusOr<std::string> QuantizedWeight(const Value& v, const at::Tensor& w, const Quantizer& q) {
     const std::vector<Encoding>& es = q.encodings();
     for (const Encoding& e : es) {
@@ -184,7 +184,25 @@ class Writer {
       scale = scale.reshape({});
       zp = zp.reshape({});
     }
-    const at::Tensor grid = at::round(dq / s_b) + z_b;
+    // Values relative to the zero point; a channel whose values fit int8 as they are is
+    // stored with zero point 0 (the same weights), the form int8 kernels run fastest -
+    // AIMET's unsigned-symmetric channels (all weights >= 0, e.g. all zero) have
+    // offset 0, which would otherwise be zero point -128.
+    const at::Tensor centered = at::round(dq / s_b);
+    if (q.axis() >= 0) {
+      std::vector<int64_t> others;
+      for (int64_t d = 0; d < w.dim(); ++d) {
+        if (d != q.axis()) others.push_back(d);
+      }
+      const at::Tensor lo = others.empty() ? centered : centered.amin(others), hi = others.empty() ? centered : centered.amax(others);
+      const at::Tensor keep = (lo >= -128).logical_and(hi <= 127).logical_not();
+      zp = at::where(keep, zp, at::zeros_like(zp));
+      z_b = zp.to(at::kFloat).reshape(bshape);
+    } else if (centered.min().item<double>() >= -128 && centered.max().item<double>() <= 127) {
+      zp = at::zeros_like(zp);
+      z_b = zp.to(at::kFloat);
+    }
+    const at::Tensor grid = centered + z_b;
     if (grid.min().item<double>() < -128 || grid.max().item<double>() > 127) {
       return absl::InternalError(absl::StrCat("ONNX export: ", v.name, "'s grid values do not fit int8"));
     }
@@ -205,13 +223,13 @@ class Writer {
     if (e.num_steps > 255) {
       return absl::InvalidArgumentError(absl::StrCat(
           "ONNX export: activation ", name, " is quantized to a ", e.bitwidth, "-bit grid of ", e.num_steps + 1,
-          " values; opset ", kOnnxOpset, "'s QuantizeLinear holds at most 8 bits (int8), so activations of more "
+          " values; opset ", kOnnxOpset, "'s QuantizeLinear holds at most 8 bits, so activations of more "
           "than 8 bits cannot be exported: quantize them to 8 bits or fewer, or export TorchScript"));
     }
     activation_encodings[name] = json::array({EncodingToJson(e)});
     std::string quantized_input = name;
     if (e.num_steps < 255) {
-      // A grid smaller than int8's: clip to its range first, so QuantizeLinear's rounding
+      // A grid smaller than uint8's: clip to its range first, so QuantizeLinear's rounding
       // lands on the grid's values only.
       const float lo = static_cast<float>(e.offset * e.scale), hi = static_cast<float>((e.offset + e.num_steps) * e.scale);
       const std::string l = Initializer(name + "_grid_min", at::tensor(lo).reshape({}));
@@ -219,11 +237,12 @@ class Writer {
       quantized_input = name + "_on_grid";
       Add("Clip", name + "_to_grid", {name, l, h}, {quantized_input});
       fallbacks.push_back(absl::StrCat("activation ", name, ": ", e.bitwidth, "-bit grid of ", e.num_steps + 1,
-                                       " values written as Clip to its range + int8 QuantizeLinear/DequantizeLinear (exact)"));
+                                       " values written as Clip to its range + uint8 QuantizeLinear/DequantizeLinear (exact)"));
     }
     const std::string s = Initializer(name + "_scale", at::tensor(static_cast<float>(e.scale)).reshape({}));
+    // uint8: qopt's grid 0..num_steps with zero point -offset, as it stands.
     const std::string z =
-        Initializer(name + "_zero_point", at::tensor(static_cast<int8_t>(e.zero_point() - 128), at::kChar).reshape({}));
+        Initializer(name + "_zero_point", at::tensor(static_cast<uint8_t>(e.zero_point()), at::kByte).reshape({}));
     Add("QuantizeLinear", name + "_quantize", {quantized_input, s, z}, {name + "_quantized"});
     Add("DequantizeLinear", name + "_dequantize", {name + "_quantized", s, z}, {name + "_dequantized"});
     return name + "_dequantized";

@@ -1,14 +1,15 @@
 // Export to ONNX (opset 17): the IR's ops as ONNX ops, nodes named after the user's
 // modules, parameters as initializers named like theirs (`layer1.0.conv1.weight`). With a
-// QuantSim, quantize-dequantize pairs stand exactly where its quantizers sit, in ONNX
-// Runtime's preferred QDQ form (signed 8-bit throughout):
-//  - a quantized weight is stored as its int8 grid values with a DequantizeLinear (per
-//    channel with `axis` 0, or per tensor), so any grid of 2..8 bits is exact;
+// QuantSim, quantize-dequantize pairs stand exactly where its quantizers sit, in the form
+// ONNX Runtime's x86 int8 kernels take (uint8 activations, int8 weights):
+//  - a quantized weight is stored as int8 values with a DequantizeLinear (per channel with
+//    `axis` 0, or per tensor), zero point 0 wherever the values fit int8 around zero, so
+//    any grid of 2..8 bits is exact;
 //  - a quantized activation (or model input) gets QuantizeLinear + DequantizeLinear,
-//    int8 with zero point offset - 128; ONNX's saturation to [-128, 127] is qopt's grid
-//    for 8-bit grids of 255 steps; a smaller grid (2..7 bits, strict symmetric) gets a
-//    Clip to its range before the pair, which makes it exact again (a fallback the
-//    result names); grids of more than 8 bits are refused;
+//    uint8 with zero point -offset: ONNX's saturation to [0, 255] is qopt's 8-bit grid; a
+//    smaller grid (2..7 bits, strict symmetric) gets a Clip to its range before the pair,
+//    which makes it exact again (a fallback the result names); grids of more than 8 bits
+//    are refused;
 //  - biases stay float (the runtime folds them into its int32 accumulation itself).
 // Beside it, the encodings in AIMET's ONNX layout: keyed by ONNX tensor names.
 // Control flow and ops without a mapping are refused, naming the op; nothing is written
