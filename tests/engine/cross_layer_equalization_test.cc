@@ -3,6 +3,8 @@
 // their function through per-channel clips, and absorption is exact where it should be.
 #include "passes/cross_layer_equalization.h"
 
+#include <algorithm>
+
 #include <ATen/ATen.h>
 
 #include "data/tensor_file.h"
@@ -59,6 +61,10 @@ TEST_P(CleFixtureTest, FloatOutputUnchanged) {
   auto report = CrossLayerEqualize(*g, CleOptions{/*high_bias_absorption=*/false});
   ASSERT_THAT(report, IsOk());
   EXPECT_FALSE(report->chains.empty()) << GetParam();
+  ASSERT_EQ(report->scale_ranges.size(), report->chains.size());
+  for (size_t c = 0; c < report->chains.size(); ++c) {
+    EXPECT_NE(report->scale_ranges[c], std::make_pair(1.0, 1.0)) << GetParam() << ": " << report->chains[c].front();
+  }
   const at::Tensor after = RunGraph(*g, x);
   EXPECT_LE(RelativeError(after, before), 1e-4) << GetParam();
   EXPECT_LE((after - before).abs().max().item<double>(), 1e-4 * before.abs().max().item<double>());
@@ -66,6 +72,46 @@ TEST_P(CleFixtureTest, FloatOutputUnchanged) {
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, CleFixtureTest,
                          ::testing::Values("resnet18.pt", "mobilenet_v2.pt", "googlenet.pt"));
+
+// A depthwise-separable block whose input also feeds a skip: its chain starts at the
+// depthwise conv, which pairs with the pointwise one (through ReLU6 by per-channel clips).
+class DepthwiseFirstTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(DepthwiseFirstTest, ChainStartingAtADepthwiseConvIsEqualized) {
+  auto g = ImportTorchScript(Fixture(GetParam()));
+  ASSERT_THAT(g, IsOk());
+  auto data = LoadNpy(Fixture("calib.npy"));
+  ASSERT_THAT(data, IsOk());
+  const at::Tensor x = data->slice(0, 0, 8);
+  at::NoGradGuard no_grad;
+  ASSERT_THAT(FoldBatchNorms(*g), IsOk());
+  const at::Tensor before = RunGraph(*g, x);
+  const at::Tensor dw = Weight(*g, "down.0").clone(), pw = Weight(*g, "down_pw.0").clone();
+
+  auto report = CrossLayerEqualize(*g, CleOptions{/*high_bias_absorption=*/false});
+  ASSERT_THAT(report, IsOk());
+  const std::vector<std::string> chain = {"down.0", "down_pw.0"};
+  const auto it = std::find(report->chains.begin(), report->chains.end(), chain);
+  ASSERT_NE(it, report->chains.end()) << GetParam();
+  const auto [lo, hi] = report->scale_ranges[it - report->chains.begin()];
+  EXPECT_LT(lo, 0.99) << GetParam();
+  EXPECT_GT(hi, 1.01) << GetParam();
+  // Changed weights, ranges equal per channel, the same function.
+  EXPECT_FALSE(at::equal(Weight(*g, "down.0"), dw));
+  EXPECT_FALSE(at::equal(Weight(*g, "down_pw.0"), pw));
+  EXPECT_TRUE(at::allclose(Range(Weight(*g, "down.0"), 0), Range(Weight(*g, "down_pw.0"), 1), 1e-4, 1e-6));
+  const at::Tensor after = RunGraph(*g, x);
+  EXPECT_LE((after - before).abs().max().item<double>(), 1e-4 * before.abs().max().item<double>()) << GetParam();
+  // Every chain the report names was changed by it.
+  for (size_t c = 0; c < report->chains.size(); ++c) {
+    EXPECT_NE(report->scale_ranges[c], std::make_pair(1.0, 1.0)) << report->chains[c].front();
+  }
+  if (GetParam() == "dw_separable_relu6.pt") {
+    EXPECT_THAT(report->clipped_relu6, ::testing::Contains("down.2"));
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, DepthwiseFirstTest, ::testing::Values("dw_separable_relu6.pt", "dw_separable_relu.pt"));
 
 TEST(CrossLayerEqualization, EqualizesConvPairRanges) {
   auto g = ImportTorchScript(Fixture("resnet18.pt"));

@@ -140,7 +140,15 @@ class Equalizer {
     s = at::where((r1 > 0) & (r2 > 0) & at::isfinite(s), s, at::ones_like(s));
     ScaleOutputs(l1, s);
     ScaleInputs(l2, s, role2);
+    Record(s);
     return ScaleClips(link.activations, s, w1.dim());
+  }
+
+  // The smallest and largest scale applied since the last call (1, 1 when none was).
+  std::pair<double, double> TakeScaleRange() {
+    const auto range = scale_range_.value_or(std::pair{1.0, 1.0});
+    scale_range_.reset();
+    return range;
   }
 
   // L1 -> depthwise L2 -> L3, jointly: every range becomes cbrt(r1 r2 r3).
@@ -160,6 +168,8 @@ class Equalizer {
     ScaleInputs(l2, s1, Role::kDepthwise);
     ScaleOutputs(l2, s2);
     ScaleInputs(l3, s2, Role::kPlain);
+    Record(s1);
+    Record(s2);
     RETURN_IF_ERROR(ScaleClips(a.activations, s1, w1.dim()));
     return ScaleClips(b.activations, s2, w1.dim());
   }
@@ -210,8 +220,19 @@ class Equalizer {
   }
 
  private:
+  void Record(const at::Tensor& s) {
+    const double lo = s.min().item<double>(), hi = s.max().item<double>();
+    if (!scale_range_) {
+      scale_range_ = std::pair{lo, hi};
+    } else {
+      scale_range_->first = std::min(scale_range_->first, lo);
+      scale_range_->second = std::max(scale_range_->second, hi);
+    }
+  }
+
   Graph& g_;
   CleReport& report_;
+  std::optional<std::pair<double, double>> scale_range_;
 };
 
 }  // namespace internal_cle
@@ -241,12 +262,9 @@ absl::StatusOr<CleReport> CrossLayerEqualize(Graph& graph, const CleOptions& opt
   for (auto& [layers, links] : chains) {
     for (size_t j = 0; j + 1 < layers.size();) {
       Node& l1 = graph.nodes[layers[j]];
+      // A depthwise L1 pairs like any layer: its output channel i is its weight's row i.
       const bool triple = j + 2 < layers.size() && LayerRole(graph, graph.nodes[layers[j + 1]]) == Role::kDepthwise &&
                           LayerRole(graph, l1) == Role::kPlain;
-      if (LayerRole(graph, l1) == Role::kDepthwise) {
-        ++j;  // a chain starting at a depthwise layer: nothing to pair it with before
-        continue;
-      }
       if (triple) {
         RETURN_IF_ERROR(eq.Triple(l1, links[j], links[j + 1]));
         j += 2;
@@ -258,6 +276,7 @@ absl::StatusOr<CleReport> CrossLayerEqualize(Graph& graph, const CleOptions& opt
     std::vector<std::string> names;
     for (int id : layers) names.push_back(graph.nodes[id].name);
     report.chains.push_back(std::move(names));
+    report.scale_ranges.push_back(eq.TakeScaleRange());
   }
   if (options.high_bias_absorption) {
     for (auto& [layers, links] : chains) {

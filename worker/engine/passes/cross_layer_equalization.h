@@ -5,8 +5,9 @@
 // max or average pooling, or nothing, where each link's output feeds only the next
 // layer. For a pair (L1, L2) it scales L1's output channel i by 1/s_i and L2's input
 // channel i by s_i with s_i = sqrt(r1_i / r2_i) (r = the channel's largest |weight|), so
-// both ranges become sqrt(r1_i r2_i). A conv -> depthwise conv -> conv triple is equalized jointly: with
-// c = cbrt(r1 r2 r3) every range becomes c. Positive per-channel scales commute with
+// both ranges become sqrt(r1_i r2_i); L1 may be a depthwise conv (a depthwise-separable
+// block whose input also feeds a skip). A conv -> depthwise conv -> conv triple is
+// equalized jointly: with c = cbrt(r1 r2 r3) every range becomes c. Positive per-channel scales commute with
 // ReLU; a ReLU6 does not, so instead of replacing it by ReLU (AIMET's choice, which
 // changes the model) qopt clips each channel at 6 / s_i: the floating-point model's
 // output is unchanged up to rounding.
@@ -19,6 +20,7 @@
 #pragma once
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -33,6 +35,8 @@ struct CleOptions {
 struct CleReport {
   /// Each equalized chain, by layer name, in order.
   std::vector<std::vector<std::string>> chains;
+  /// Per chain, the smallest and largest channel scale s_i it applied.
+  std::vector<std::pair<double, double>> scale_ranges;
   /// Layer pairs (L1, L2) where L1's bias was partly absorbed into L2's.
   std::vector<std::pair<std::string, std::string>> absorbed;
   /// ReLU6 nodes now clipping each channel at its own bound.

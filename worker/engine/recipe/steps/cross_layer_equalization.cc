@@ -53,6 +53,10 @@ absl::Status RunCrossLayerEqualizationStep(const v1::Step& step, RunContext& run
   }
   nlohmann::ordered_json details;
   details["chains"] = eq.chains;
+  // What equalization did to each chain: its channel scales' range (1 .. 1: nothing).
+  nlohmann::ordered_json scales = nlohmann::ordered_json::array();
+  for (const auto& [lo, hi] : eq.scale_ranges) scales.push_back({{"min", lo}, {"max", hi}});
+  details["chain_scale_ranges"] = scales;
   details["high_bias_absorbed"] = eq.absorbed;
   details["relu6_clipped_per_channel"] = eq.clipped_relu6;
   RETURN_IF_ERROR(SetDetails(details, &run.part()));
