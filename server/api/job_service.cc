@@ -47,7 +47,9 @@ grpc::Status JobServiceImpl::ListJobs(grpc::ServerContext* ctx, const v1::ListJo
   Metrics::RpcTimer timer(metrics_, "ListJobs");
   std::string tenant;
   if (grpc::Status s = auth_->Tenant(ctx, &tenant); !s.ok()) return s;
-  auto list = jobs_->List(tenant, request->state(), request->page_size(), request->page_token());
+  std::vector<v1::JobState> states{request->state()};
+  for (int state : request->states()) states.push_back(static_cast<v1::JobState>(state));
+  auto list = jobs_->List(tenant, states, request->page_size(), request->page_token());
   if (!list.ok()) return ToGrpc(list.status());
   *response = *list;
   return grpc::Status::OK;

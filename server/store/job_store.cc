@@ -4,10 +4,13 @@
 #include <chrono>
 #include <random>
 
+#include <nlohmann/json.hpp>
+
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "recipe_check.h"
 #include "sha256.h"
 #include "status.h"
@@ -16,7 +19,25 @@ namespace qopt::server {
 namespace internal_store {
 
 constexpr char kJobColumns[] =
-    "id, state, priority, recipe, attempts, stage, progress, eta, error, created_ms, updated_ms";
+    "id, state, priority, recipe, attempts, stage, progress, eta, error, created_ms, updated_ms, "
+    "leased_ms, metrics";
+
+// The metrics column: a JSON object of numbers, non-finite ones as protobuf's JSON mapping
+// writes them ("NaN", "Infinity"). Anything else is left out: it is a summary of the
+// report, which stays the authority.
+void ParseMetrics(const std::string& text, google::protobuf::Map<std::string, double>* metrics) {
+  if (text.empty()) return;
+  const nlohmann::json object = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (!object.is_object()) return;
+  for (const auto& [name, value] : object.items()) {
+    double number = 0;
+    if (value.is_number()) {
+      (*metrics)[name] = value.get<double>();
+    } else if (value.is_string() && absl::SimpleAtod(value.get<std::string>(), &number)) {
+      (*metrics)[name] = number;
+    }
+  }
+}
 
 // The stage a queued job shows: why it waits, when a worker of some kind must come.
 std::string QueuedStage(const std::string& device_kind) {
@@ -67,6 +88,9 @@ absl::StatusOr<v1::Job> JobStore::Load(const std::string& id) {
   job.set_error(st.Text(8));
   job.set_created_unix_ms(st.Int(9));
   job.set_updated_unix_ms(st.Int(10));
+  job.set_started_unix_ms(st.Int(11));
+  internal_store::ParseMetrics(st.Text(12), job.mutable_metrics());
+  job.set_technique(RecipeTechnique(job.recipe()));
   ASSIGN_OR_RETURN(Statement arts, db_->Prepare(
       "SELECT name, sha256, size FROM artifacts WHERE job_id = ? ORDER BY name"));
   arts.Bind(1, id);
@@ -155,7 +179,8 @@ absl::StatusOr<v1::Job> JobStore::Get(const std::string& tenant, const std::stri
   return Load(id);
 }
 
-absl::StatusOr<v1::ListJobsResponse> JobStore::List(const std::string& tenant, v1::JobState state,
+absl::StatusOr<v1::ListJobsResponse> JobStore::List(const std::string& tenant,
+                                                    const std::vector<v1::JobState>& states,
                                                     int page_size, const std::string& page_token) {
   std::lock_guard<std::mutex> lock(mu_);
   int64_t offset = 0;
@@ -163,11 +188,21 @@ absl::StatusOr<v1::ListJobsResponse> JobStore::List(const std::string& tenant, v
     return absl::InvalidArgumentError(absl::StrCat("bad page_token '", page_token, "'"));
   }
   const int64_t limit = page_size > 0 ? std::min(page_size, 1000) : 100;
-  ASSIGN_OR_RETURN(Statement st, db_->Prepare(
-      "SELECT id FROM jobs WHERE tenant = ? AND (? = 0 OR state = ?) "
-      "ORDER BY rowid DESC LIMIT ? OFFSET ?"));
-  st.Bind(1, tenant).Bind(2, static_cast<int64_t>(state)).Bind(3, static_cast<int64_t>(state))
-      .Bind(4, limit + 1).Bind(5, offset);
+  std::vector<int64_t> wanted;
+  for (v1::JobState state : states) {
+    if (state != v1::JOB_STATE_UNSPECIFIED) wanted.push_back(static_cast<int64_t>(state));
+  }
+  // One placeholder per state: the values stay parameters.
+  const std::string in_states =
+      wanted.empty() ? ""
+                     : absl::StrCat(" AND state IN (",
+                                    absl::StrJoin(std::vector<std::string>(wanted.size(), "?"), ", "), ")");
+  ASSIGN_OR_RETURN(Statement st, db_->Prepare(absl::StrCat(
+      "SELECT id FROM jobs WHERE tenant = ?", in_states, " ORDER BY rowid DESC LIMIT ? OFFSET ?")));
+  int index = 1;
+  st.Bind(index++, tenant);
+  for (int64_t state : wanted) st.Bind(index++, state);
+  st.Bind(index++, limit + 1).Bind(index++, offset);
   v1::ListJobsResponse out;
   int64_t n = 0;
   for (;;) {
@@ -514,9 +549,13 @@ absl::Status JobStore::Complete(const std::string& job_id, const std::string& le
     std::lock_guard<std::mutex> lock(mu_);
     RETURN_IF_ERROR(CheckLease(job_id, lease_id));
     RETURN_IF_ERROR(Transaction([&]() -> absl::Status {
+      // The metrics are copied out of the report as the migration that added their column
+      // did; a report that is not JSON keeps none (GetReport says what is wrong with it).
       ASSIGN_OR_RETURN(Statement up, db_->Prepare(
-          "UPDATE jobs SET state = ?, report = ?, stage = 'done', progress = 1, eta = 0, "
-          "lease_id = '', updated_ms = ? WHERE id = ?"));
+          "UPDATE jobs SET state = ?1, report = ?2, stage = 'done', progress = 1, eta = 0, "
+          "lease_id = '', updated_ms = ?3, "
+          "metrics = CASE WHEN json_valid(?2) THEN COALESCE(json_extract(?2, '$.metrics'), '') ELSE '' END "
+          "WHERE id = ?4"));
       up.Bind(1, static_cast<int64_t>(v1::SUCCEEDED)).Bind(2, report_json).Bind(3, NowUnixMs())
           .Bind(4, job_id);
       RETURN_IF_ERROR(up.Run());
@@ -535,7 +574,7 @@ absl::Status JobStore::Fail(const std::string& job_id, const std::string& lease_
     RETURN_IF_ERROR(CheckLease(job_id, lease_id));
     RETURN_IF_ERROR(Transaction([&]() -> absl::Status {
       ASSIGN_OR_RETURN(Statement up, db_->Prepare(
-          "UPDATE jobs SET state = ?, error = ?, lease_id = '', updated_ms = ? WHERE id = ?"));
+          "UPDATE jobs SET state = ?, error = ?, stage = 'failed', lease_id = '', updated_ms = ? WHERE id = ?"));
       up.Bind(1, static_cast<int64_t>(v1::FAILED)).Bind(2, error).Bind(3, NowUnixMs()).Bind(4, job_id);
       RETURN_IF_ERROR(up.Run());
       return AppendEvent(job_id, v1::FAILED, "failed", 0.0, 0.0, error);

@@ -59,7 +59,9 @@ class JobStore {
                                  const std::vector<std::string>& inputs = {});
   /// NotFound for unknown ids and for other tenants' jobs.
   absl::StatusOr<v1::Job> Get(const std::string& tenant, const std::string& id);
-  absl::StatusOr<v1::ListJobsResponse> List(const std::string& tenant, v1::JobState state,
+  /// The tenant's jobs, newest first, in any of `states` (empty = all).
+  absl::StatusOr<v1::ListJobsResponse> List(const std::string& tenant,
+                                            const std::vector<v1::JobState>& states,
                                             int page_size, const std::string& page_token);
   /// Queued jobs end at once; running ones when their worker next heartbeats.
   absl::StatusOr<v1::Job> Cancel(const std::string& tenant, const std::string& id);

@@ -131,6 +131,14 @@ constexpr const char* kMigrations[] = {
       UPDATE jobs SET checkpoint_sha256 = '', checkpoint_size = 0 WHERE id = NEW.id;
     END;
     )sql",
+    // Issue 16: the report's metrics (a JSON object: the last evaluation's figures) beside
+    // the report, so a listing shows top-1 without reading whole reports; jobs that
+    // succeeded before get theirs from their reports.
+    R"sql(
+    ALTER TABLE jobs ADD COLUMN metrics TEXT NOT NULL DEFAULT '';
+    UPDATE jobs SET metrics = COALESCE(json_extract(report, '$.metrics'), '')
+      WHERE report != '' AND json_valid(report);
+    )sql",
 };
 
 }  // namespace

@@ -291,7 +291,7 @@ TEST_F(CatalogTest, SchemaMigratesOnceAcrossReopens) {
   auto st = (*again)->db()->Prepare("PRAGMA user_version");
   ASSERT_TRUE(st.ok());
   ASSERT_TRUE(*st->Step());
-  EXPECT_EQ(st->Int(0), 5);
+  EXPECT_EQ(st->Int(0), 6);
 }
 
 }  // namespace

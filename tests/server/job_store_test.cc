@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <functional>
 #include <thread>
@@ -157,8 +158,8 @@ TEST_F(JobStoreTest, TenantsSeeOnlyTheirJobs) {
   EXPECT_TRUE(absl::IsNotFound(store_->Get("b", job->id()).status()));
   EXPECT_TRUE(absl::IsNotFound(store_->Cancel("b", job->id()).status()));
   EXPECT_TRUE(absl::IsNotFound(store_->Events("b", job->id(), 0).status()));
-  EXPECT_EQ(store_->List("b", v1::JOB_STATE_UNSPECIFIED, 10, "")->jobs_size(), 0);
-  EXPECT_EQ(store_->List("a", v1::JOB_STATE_UNSPECIFIED, 10, "")->jobs_size(), 1);
+  EXPECT_EQ(store_->List("b", {}, 10, "")->jobs_size(), 0);
+  EXPECT_EQ(store_->List("a", {}, 10, "")->jobs_size(), 1);
 }
 
 TEST_F(JobStoreTest, EventsResumeFromASequenceAndSurviveRestart) {
@@ -180,17 +181,83 @@ TEST_F(JobStoreTest, EventsResumeFromASequenceAndSurviveRestart) {
 TEST_F(JobStoreTest, ListPagesAndFilters) {
   for (int i = 0; i < 5; ++i) ASSERT_TRUE(store_->Submit("t", Recipe("x"), 0, "").ok());
   ASSERT_TRUE(store_->Lease("w", {"cpu"}, 0).ok());
-  auto page = store_->List("t", v1::JOB_STATE_UNSPECIFIED, 2, "");
+  auto page = store_->List("t", {}, 2, "");
   ASSERT_TRUE(page.ok());
   EXPECT_EQ(page->jobs_size(), 2);
   int seen = page->jobs_size();
   while (!page->next_page_token().empty()) {
-    page = store_->List("t", v1::JOB_STATE_UNSPECIFIED, 2, page->next_page_token());
+    page = store_->List("t", {}, 2, page->next_page_token());
     seen += page->jobs_size();
   }
   EXPECT_EQ(seen, 5);
-  EXPECT_EQ(store_->List("t", v1::RUNNING, 10, "")->jobs_size(), 1);
-  EXPECT_EQ(store_->List("t", v1::QUEUED, 10, "")->jobs_size(), 4);
+  EXPECT_EQ(store_->List("t", {v1::RUNNING}, 10, "")->jobs_size(), 1);
+  EXPECT_EQ(store_->List("t", {v1::QUEUED}, 10, "")->jobs_size(), 4);
+  EXPECT_EQ(store_->List("t", {v1::QUEUED, v1::RUNNING}, 10, "")->jobs_size(), 5);
+  EXPECT_EQ(store_->List("t", {v1::SUCCEEDED, v1::FAILED}, 10, "")->jobs_size(), 0);
+}
+
+// Issue 16: a listing says what each job did and how it went without reading reports.
+TEST_F(JobStoreTest, AFinishedJobCarriesItsTechniqueTimesAndMetrics) {
+  v1::Recipe recipe = Recipe("w8a8");
+  recipe.add_steps()->mutable_fold_batch_norm();
+  recipe.add_steps()->mutable_calibrate();
+  recipe.add_steps()->mutable_evaluate();
+  auto job = store_->Submit("t", recipe, 0, "");
+  EXPECT_EQ(job->technique(), "fold_batch_norm+calibrate");
+  EXPECT_EQ(job->started_unix_ms(), 0) << "a queued job never ran";
+  auto lease = store_->Lease("w", {"cpu"}, 0);
+  ASSERT_TRUE(lease.ok());
+  ASSERT_TRUE(store_->Complete(job->id(), lease->lease_id,
+                               R"({"recipe": "w8a8", "steps": [{"step": "evaluate", "figures": {"top1": 0.5}}],
+                                   "metrics": {"fp32_top1": 0.9225, "top1": 0.9213, "output_sqnr_db": "Infinity"}})")
+                  .ok());
+  auto done = store_->Get("t", job->id());
+  ASSERT_TRUE(done.ok());
+  EXPECT_GE(done->started_unix_ms(), done->created_unix_ms());
+  EXPECT_LE(done->started_unix_ms(), done->updated_unix_ms());
+  EXPECT_THAT(done->metrics(), ::testing::UnorderedElementsAre(::testing::Pair("fp32_top1", 0.9225),
+                                                               ::testing::Pair("top1", 0.9213),
+                                                               ::testing::Pair("output_sqnr_db", INFINITY)));
+  auto listed = store_->List("t", {v1::SUCCEEDED}, 10, "");
+  ASSERT_EQ(listed->jobs_size(), 1);
+  EXPECT_EQ(listed->jobs(0).metrics().at("top1"), 0.9213);
+
+  // A report that is not JSON keeps no metrics, and the job still completes.
+  auto odd = store_->Submit("t", recipe, 0, "");
+  auto odd_lease = store_->Lease("w", {"cpu"}, 0);
+  ASSERT_TRUE(store_->Complete(odd->id(), odd_lease->lease_id, "not json").ok());
+  EXPECT_TRUE(store_->Get("t", odd->id())->metrics().empty());
+}
+
+TEST_F(JobStoreTest, AFailedJobShowsTheFailureNotItsLastStage) {
+  auto job = store_->Submit("t", Recipe("bad"), 0, "");
+  auto lease = store_->Lease("w", {"cpu"}, 0);
+  v1::HeartbeatRequest hb;
+  hb.set_job_id(job->id());
+  hb.set_lease_id(lease->lease_id);
+  hb.set_stage("starting");
+  ASSERT_TRUE(store_->Heartbeat(hb).ok());
+  ASSERT_TRUE(store_->Fail(job->id(), lease->lease_id, "model.pt is not a TorchScript model\nat load").ok());
+  auto failed = store_->Get("t", job->id());
+  EXPECT_EQ(failed->state(), v1::FAILED);
+  EXPECT_EQ(failed->stage(), "failed");
+  EXPECT_EQ(failed->error(), "model.pt is not a TorchScript model\nat load");
+  EXPECT_TRUE(failed->metrics().empty());
+}
+
+TEST_F(JobStoreTest, JobsThatSucceededBeforeGainTheirMetrics) {
+  // A database as schema version 5 left it, with a job that succeeded.
+  auto job = store_->Submit("t", Recipe("old"), 0, "");
+  auto lease = store_->Lease("w", {"cpu"}, 0);
+  ASSERT_TRUE(store_->Complete(job->id(), lease->lease_id, R"({"metrics": {"top1": 0.75}})").ok());
+  store_.reset();
+  {
+    auto db = Database::Open((dir_ / "jobs.db").string());
+    ASSERT_TRUE(db.ok());
+    ASSERT_TRUE((*db)->Exec("ALTER TABLE jobs DROP COLUMN metrics; PRAGMA user_version = 5").ok());
+  }
+  Reopen();
+  EXPECT_THAT(store_->Get("t", job->id())->metrics(), ::testing::ElementsAre(::testing::Pair("top1", 0.75)));
 }
 
 // Issue 11: a tenant with a long queue cannot starve another; each lease is fair share
@@ -343,7 +410,8 @@ TEST_F(JobStoreTest, AnExistingDatabaseGainsCheckpoints) {
     ASSERT_TRUE(db.ok());
     ASSERT_TRUE((*db)->Exec("DROP TRIGGER jobs_end_drops_checkpoint; DROP INDEX jobs_checkpoint; "
                             "ALTER TABLE jobs DROP COLUMN checkpoint_sha256; "
-                            "ALTER TABLE jobs DROP COLUMN checkpoint_size; PRAGMA user_version = 4")
+                            "ALTER TABLE jobs DROP COLUMN checkpoint_size; ALTER TABLE jobs DROP COLUMN metrics; "
+                            "PRAGMA user_version = 4")
                     .ok());
   }
   Reopen();
