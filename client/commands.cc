@@ -1,9 +1,13 @@
 #include "commands.h"
 
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 
 #include <nlohmann/json.hpp>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 
 #include "download.h"
 #include "file_name.h"
@@ -76,26 +80,22 @@ absl::StatusOr<int> RunStatus(Connection& connection, const std::string& job_id)
   return kExitOk;
 }
 
-absl::StatusOr<int> RunList(Connection& connection, const std::string& state, int page_size) {
+absl::StatusOr<int> RunList(Connection& connection, const ListArgs& args) {
   v1::ListJobsRequest request;
-  if (!state.empty()) {
+  for (const std::string& state : args.states) {
     v1::JobState parsed;
-    if (!v1::JobState_Parse(state, &parsed)) return UsageError("unknown job state " + state);
-    request.set_state(parsed);
+    if (!v1::JobState_Parse(absl::AsciiStrToUpper(state), &parsed)) return UsageError("unknown job state " + state);
+    request.add_states(parsed);
   }
-  request.set_page_size(page_size);
-  nlohmann::json all = nlohmann::json::array();
+  request.set_page_size(args.page_size);
+  const std::string name = absl::AsciiStrToLower(args.name);
+  std::vector<v1::Job> jobs;
   while (true) {
     v1::ListJobsResponse response;
     auto context = connection.UnaryContext();
     RETURN_IF_ERROR(FromGrpc(connection.jobs().ListJobs(context.get(), request, &response)));
     for (const v1::Job& job : response.jobs()) {
-      if (connection.options().json) {
-        ASSIGN_OR_RETURN(std::string json, ToJson(job, /*pretty=*/false));
-        all.push_back(nlohmann::json::parse(json));
-      } else {
-        PrintLine(JobListLine(job));
-      }
+      if (absl::StrContains(absl::AsciiStrToLower(job.recipe().name()), name)) jobs.push_back(job);
     }
     // A server that hands back the token it was given would otherwise loop forever.
     if (response.next_page_token().empty() || response.next_page_token() == request.page_token()) {
@@ -103,7 +103,18 @@ absl::StatusOr<int> RunList(Connection& connection, const std::string& state, in
     }
     request.set_page_token(response.next_page_token());
   }
-  if (connection.options().json) PrintLine(all.dump(2));
+  if (!connection.options().json) {
+    const int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                            std::chrono::system_clock::now().time_since_epoch()).count();
+    PrintLine(JobTable(jobs, now));
+    return kExitOk;
+  }
+  nlohmann::json all = nlohmann::json::array();
+  for (const v1::Job& job : jobs) {
+    ASSIGN_OR_RETURN(std::string json, ToJson(job, /*pretty=*/false));
+    all.push_back(nlohmann::json::parse(json));
+  }
+  PrintLine(all.dump(2));
   return kExitOk;
 }
 
@@ -146,6 +157,25 @@ absl::StatusOr<int> RunDownload(Connection& connection, const std::string& job_i
                   .dump());
   } else {
     PrintLine(target);
+  }
+  return kExitOk;
+}
+
+absl::StatusOr<int> RunDownloadAll(Connection& connection, const std::string& job_id,
+                                   const std::string& dir) {
+  const std::string target = dir.empty() ? job_id : dir;
+  ASSIGN_OR_RETURN(std::vector<DownloadedArtifact> files, DownloadAllArtifacts(connection, job_id, target));
+  if (connection.options().json) {
+    nlohmann::json all = nlohmann::json::array();
+    for (const DownloadedArtifact& file : files) {
+      all.push_back({{"path", file.path},
+                     {"name", file.artifact.name()},
+                     {"sha256", file.artifact.sha256()},
+                     {"size", file.artifact.size()}});
+    }
+    PrintLine(all.dump(2));
+  } else {
+    for (const DownloadedArtifact& file : files) PrintLine(file.path);
   }
   return kExitOk;
 }

@@ -5,19 +5,26 @@
 
 #include "absl/strings/str_cat.h"
 #include "errors.h"
+#include "file_name.h"
+#include "job_format.h"
 #include "sha256.h"
 #include "status.h"
 
 namespace qopt::cli {
 namespace {
 
-absl::StatusOr<v1::Artifact> FindArtifact(Connection& connection, const std::string& job_id,
-                                          const std::string& name) {
+absl::StatusOr<v1::Job> GetJob(Connection& connection, const std::string& job_id) {
   v1::GetJobRequest request;
   request.set_id(job_id);
   v1::Job job;
   auto context = connection.UnaryContext();
   RETURN_IF_ERROR(FromGrpc(connection.jobs().GetJob(context.get(), request, &job)));
+  return job;
+}
+
+absl::StatusOr<v1::Artifact> FindArtifact(Connection& connection, const std::string& job_id,
+                                          const std::string& name) {
+  ASSIGN_OR_RETURN(v1::Job job, GetJob(connection, job_id));
   for (const v1::Artifact& artifact : job.artifacts()) {
     if (artifact.name() == name) return artifact;
   }
@@ -54,11 +61,10 @@ absl::StatusOr<FileDigest> Receive(Connection& connection, const std::string& jo
   return received;
 }
 
-}  // namespace
-
-absl::StatusOr<v1::Artifact> DownloadArtifact(Connection& connection, const std::string& job_id,
-                                              const std::string& name, const std::string& path) {
-  ASSIGN_OR_RETURN(v1::Artifact artifact, FindArtifact(connection, job_id, name));
+// Streams `artifact` into `path` via `path`.partial, renamed once size and sha256 match.
+absl::Status Fetch(Connection& connection, const std::string& job_id, const v1::Artifact& artifact,
+                   const std::string& path) {
+  const std::string& name = artifact.name();
   const std::string partial = path + ".partial";
   absl::StatusOr<FileDigest> received = Receive(connection, job_id, name, partial);
   std::error_code ec;
@@ -74,7 +80,44 @@ absl::StatusOr<v1::Artifact> DownloadArtifact(Connection& connection, const std:
   }
   std::filesystem::rename(partial, path, ec);
   if (ec) return UsageError(absl::StrCat("cannot rename ", partial, " to ", path, ": ", ec.message()));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<v1::Artifact> DownloadArtifact(Connection& connection, const std::string& job_id,
+                                              const std::string& name, const std::string& path) {
+  ASSIGN_OR_RETURN(v1::Artifact artifact, FindArtifact(connection, job_id, name));
+  RETURN_IF_ERROR(Fetch(connection, job_id, artifact, path));
   return artifact;
+}
+
+absl::StatusOr<std::vector<DownloadedArtifact>> DownloadAllArtifacts(Connection& connection,
+                                                                     const std::string& job_id,
+                                                                     const std::string& dir) {
+  ASSIGN_OR_RETURN(v1::Job job, GetJob(connection, job_id));
+  // A running job's artifacts are not all there yet: a partial set must not pass for all.
+  if (!IsFinished(job.state())) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "job ", job_id, " is ", StateName(job.state()), "; its artifacts are complete once it has finished"));
+  }
+  if (job.artifacts().empty()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "job ", job_id, " (", StateName(job.state()), ") has no artifacts",
+        job.state() == v1::FAILED ? absl::StrCat(": ", FirstLine(job.error())) : ""));
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return UsageError(absl::StrCat("cannot make folder ", dir, ": ", ec.message()));
+  std::vector<DownloadedArtifact> files;
+  for (const v1::Artifact& artifact : job.artifacts()) {
+    // The server stores plain names only; checked again because the name picks the file.
+    if (absl::Status s = CheckPlainFileName("artifact", artifact.name()); !s.ok()) return s;
+    const std::string path = (std::filesystem::path(dir) / artifact.name()).string();
+    RETURN_IF_ERROR(Fetch(connection, job_id, artifact, path));
+    files.push_back({artifact, path});
+  }
+  return files;
 }
 
 }  // namespace qopt::cli

@@ -6,7 +6,6 @@
 
 #include <CLI/CLI.hpp>
 
-#include "absl/strings/ascii.h"
 #include "catalog_commands.h"
 #include "commands.h"
 #include "file_text.h"
@@ -87,9 +86,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
 
   Command command;
-  std::string file, job_id, name, path, state;
-  int page_size = 100;
+  std::string file, job_id, name, path;
   SubmitArgs submit_args;
+  ListArgs list_args;
 
   CLI::App* upload = app.add_subcommand("upload", "Upload a file as a blob; prints its sha256");
   upload->add_option("FILE", file, "File to upload")->required()->check(CLI::ExistingFile);
@@ -116,15 +115,18 @@ int main(int argc, char** argv) {
   CLI::App* status = AddJobCommand(app, "status", "Show a job's state, progress and artifacts", &job_id);
   status->final_callback([&] { command = [&](Connection& c) { return RunStatus(c, job_id); }; });
 
-  CLI::App* list = app.add_subcommand("list", "List jobs, newest first");
-  list->add_option("--state", state, "Only jobs in this state")
+  CLI::App* list = app.add_subcommand(
+      "list",
+      "List jobs, newest first: id, state, created (local time), how long it ran, name, technique, "
+      "top-1 in % (FP32 → quantized), and a failed job's error or a running job's stage");
+  list->add_option("--state", list_args.states, "Only jobs in these states (repeat it, or a comma list)")
+      ->delimiter(',')
       ->check(CLI::IsMember({"QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED"}, CLI::ignore_case));
-  list->add_option("--page-size", page_size, "Jobs per request (0 = server default)")
+  list->add_option("--name", list_args.name, "Only jobs whose recipe name contains this (any case)");
+  list->add_option("--page-size", list_args.page_size, "Jobs per request (0 = server default)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
-  list->final_callback([&] {
-    command = [&](Connection& c) { return RunList(c, absl::AsciiStrToUpper(state), page_size); };
-  });
+  list->final_callback([&] { command = [&](Connection& c) { return RunList(c, list_args); }; });
 
   CLI::App* watch = AddJobCommand(
       app, "watch", "Follow a job's events until it finishes; exit 0/3/4 for SUCCEEDED/FAILED/CANCELLED",
@@ -135,11 +137,17 @@ int main(int argc, char** argv) {
   cancel->final_callback([&] { command = [&](Connection& c) { return RunCancel(c, job_id); }; });
 
   CLI::App* download = AddJobCommand(
-      app, "download", "Download a job's artifact, verified against its sha256", &job_id);
-  download->add_option("NAME", name, "Artifact name, as listed by status")->required();
-  download->add_option("-o", path, "Where to write it (default ./NAME)");
+      app, "download", "Download a job's artifact, or all of them, verified against their sha256", &job_id);
+  bool all_artifacts = false;
+  download->add_option("NAME", name, "Artifact name, as listed by status");
+  download->add_flag("--all", all_artifacts, "Every artifact of the finished job, into the folder -o");
+  download->add_option("-o", path, "Where to write it (default ./NAME); with --all a folder (default ./JOB_ID)");
   download->final_callback([&] {
-    command = [&](Connection& c) { return RunDownload(c, job_id, name, path); };
+    command = [&](Connection& c) -> absl::StatusOr<int> {
+      if (all_artifacts == !name.empty()) return UsageError("download needs an artifact NAME or --all (not both)");
+      if (all_artifacts) return RunDownloadAll(c, job_id, path);
+      return RunDownload(c, job_id, name, path);
+    };
   });
 
   CLI::App* del = AddJobCommand(

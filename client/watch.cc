@@ -39,7 +39,8 @@ class EventPrinter {
       std::fflush(stdout);
       return absl::OkStatus();
     }
-    std::string line = event.message();
+    // Without a live line, which shows the stage, each line says its stage itself.
+    std::string line = live_ ? event.message() : EventLine(event);
     // Without a live line, progress-only events would flood a log; a change of state or
     // stage is still worth a line.
     if (line.empty() && !live_ && (event.state() != last_state_ || event.stage() != last_stage_)) {

@@ -102,6 +102,58 @@ rc=$?
 job_field "$bad" error | grep -q "not a TorchScript model" || fail "corrupt model error: $(job_field "$bad" error)"
 echo "ok   corrupt model: $(job_field "$bad" error)"
 
+# 3b. A user's first hour (issue 16): `qopt list` says when each job was made, how long
+#     it ran, what it did and how it went; it filters by state and name; a finished job's
+#     artifacts come down at once; progress lines in a log name their stage.
+"$cli" list > "$tmp/list.txt" || fail "list"
+"$python" - "$tmp/list.txt" "$job" "$bad" "$tmp/report.json" <<'PY' || fail "list columns: $(cat "$tmp/list.txt")"
+import json, re, sys
+lines = open(sys.argv[1], encoding="utf-8").read().splitlines()
+job, bad, metrics = sys.argv[2], sys.argv[3], json.load(open(sys.argv[4]))["metrics"]
+assert lines[0].split()[:6] == ["ID", "STATE", "CREATED", "DURATION", "NAME", "TECHNIQUE"], lines[0]
+row = lambda job_id: next(l for l in lines if l.startswith(job_id + " "))
+top1 = "%.1f → %.1f" % (100 * metrics["fp32_top1"], 100 * metrics["top1"])
+ok = row(job)
+assert re.match(r"\S+ +SUCCEEDED +\d{4}-\d\d-\d\d \d\d:\d\d +\d+s +fashion_mnist_w8a8 +fold_batch_norm\+calibrate +" +
+                re.escape(top1) + "$", ok), ok
+failed = row(bad)
+assert re.search(r" FAILED .* error: not a TorchScript model", failed) and "starting" not in failed, failed
+print("ok   list: " + re.sub(" +", " ", ok))
+print("ok   list: " + re.sub(" +", " ", failed)[:110])
+PY
+[ "$(job_field "$bad" stage)" = failed ] || fail "a failed job's stage is '$(job_field "$bad" stage)'"
+only_failed=$("$cli" list --state FAILED | tail -n +2 | awk '{print $1}')
+[ "$only_failed" = "$bad" ] || fail "list --state FAILED: $only_failed"
+both=$("$cli" list --state failed,succeeded --name MNIST_W8A8 | tail -n +2 | awk '{print $1}' | sort | tr '\n' ' ')
+want=$(printf '%s\n' "$job" "$onnx_job" "$bad" | sort | tr '\n' ' ')
+[ "$both" = "$want" ] || fail "list --state failed,succeeded --name MNIST_W8A8: $both, expected $want"
+onnx_only=$("$cli" list --name _Onnx | tail -n +2 | awk '{print $1}')
+[ "$onnx_only" = "$onnx_job" ] || fail "list --name _Onnx: $onnx_only"
+none=$("$cli" list --name no-such-name --state QUEUED --state RUNNING | tail -n +2)
+[ -z "$none" ] || fail "list --name no-such-name: $none"
+"$cli" list --state FAILED --output json |
+  "$python" -c "import json,sys; j=json.load(sys.stdin); assert [x['id'] for x in j]==['$bad'] and j[0]['technique']=='fold_batch_norm+calibrate', j" ||
+  fail "list --state FAILED --output json"
+echo "ok   list filters: --state FAILED, --state failed,succeeded --name MNIST_W8A8, --name _Onnx, --output json"
+"$cli" download "$job" --all -o "$tmp/all/$job" > "$tmp/all.txt" || fail "download --all"
+names=$("$cli" status "$job" --output json | "$python" -c "import json,sys; print(' '.join(a['name'] for a in json.load(sys.stdin)['artifacts']))")
+for name in $names; do
+  "$cli" download "$job" "$name" -o "$tmp/single-$name" > /dev/null || fail "download $name"
+  cmp -s "$tmp/all/$job/$name" "$tmp/single-$name" || fail "download --all: $name differs from its single download"
+done
+[ "$(ls -A "$tmp/all/$job" | sort | tr '\n' ' ')" = "$(printf '%s\n' $names | sort | tr '\n' ' ')" ] ||
+  fail "download --all wrote $(ls -A "$tmp/all/$job")"
+"$cli" download "$bad" --all -o "$tmp/all/$bad" > /dev/null 2> "$tmp/err"
+rc=$?
+{ [ $rc -eq 1 ] && grep -q "FAILED_PRECONDITION: .*has no artifacts" "$tmp/err" && [ ! -e "$tmp/all/$bad" ]; } ||
+  fail "download --all of a failed job: rc $rc, $(cat "$tmp/err")"
+"$cli" download "$job" model.pt --all > /dev/null 2>&1
+[ $? -eq 2 ] || fail "download NAME --all is not a usage error"
+echo "ok   download --all: $names (each as its single download); a failed job: $(cat "$tmp/err")"
+grep -qE "^(calibrate|evaluate): batch [0-9]+/[0-9]+$" "$tmp/watch.log" ||
+  fail "no progress line with its stage in a piped watch: $(grep -m3 batch "$tmp/watch.log")"
+echo "ok   piped watch: $(grep -m1 -E "^(calibrate|evaluate): batch" "$tmp/watch.log")"
+
 # 4. kill -9 of the worker mid-job: the lease expires, the job is leased again and succeeds.
 slow=$("$cli" submit "$src/examples/recipes/fashion_mnist_w8a8.json" --model "$src/zoo/resnet18.pt")
 for _ in $(seq 300); do
