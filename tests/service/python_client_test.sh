@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The Python client (client/python, qopt_client) against a real qopt-server on loopback
 # with two tenants: the ML-pipeline example end to end, then the client's calls one by
-# one (records, tenants, tokens, hash mismatch, resumed upload, jobs, cancel, download),
+# one (records, tenants, tokens, hash mismatch, resumed upload, jobs, cancel, download,
+# listings by state and name, download_all, the report's keys as the README lists them),
 # then gRPC health checking and reflection.
 #
 #   python_client_test.sh SERVER_BIN PYTHON_DIR
@@ -237,6 +238,66 @@ check("a download that does not match its sha256 is DATA_LOSS, without a file",
       code == "DATA_LOSS" and not [f for f in os.listdir(tmp) if f.startswith("tampered")], code)
 code = error_code(lambda: a.download(job.id, "no-such-artifact", tmp))
 check("download of a missing artifact is NOT_FOUND", code == "NOT_FOUND", code)
+# The report's keys are those client/python/README.md lists.
+step_keys = {"step", "index", "seconds", "figures", "layers", "series", "artifacts"}
+check("the report has the keys the README lists",
+      {"recipe", "model", "device", "steps", "metrics", "cost"} <= set(report)
+      <= {"recipe", "model", "device", "steps", "metrics", "cost", "peak_memory_mib"}
+      and all(step_keys <= set(s) <= step_keys | {"details"} for s in report["steps"])
+      and set(report["metrics"]) == {"fp32_top1", "top1", "fp32_top5", "top5", "output_sqnr_db", "top1_agreement",
+                                     "mean_kl", "eval_samples", "float_seconds", "simulated_seconds"}
+      and set(report["cost"]) == {"input_shape", "macs", "parameters", "parameter_bytes", "activation_bytes", "layers"},
+      (sorted(report), sorted(report["metrics"]), sorted(report["cost"])))
+
+# Listings (issue 16): what each job did and how it went, filtered by state and name.
+listed = {j.id: j for j in a.list_jobs(state=["succeeded", service_pb2.FAILED])}
+failed = [j for j in listed.values() if j.state == service_pb2.FAILED]
+check("list_jobs by several states: both SUCCEEDED jobs and the FAILED one",
+      len(listed) == 3 and job.id in listed and len(failed) == 1, [(i, state_name(j.state)) for i, j in listed.items()])
+if job.id in listed:
+    mine = listed[job.id]
+    check("a listed job carries its technique, times and the report's top-1",
+          mine.technique == "calibrate+analyze" and mine.created_unix_ms <= mine.started_unix_ms <= mine.updated_unix_ms
+          and mine.metrics["top1"] == report["metrics"]["top1"]
+          and mine.metrics["fp32_top1"] == report["metrics"]["fp32_top1"], mine)
+    print("ok   listed: %s %s %s top-1 %.1f -> %.1f in %.1f s" % (
+        mine.id, mine.recipe.name, mine.technique, 100 * mine.metrics["fp32_top1"], 100 * mine.metrics["top1"],
+        (mine.updated_unix_ms - mine.started_unix_ms) / 1000))
+if failed:
+    check("a failed job shows its failure and error, not the stage it failed in",
+          failed[0].stage == "failed" and "not a TorchScript model" in failed[0].error and not failed[0].metrics,
+          (failed[0].stage, failed[0].error))
+check("list_jobs by name ignores case",
+      {j.id for j in a.list_jobs(name="CLIENT-test")} == {job.id, queued.id}, [j.id for j in a.list_jobs(name="CLIENT-test")])
+check("list_jobs by state and name",
+      [j.id for j in a.list_jobs(state="CANCELLED", name="client")] == [queued.id])
+code = error_code(lambda: a.list_jobs(state=["SUCCEEDED", "DONE"]))
+check("list_jobs with an unknown state is INVALID_ARGUMENT", code == "INVALID_ARGUMENT", code)
+
+# Every artifact at once, each the same bytes as its single download.
+everything = a.download_all(job.id, os.path.join(tmp, "all", "nested"))
+singles = [a.download(job.id, art.name, os.path.join(tmp, "single-" + art.name)) for art in done.artifacts]
+check("download_all fetches every artifact, as single downloads do",
+      [os.path.basename(p) for p in everything] == [art.name for art in done.artifacts]
+      and sorted(os.listdir(os.path.join(tmp, "all", "nested"))) == sorted(art.name for art in done.artifacts)
+      and all(open(x, "rb").read() == open(y, "rb").read() for x, y in zip(everything, singles)), everything)
+for empty in [j.id for j in failed] + [queued.id]:
+    try:
+        a.download_all(empty, os.path.join(tmp, "none"))
+        code, message = "OK", ""
+    except QoptError as e:
+        code, message = e.code, e.message
+    check("download_all of a job without artifacts is FAILED_PRECONDITION, without a folder: " + message,
+          code == "FAILED_PRECONDITION" and "has no artifacts" in message and not os.path.exists(os.path.join(tmp, "none")),
+          (code, message))
+running = a.submit(recipe, base_dir=f"{src}/examples/recipes")
+code = error_code(lambda: a.download_all(running.id, os.path.join(tmp, "unfinished")))
+check("download_all of a job that has not finished is FAILED_PRECONDITION",
+      code == "FAILED_PRECONDITION" and not os.path.exists(os.path.join(tmp, "unfinished")), code)
+a.cancel(running.id)
+a.wait(running.id)
+a.delete_job(running.id)
+
 import qopt_client.client
 qopt_client.client._PAGE_SIZE = 3  # four jobs: two pages
 check("list_jobs pages through every job", len(a.list_jobs()) == 4, [j.id for j in a.list_jobs()])

@@ -177,13 +177,26 @@ class Client:
         """The Job: state, stage, progress, error, artifacts."""
         return self._call(self._jobs.GetJob, service_pb2.GetJobRequest(id=job_id))
 
-    def list_jobs(self, state=None):
-        """All jobs (every page), newest first; state: a JobState or its name, None = all."""
+    def list_jobs(self, state=None, name=None):
+        """All jobs (every page), newest first.
+
+        state: a JobState or its name, or a list of them (jobs in any); None = all. The
+            server filters by state.
+        name: only jobs whose recipe name contains this, ignoring case (filtered here: the
+            server keeps names inside recipes).
+        Each Job carries technique, created_unix_ms, started_unix_ms, updated_unix_ms (for
+        a finished job, when it ended), error and, once it SUCCEEDED, the report's metrics
+        (fp32_top1, top1, ... as fractions).
+        """
+        wanted = state if isinstance(state, (list, tuple, set, frozenset)) else [state]
         try:
-            state = parse_state(state)
+            states = [parse_state(s) for s in wanted if s is not None]
         except ValueError:
-            raise QoptError("INVALID_ARGUMENT", f"no job state {state!r}") from None
-        return self._pages(self._jobs.ListJobs, service_pb2.ListJobsRequest, "jobs", state=state)
+            raise QoptError("INVALID_ARGUMENT", f"no job state in {state!r}") from None
+        jobs = self._pages(self._jobs.ListJobs, service_pb2.ListJobsRequest, "jobs", states=states)
+        if name:
+            jobs = [job for job in jobs if name.lower() in job.recipe.name.lower()]
+        return jobs
 
     def cancel(self, job_id):
         """Cancels a queued or running job; returns the Job."""
@@ -195,9 +208,12 @@ class Client:
 
     def report(self, job_id):
         """The job's report (a qopt.v1.Report) as a dict, keyed as in report.json: recipe,
-        model, device, peak_memory_mib, steps (each with step, seconds, figures, layers,
-        series, artifacts, details) and metrics (fp32_top1, top1, top5, output_sqnr_db,
-        top1_agreement, mean_kl, ...). report_message() gives the message itself."""
+        model, device, peak_memory_mib (where measured), steps (each with step, index,
+        seconds, figures, layers, series, artifacts and maybe details), metrics (the last
+        evaluation's: fp32_top1, top1, fp32_top5, top5, output_sqnr_db, top1_agreement,
+        mean_kl, eval_samples, float_seconds, simulated_seconds) and cost (input_shape,
+        macs, parameters, parameter_bytes, activation_bytes, layers).
+        report_message() gives the message itself."""
         return json_format.MessageToDict(self.report_message(job_id), preserving_proto_field_name=True,
                                          including_default_value_fields=True)
 
@@ -289,6 +305,40 @@ class Client:
         if os.path.isdir(dest) or dest.endswith(os.sep):
             os.makedirs(dest, exist_ok=True)
             dest = os.path.join(dest, name)
+        return self._fetch(job_id, artifact, dest)
+
+    def download_all(self, job_id, dest_dir):
+        """Downloads every artifact of a finished job into folder dest_dir (made if
+        missing), each as download() does: verified, and under its own name only once
+        complete. Returns the files' paths in the job's order of artifacts.
+
+        FAILED_PRECONDITION while the job is queued or running (its artifacts are not all
+        there yet) and for a job without artifacts. On an error the files downloaded
+        before it stay, complete.
+        """
+        job = self.get(job_id)
+        if not is_finished(job.state):
+            raise QoptError("FAILED_PRECONDITION", (
+                f"job {job_id} is {service_pb2.JobState.Name(job.state)}; "
+                "its artifacts are complete once it has finished"))
+        if not job.artifacts:
+            why = f": {job.error.splitlines()[0]}" if job.error else ""
+            raise QoptError("FAILED_PRECONDITION", (
+                f"job {job_id} ({service_pb2.JobState.Name(job.state)}) has no artifacts{why}"))
+        dest = os.fspath(dest_dir)
+        try:
+            os.makedirs(dest, exist_ok=True)
+        except OSError as error:
+            raise QoptError("INVALID_ARGUMENT",
+                            f"cannot make folder {dest}: {error.strerror}") from None
+        return [self._fetch(job_id, artifact, os.path.join(dest, artifact.name))
+                for artifact in job.artifacts]
+
+    def _fetch(self, job_id, artifact, dest):
+        """Streams `artifact` to dest via dest + ".partial", renamed once size and sha256
+        match; returns dest."""
+        _check_plain_file_name(artifact.name)
+        name = artifact.name
         partial = dest + ".partial"
         digest, size = hashlib.sha256(), 0
         try:
