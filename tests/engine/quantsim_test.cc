@@ -178,6 +178,83 @@ TEST(QuantSimTest, ConfigErrorsNameTheKey) {
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("expected op type names")));
 }
 
+// Every key a config may hold is applied or refused; none is accepted and ignored.
+TEST(QuantSimTest, EncodingConstraintsFixAnOutputRange) {
+  at::NoGradGuard no_grad;
+  const Graph g = FoldedGraph("resnet18.pt");
+  auto config = ParseQuantSimConfig(R"({
+    "defaults": {"ops": {"is_output_quantized": "True"}, "params": {"is_quantized": "True", "is_symmetric": "True"}},
+    "op_type": {"Relu": {"encoding_constraints": {"min": 0.0, "max": 4.0}}},
+    "supergroups": []
+  })");
+  ASSERT_THAT(config, IsOk());
+  QuantSimOptions o;
+  o.config = *config;
+  auto sim = QuantSim::Create(g, o);
+  ASSERT_THAT(sim, IsOk());
+  for (const at::Tensor& b : Batches(2)) ASSERT_THAT((*sim)->ObserveBatch({b * 10}), IsOk());
+  ASSERT_THAT((*sim)->FinishCalibration(), IsOk());
+  const Quantizer& relu = (*sim)->activation_quantizers().at(g.FindNode("layer1.0.relu")->outputs[0]);
+  EXPECT_TRUE(relu.frozen());
+  EXPECT_DOUBLE_EQ(relu.encodings()[0].min, 0.0);
+  EXPECT_NEAR(relu.encodings()[0].max, 4.0, 1e-6);
+  // Calibrated quantizers elsewhere saw the data.
+  EXPECT_FALSE((*sim)->activation_quantizers().at(g.FindNode("layer1.0.conv1")->outputs[0]).frozen());
+  EXPECT_THAT(ParseQuantSimConfig(R"({"op_type": {"Relu": {"encoding_constraints": {"min": 1, "max": 1}}}})"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("op_type.Relu.encoding_constraints: expected numbers min < max")));
+}
+
+TEST(QuantSimTest, IsInputQuantizedQuantizesAnOpsInputs) {
+  const Graph g = FoldedGraph("resnet18.pt");
+  auto config = ParseQuantSimConfig(R"({
+    "defaults": {"ops": {"is_output_quantized": "False"}, "params": {"is_quantized": "True"}},
+    "op_type": {"Add": {"is_input_quantized": "True"}}
+  })");
+  ASSERT_THAT(config, IsOk());
+  QuantSimOptions o;
+  o.config = *config;
+  auto sim = QuantSim::Create(g, o);
+  ASSERT_THAT(sim, IsOk());
+  EXPECT_GE((*sim)->FindActivation("layer1.0.add", true, 0), 0);
+  EXPECT_GE((*sim)->FindActivation("layer1.0.add", true, 1), 0);
+  EXPECT_EQ((*sim)->FindActivation("layer1.0.add", false, 0), -1);
+  EXPECT_EQ((*sim)->FindActivation("layer1.0.conv1", false, 0), -1);
+}
+
+TEST(QuantSimTest, SupportedKernelsRefuseOtherBitwidths) {
+  const Graph g = FoldedGraph("resnet18.pt");
+  auto config = ParseQuantSimConfig(R"({
+    "defaults": {"ops": {"is_output_quantized": "True"}, "params": {"is_quantized": "True", "is_symmetric": "True"},
+                 "hw_version": "V73",
+                 "supported_kernels": [{"activation": {"bitwidth": 8, "dtype": "int"}, "param": {"bitwidth": 8, "dtype": "int"}},
+                                       {"activation": {"bitwidth": 16, "dtype": "int"}, "param": {"bitwidth": 8, "dtype": "int"}}]},
+    "op_type": {"Gemm": {"supported_kernels": [{"activation": {"bitwidth": 16, "dtype": "float"}, "param": {"bitwidth": 16, "dtype": "float"}}]}}
+  })");
+  ASSERT_THAT(config, IsOk());
+  QuantSimOptions o;
+  o.config = *config;
+  o.config.op_types.erase("Gemm");
+  EXPECT_THAT(QuantSim::Create(g, o), IsOk());  // W8A8 is listed
+  o.param_bitwidth = 4;
+  EXPECT_THAT(QuantSim::Create(g, o), StatusIs(absl::StatusCode::kInvalidArgument,
+                                               HasSubstr("layer conv1 (Conv) is quantized to W4A8, which its supported_kernels "
+                                                         "do not list (W8A8, W8A16)")));
+  o.param_bitwidth = 8;
+  o.config = *config;  // fc's op type lists a float kernel only
+  EXPECT_THAT(QuantSim::Create(g, o),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("layer fc (Gemm) is quantized to W8A8, which its "
+                                                                     "supported_kernels do not list (W16A16 (float))")));
+  // Written back as read.
+  const std::string written = QuantSimConfigToJson(*config);
+  EXPECT_THAT(written, HasSubstr("\"hw_version\": \"V73\""));
+  auto again = ParseQuantSimConfig(written);
+  ASSERT_THAT(again, IsOk());
+  EXPECT_EQ(QuantSimConfigToJson(*again), written);
+  EXPECT_THAT(ParseQuantSimConfig(R"({"defaults": {"supported_kernels": [{"activation": {"bitwidth": 8, "dtype": "fp"},
+                                                                             "param": {"bitwidth": 8}}]}})"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("defaults.supported_kernels[0].activation.dtype")));
+}
+
 TEST(QuantSimTest, RunBeforeCalibrationIsAnError) {
   const Graph g = FoldedGraph("small_scripted.pt");
   auto sim = QuantSim::Create(g, {});

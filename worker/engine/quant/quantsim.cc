@@ -1,10 +1,12 @@
 #include "quant/quantsim.h"
 
+#include <algorithm>
 #include <set>
 
 #include <ATen/ATen.h>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "status.h"
 
 namespace qopt {
@@ -200,10 +202,34 @@ absl::Status QuantSim::Place() {
       if (grouped_outputs.count(vid) && !explicit_output) quantize = false;
       if (is_model_output && cfg.model_output_quantized) quantize = true;
       if (!quantize) continue;
-      act_quantizers_.emplace(vid, Quantizer(spec_for(activation_bitwidth, symmetric),
-                                             options_.activation_method, options_.percentile,
-                                             -1));
+      Quantizer q(spec_for(activation_bitwidth, symmetric), options_.activation_method, options_.percentile, -1);
+      // A fixed range (AIMET's encoding_constraints): the encoding is set now and never
+      // calibrated.
+      std::optional<std::pair<double, double>> constraints;
+      if (layer_rule && layer_rule->encoding_constraints) {
+        constraints = layer_rule->encoding_constraints;
+      } else if (type_rule) {
+        constraints = type_rule->encoding_constraints;
+      }
+      if (constraints) {
+        RETURN_IF_ERROR(q.SetEncodings({ComputeEncoding(constraints->first, constraints->second, q.spec())}, true));
+      }
+      act_quantizers_.emplace(vid, std::move(q));
       act_sites_[vid] = ActivationSite{n->name, false, static_cast<int>(k)};
+    }
+
+    // Inputs the config asks to quantize at this op, unless their producer already does.
+    const bool quantize_inputs = FirstSet<bool>({layer_rule ? layer_rule->is_input_quantized : std::nullopt,
+                                                 type_rule ? type_rule->is_input_quantized : std::nullopt,
+                                                 cfg.default_ops.is_input_quantized})
+                                     .value_or(false);
+    for (size_t k = 0; quantize_inputs && k < n->inputs.size(); ++k) {
+      const int vid = n->inputs[k];
+      const Value& v = graph_.values[vid];
+      if (v.constant || v.is_param || !v.IsFloatingPoint() || act_quantizers_.count(vid)) continue;
+      act_quantizers_.emplace(vid, Quantizer(spec_for(activation_bitwidth, symmetric), options_.activation_method,
+                                             options_.percentile, -1));
+      act_sites_[vid] = ActivationSite{n->name, true, static_cast<int>(k)};
     }
   }
 
@@ -221,6 +247,43 @@ absl::Status QuantSim::Place() {
                                              -1));
       act_sites_[vid] = ActivationSite{consumer.name, true, index};
     }
+  }
+  return CheckSupportedKernels();
+}
+
+// Every quantized layer runs a kernel its op type's (or the defaults') supported_kernels
+// lists: its output's bitwidth and its weight's, where it has them.
+absl::Status QuantSim::CheckSupportedKernels() const {
+  const QuantSimConfig& cfg = options_.config;
+  for (const Node* n : graph_.LiveNodes()) {
+    const std::string type = OpTypeName(n->kind, n->op);
+    const OpRule* layer_rule = internal_quantsim::Lookup(cfg.layers, n->name);
+    const OpRule* type_rule = internal_quantsim::Lookup(cfg.op_types, type);
+    const std::vector<SupportedKernel>& kernels =
+        layer_rule && !layer_rule->supported_kernels.empty()  ? layer_rule->supported_kernels
+        : type_rule && !type_rule->supported_kernels.empty() ? type_rule->supported_kernels
+                                                               : cfg.supported_kernels;
+    if (kernels.empty()) continue;
+    std::optional<int> activation_bits, param_bits;
+    for (int vid : n->outputs) {
+      if (auto it = act_quantizers_.find(vid); it != act_quantizers_.end()) activation_bits = it->second.spec().bitwidth;
+    }
+    if (const int w = n->Param("weight"); w >= 0) {
+      if (auto it = param_quantizers_.find(w); it != param_quantizers_.end()) param_bits = it->second.spec().bitwidth;
+    }
+    if (!activation_bits && !param_bits) continue;
+    const bool supported = std::any_of(kernels.begin(), kernels.end(), [&](const SupportedKernel& k) {
+      return k.activation_dtype == "int" && k.param_dtype == "int" &&
+             (!activation_bits || *activation_bits == k.activation_bits) && (!param_bits || *param_bits == k.param_bits);
+    });
+    if (supported) continue;
+    std::vector<std::string> names;
+    for (const SupportedKernel& k : kernels) names.push_back(k.Name());
+    return absl::InvalidArgumentError(absl::StrCat(
+        "quantsim config: layer ", n->name, " (", type, ") is quantized to ",
+        param_bits ? absl::StrCat("W", *param_bits) : "", activation_bits ? absl::StrCat("A", *activation_bits) : "",
+        ", which its supported_kernels do not list (", absl::StrJoin(names, ", "),
+        "); change the bitwidths or the config's supported_kernels"));
   }
   return absl::OkStatus();
 }

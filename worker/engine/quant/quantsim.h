@@ -126,6 +126,7 @@ class QuantSim : public ValueObserver {
  private:
   QuantSim(const Graph& graph, QuantSimOptions options);
   absl::Status Place();
+  absl::Status CheckSupportedKernels() const;
   absl::Status RefreshParam(int value_id);
   /// The interpreter over `inputs` with the sim as observer, and `tap` after it if given.
   absl::StatusOr<c10::IValue> Interpret(const std::vector<c10::IValue>& inputs, ValueObserver* tap);

@@ -71,6 +71,53 @@ absl::StatusOr<std::map<std::string, ParamRule>> ParseParamMap(const json& j,
   return out;
 }
 
+absl::StatusOr<std::vector<SupportedKernel>> ParseKernels(const json& j, const std::string& where) {
+  if (!j.is_array()) return absl::InvalidArgumentError(where + ": expected a list");
+  std::vector<SupportedKernel> kernels;
+  for (size_t k = 0; k < j.size(); ++k) {
+    const std::string at = absl::StrCat(where, "[", k, "]");
+    RETURN_IF_ERROR(CheckKeys(j[k], at, {"activation", "param"}));
+    SupportedKernel kernel;
+    for (const char* side : {"activation", "param"}) {
+      const std::string here = absl::StrCat(at, ".", side);
+      if (!j[k].contains(side)) return absl::InvalidArgumentError(here + ": missing");
+      const json& e = j[k][side];
+      RETURN_IF_ERROR(CheckKeys(e, here, {"bitwidth", "dtype"}));
+      ASSIGN_OR_RETURN(const std::optional<int> bits, Bitwidth(e, here));
+      if (!bits) return absl::InvalidArgumentError(here + ".bitwidth: missing");
+      std::string dtype = "int";
+      if (e.contains("dtype")) {
+        if (!e["dtype"].is_string() || (e["dtype"] != "int" && e["dtype"] != "float")) {
+          return absl::InvalidArgumentError(absl::StrCat(here, ".dtype: expected \"int\" or \"float\", got ", e["dtype"].dump()));
+        }
+        dtype = e["dtype"].get<std::string>();
+      }
+      (std::string(side) == "activation" ? kernel.activation_bits : kernel.param_bits) = *bits;
+      (std::string(side) == "activation" ? kernel.activation_dtype : kernel.param_dtype) = dtype;
+    }
+    kernels.push_back(kernel);
+  }
+  return kernels;
+}
+
+absl::StatusOr<std::pair<double, double>> ParseConstraints(const json& j, const std::string& where) {
+  RETURN_IF_ERROR(CheckKeys(j, where, {"min", "max"}));
+  if (!j.contains("min") || !j.contains("max") || !j["min"].is_number() || !j["max"].is_number() ||
+      !(j["min"].get<double>() < j["max"].get<double>())) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ": expected numbers min < max, got ", j.dump()));
+  }
+  return std::pair{j["min"].get<double>(), j["max"].get<double>()};
+}
+
+json KernelsJson(const std::vector<SupportedKernel>& kernels) {
+  json list = json::array();
+  for (const SupportedKernel& k : kernels) {
+    list.push_back({{"activation", {{"bitwidth", k.activation_bits}, {"dtype", k.activation_dtype}}},
+                    {"param", {{"bitwidth", k.param_bits}, {"dtype", k.param_dtype}}}});
+  }
+  return list;
+}
+
 absl::StatusOr<OpRule> ParseOpRule(const json& j, const std::string& where) {
   RETURN_IF_ERROR(CheckKeys(j, where,
                             {"is_input_quantized", "is_output_quantized", "is_symmetric",
@@ -84,6 +131,12 @@ absl::StatusOr<OpRule> ParseOpRule(const json& j, const std::string& where) {
   ASSIGN_OR_RETURN(r.per_channel_quantization, Bool(j, "per_channel_quantization", where));
   if (j.contains("params")) {
     ASSIGN_OR_RETURN(r.params, ParseParamMap(j["params"], where + ".params"));
+  }
+  if (j.contains("encoding_constraints")) {
+    ASSIGN_OR_RETURN(r.encoding_constraints, ParseConstraints(j["encoding_constraints"], where + ".encoding_constraints"));
+  }
+  if (j.contains("supported_kernels")) {
+    ASSIGN_OR_RETURN(r.supported_kernels, ParseKernels(j["supported_kernels"], where + ".supported_kernels"));
   }
   return r;
 }
@@ -114,6 +167,10 @@ json OpRuleJson(const OpRule& r) {
   PutBool(j, "per_channel_quantization", r.per_channel_quantization);
   if (r.bitwidth) j["bitwidth"] = *r.bitwidth;
   if (!r.params.empty()) j["params"] = ParamMapJson(r.params);
+  if (r.encoding_constraints) {
+    j["encoding_constraints"] = {{"min", r.encoding_constraints->first}, {"max", r.encoding_constraints->second}};
+  }
+  if (!r.supported_kernels.empty()) j["supported_kernels"] = KernelsJson(r.supported_kernels);
   return j;
 }
 
@@ -128,6 +185,8 @@ std::string QuantSimConfigToJson(const QuantSimConfig& c) {
   PutBool(defaults, "strict_symmetric", c.strict_symmetric);
   PutBool(defaults, "unsigned_symmetric", c.unsigned_symmetric);
   PutBool(defaults, "per_channel_quantization", c.per_channel_quantization);
+  if (!c.supported_kernels.empty()) defaults["supported_kernels"] = KernelsJson(c.supported_kernels);
+  if (c.hw_version) defaults["hw_version"] = *c.hw_version;
   j["defaults"] = std::move(defaults);
   j["params"] = ParamMapJson(c.params);
   json ops = json::object();
@@ -143,6 +202,11 @@ std::string QuantSimConfigToJson(const QuantSimConfig& c) {
   for (const auto& [name, rule] : c.layers) layers[name] = OpRuleJson(rule);
   if (!layers.empty()) j["layers"] = std::move(layers);
   return j.dump(2) + "\n";
+}
+
+std::string SupportedKernel::Name() const {
+  const bool is_float = activation_dtype != "int" || param_dtype != "int";
+  return absl::StrCat("W", param_bits, "A", activation_bits, is_float ? " (float)" : "");
 }
 
 QuantSimConfig QuantSimConfig::Default() {
@@ -190,6 +254,15 @@ absl::StatusOr<QuantSimConfig> ParseQuantSimConfig(const std::string& json_text)
     ASSIGN_OR_RETURN(c.unsigned_symmetric, Bool(d, "unsigned_symmetric", "defaults"));
     ASSIGN_OR_RETURN(c.per_channel_quantization,
                      Bool(d, "per_channel_quantization", "defaults"));
+    if (d.contains("supported_kernels")) {
+      ASSIGN_OR_RETURN(c.supported_kernels, ParseKernels(d["supported_kernels"], "defaults.supported_kernels"));
+    }
+    if (d.contains("hw_version")) {
+      if (!d["hw_version"].is_string()) {
+        return absl::InvalidArgumentError(absl::StrCat("defaults.hw_version: expected a string, got ", d["hw_version"].dump()));
+      }
+      c.hw_version = d["hw_version"].get<std::string>();
+    }
   }
   if (j.contains("params")) {
     ASSIGN_OR_RETURN(c.params, ParseParamMap(j["params"], "params"));

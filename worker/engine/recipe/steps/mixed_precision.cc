@@ -2,6 +2,7 @@
 // the allowed drop; the simulation is left at the chosen mix, which also goes out as a
 // quantsim config that reproduces it. Scores are kept in the job's checkpoint, so a
 // cancelled job resumes the search where it stopped.
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 
@@ -88,6 +89,21 @@ absl::Status RunMixedPrecisionStep(const v1::Step& step, RunContext& run) {
   ASSIGN_OR_RETURN(const std::vector<Batch>* data, run.Batches(m.data()));
   MixedPrecisionOptions options;
   for (const v1::BitwidthCandidate& c : m.candidates()) options.candidates.push_back({c.activation_bits(), c.param_bits()});
+  // Candidates the config's supported_kernels do not list would build a mix the target
+  // cannot run.
+  if (run.sim) {
+    const std::vector<SupportedKernel>& kernels = run.sim->options().config.supported_kernels;
+    for (const BitCandidate& c : options.candidates) {
+      const bool listed = kernels.empty() || std::any_of(kernels.begin(), kernels.end(), [&](const SupportedKernel& k) {
+                            return k.activation_dtype == "int" && k.param_dtype == "int" &&
+                                   k.activation_bits == c.activation_bits && k.param_bits == c.param_bits;
+                          });
+      if (!listed) {
+        return absl::InvalidArgumentError(absl::StrCat("mixed_precision: candidate ", c.Name(),
+                                                       " is not among the quantsim config's supported_kernels"));
+      }
+    }
+  }
   options.allowed_drop = m.allowed_drop();
   options.num_batches = static_cast<size_t>(m.num_batches());
   options.curve_points = m.curve_points();
