@@ -4,13 +4,16 @@
 // results with qopt's own.
 //
 //   node run_onnx.js MODEL.onnx OUT_DIR INPUT.npy... [--threads N] [--repeat N] [--no-optimize]
-//                   [--save-optimized PATH]
+//                   [--save-optimized PATH] [--profile PATH_PREFIX]
 //
 // Inputs go to the model's inputs in order. --repeat N runs the model N more times after
 // the first run and prints {"ms": [...]} (wall time per run) on stdout. --save-optimized
 // PATH writes the graph ONNX Runtime runs after its graph optimizations (fused int8
-// kernels, folded Q/DQ pairs) to PATH, so a benchmark can say which kernels ran. Prints
-// the session's providers and ONNX Runtime's version on stderr.
+// kernels, folded Q/DQ pairs) to PATH, so a benchmark can say which kernels ran.
+// --profile PATH_PREFIX turns on ONNX Runtime's profiler for every run of the session and
+// writes its trace (Chrome trace JSON: one event per node and run, with the op type and
+// duration) to PATH_PREFIX_<date>.json; the file's path is printed on stderr as
+// "profile: PATH". Prints ONNX Runtime's version on stderr.
 'use strict';
 const fs = require('fs');
 const path = require('path');
@@ -61,20 +64,35 @@ function writeNpy(file, tensor) {
   fs.writeFileSync(file, Buffer.concat([prefix, Buffer.from(header, 'latin1'), data]));
 }
 
+// Ends profiling and returns the trace's path. The Node binding does not return the name
+// ONNX Runtime chose (PATH_PREFIX_<date>.json), so it is the newest such file.
+function endProfiling(session, prefix) {
+  session.endProfiling();
+  const dir = path.dirname(path.resolve(prefix));
+  const base = path.basename(prefix);
+  const written = fs.readdirSync(dir)
+    .filter((f) => f.startsWith(`${base}_`) && f.endsWith('.json'))
+    .map((f) => path.join(dir, f))
+    .sort((a, b) => fs.statSync(b).mtimeMs - fs.statSync(a).mtimeMs);
+  if (written.length === 0) throw new Error(`no profile ${prefix}_*.json was written`);
+  return written[0];
+}
+
 async function main() {
   const args = process.argv.slice(2);
-  const options = { threads: 0, repeat: 0, optimize: true, saveOptimized: null };
+  const options = { threads: 0, repeat: 0, optimize: true, saveOptimized: null, profile: null };
   const positional = [];
   for (let i = 0; i < args.length; ++i) {
     if (args[i] === '--threads') options.threads = Number(args[++i]);
     else if (args[i] === '--repeat') options.repeat = Number(args[++i]);
     else if (args[i] === '--no-optimize') options.optimize = false;
     else if (args[i] === '--save-optimized') options.saveOptimized = args[++i];
+    else if (args[i] === '--profile') options.profile = args[++i];
     else positional.push(args[i]);
   }
   if (positional.length < 3) {
     console.error('usage: run_onnx.js MODEL.onnx OUT_DIR INPUT.npy... [--threads N] [--repeat N] [--no-optimize] '
-      + '[--save-optimized PATH]');
+      + '[--save-optimized PATH] [--profile PATH_PREFIX]');
     process.exit(2);
   }
   const [model, outDir, ...inputFiles] = positional;
@@ -84,6 +102,10 @@ async function main() {
     sessionOptions.interOpNumThreads = 1;
   }
   if (options.saveOptimized) sessionOptions.optimizedModelFilePath = options.saveOptimized;
+  if (options.profile) {
+    sessionOptions.enableProfiling = true;
+    sessionOptions.profileFilePrefix = options.profile;
+  }
   const session = await ort.InferenceSession.create(model, sessionOptions);
   if (inputFiles.length !== session.inputNames.length) {
     throw new Error(`the model has ${session.inputNames.length} inputs (${session.inputNames.join(', ')}), got ${inputFiles.length} files`);
@@ -102,6 +124,7 @@ async function main() {
     }
     console.log(JSON.stringify({ ms }));
   }
+  if (options.profile) console.error(`profile: ${endProfiling(session, options.profile)}`);
   console.error(`onnxruntime ${ort.env.versions.common}: ${session.outputNames.length} outputs written to ${outDir}`);
 }
 
