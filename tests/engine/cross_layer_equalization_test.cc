@@ -46,16 +46,29 @@ at::Tensor Range(const at::Tensor& w, int dim) {
   return std::get<0>(t.reshape({t.size(0), -1}).max(1));
 }
 
+// A fixture with its batch norms folded, and 8 calibration inputs.
+struct Folded {
+  Graph g;
+  at::Tensor x;
+};
+
+Folded LoadFolded(const std::string& fixture) {
+  auto g = ImportTorchScript(Fixture(fixture));
+  EXPECT_THAT(g, IsOk());
+  auto data = LoadNpy(Fixture("calib.npy"));
+  EXPECT_THAT(data, IsOk());
+  if (!g.ok() || !data.ok()) return {};
+  EXPECT_THAT(FoldBatchNorms(*g), IsOk());
+  return {std::move(*g), data->slice(0, 0, 8)};
+}
+
 class CleFixtureTest : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(CleFixtureTest, FloatOutputUnchanged) {
-  auto g = ImportTorchScript(Fixture(GetParam()));
-  ASSERT_THAT(g, IsOk());
-  auto data = LoadNpy(Fixture("calib.npy"));
-  ASSERT_THAT(data, IsOk());
-  const at::Tensor x = data->slice(0, 0, 8);
   at::NoGradGuard no_grad;
-  ASSERT_THAT(FoldBatchNorms(*g), IsOk());
+  auto [graph, x] = LoadFolded(GetParam());
+  ASSERT_FALSE(graph.nodes.empty());
+  Graph* g = &graph;
   const at::Tensor before = RunGraph(*g, x);
 
   auto report = CrossLayerEqualize(*g, CleOptions{/*high_bias_absorption=*/false});
@@ -78,13 +91,10 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, CleFixtureTest,
 class DepthwiseFirstTest : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(DepthwiseFirstTest, ChainStartingAtADepthwiseConvIsEqualized) {
-  auto g = ImportTorchScript(Fixture(GetParam()));
-  ASSERT_THAT(g, IsOk());
-  auto data = LoadNpy(Fixture("calib.npy"));
-  ASSERT_THAT(data, IsOk());
-  const at::Tensor x = data->slice(0, 0, 8);
   at::NoGradGuard no_grad;
-  ASSERT_THAT(FoldBatchNorms(*g), IsOk());
+  auto [graph, x] = LoadFolded(GetParam());
+  ASSERT_FALSE(graph.nodes.empty());
+  Graph* g = &graph;
   const at::Tensor before = RunGraph(*g, x);
   const at::Tensor dw = Weight(*g, "down.0").clone(), pw = Weight(*g, "down_pw.0").clone();
 

@@ -44,6 +44,16 @@ std::unique_ptr<QuantSim> Calibrated(const Graph& g, QuantSimOptions o, int batc
   return std::move(*sim);
 }
 
+// A sim of `g` placed by the quantsim config `json` (which must parse).
+absl::StatusOr<std::unique_ptr<QuantSim>> SimWithConfig(const Graph& g, const std::string& json) {
+  auto config = ParseQuantSimConfig(json);
+  EXPECT_THAT(config, IsOk());
+  if (!config.ok()) return config.status();
+  QuantSimOptions o;
+  o.config = *config;
+  return QuantSim::Create(g, o);
+}
+
 double SqnrDb(const at::Tensor& ref, const at::Tensor& q) {
   return 10.0 * std::log10(ref.pow(2).sum().item<double>() /
                            std::max((ref - q).pow(2).sum().item<double>(), 1e-30));
@@ -182,15 +192,11 @@ TEST(QuantSimTest, ConfigErrorsNameTheKey) {
 TEST(QuantSimTest, EncodingConstraintsFixAnOutputRange) {
   at::NoGradGuard no_grad;
   const Graph g = FoldedGraph("resnet18.pt");
-  auto config = ParseQuantSimConfig(R"({
+  auto sim = SimWithConfig(g, R"({
     "defaults": {"ops": {"is_output_quantized": "True"}, "params": {"is_quantized": "True", "is_symmetric": "True"}},
     "op_type": {"Relu": {"encoding_constraints": {"min": 0.0, "max": 4.0}}},
     "supergroups": []
   })");
-  ASSERT_THAT(config, IsOk());
-  QuantSimOptions o;
-  o.config = *config;
-  auto sim = QuantSim::Create(g, o);
   ASSERT_THAT(sim, IsOk());
   for (const at::Tensor& b : Batches(2)) ASSERT_THAT((*sim)->ObserveBatch({b * 10}), IsOk());
   ASSERT_THAT((*sim)->FinishCalibration(), IsOk());
@@ -206,14 +212,10 @@ TEST(QuantSimTest, EncodingConstraintsFixAnOutputRange) {
 
 TEST(QuantSimTest, IsInputQuantizedQuantizesAnOpsInputs) {
   const Graph g = FoldedGraph("resnet18.pt");
-  auto config = ParseQuantSimConfig(R"({
+  auto sim = SimWithConfig(g, R"({
     "defaults": {"ops": {"is_output_quantized": "False"}, "params": {"is_quantized": "True"}},
     "op_type": {"Add": {"is_input_quantized": "True"}}
   })");
-  ASSERT_THAT(config, IsOk());
-  QuantSimOptions o;
-  o.config = *config;
-  auto sim = QuantSim::Create(g, o);
   ASSERT_THAT(sim, IsOk());
   EXPECT_GE((*sim)->FindActivation("layer1.0.add", true, 0), 0);
   EXPECT_GE((*sim)->FindActivation("layer1.0.add", true, 1), 0);
