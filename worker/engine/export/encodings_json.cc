@@ -39,6 +39,12 @@ std::string EncodingsToJson(const QuantSim& sim) {
     for (const auto& e : q.encodings()) list.push_back(EncodingToJson(e));
     params[g.values[vid].name] = std::move(list);
   }
+  return EncodingsDocument(sim, std::move(activations), std::move(params)).dump(2);
+}
+
+nlohmann::ordered_json EncodingsDocument(const QuantSim& sim, nlohmann::ordered_json activations,
+                                         nlohmann::ordered_json params) {
+  using json = nlohmann::ordered_json;
   const QuantSimOptions& o = sim.options();
   json j;
   j["version"] = "0.6.1";
@@ -53,7 +59,7 @@ std::string EncodingsToJson(const QuantSim& sim) {
       {"per_channel_quantization", o.per_channel},
       {"quant_scheme", std::string(AimetQuantScheme(o.activation_method))},
   };
-  return j.dump(2);
+  return j;
 }
 
 absl::Status LoadEncodingsJson(QuantSim& sim, const std::string& json_text, bool freeze) {

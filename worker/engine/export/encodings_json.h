@@ -20,6 +20,12 @@ nlohmann::ordered_json EncodingToJson(const Encoding& e);
 /// The encodings of `sim` as AIMET-format JSON text.
 std::string EncodingsToJson(const QuantSim& sim);
 
+/// An AIMET-format encodings document for `sim` (version, excluded_layers,
+/// quantizer_args) around the given activation and parameter entries, whatever names
+/// they are keyed by (TorchScript layers, ONNX tensors).
+nlohmann::ordered_json EncodingsDocument(const QuantSim& sim, nlohmann::ordered_json activations,
+                                         nlohmann::ordered_json params);
+
 /// Loads encodings into `sim`, replacing computed ones; `freeze` keeps them through later
 /// calibration. Every entry must name a quantizer of `sim` (NotFound otherwise).
 absl::Status LoadEncodingsJson(QuantSim& sim, const std::string& json_text, bool freeze);

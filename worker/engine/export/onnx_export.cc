@@ -1,7 +1,6 @@
 #include "export/onnx_export.h"
 
 #include <cmath>
-#include <fstream>
 #include <map>
 #include <set>
 
@@ -172,36 +171,29 @@ class Writer {
       fallbacks.push_back(absl::StrCat(v.name, ": ", es.front().bitwidth,
                                        "-bit weight grid stored as its int8 values (exact)"));
     }
-    const at::Tensor dq = q.Apply(w);
-    at::Tensor scale = at::tensor(scales, at::kFloat), zp = at::tensor(std::vector<int8_t>(zero_points.begin(), zero_points.end()), at::kChar);
-    std::vector<int64_t> bshape(w.dim(), 1);
-    at::Tensor s_b = scale, z_b = zp.to(at::kFloat);
+    // Scales and zero points per channel (shaped to broadcast over the weight), or one each.
+    std::vector<int64_t> bshape;
     if (q.axis() >= 0) {
+      bshape.assign(w.dim(), 1);
       bshape[q.axis()] = w.size(q.axis());
-      s_b = scale.reshape(bshape);
-      z_b = z_b.reshape(bshape);
-    } else {
-      scale = scale.reshape({});
-      zp = zp.reshape({});
     }
+    const std::vector<int64_t> one_per = q.axis() >= 0 ? std::vector<int64_t>{-1} : std::vector<int64_t>{};
+    const at::Tensor scale = at::tensor(scales, at::kFloat).reshape(one_per);
+    at::Tensor zp = at::tensor(zero_points, at::kChar).reshape(one_per);
     // Values relative to the zero point; a channel whose values fit int8 as they are is
     // stored with zero point 0 (the same weights), the form int8 kernels run fastest -
     // AIMET's unsigned-symmetric channels (all weights >= 0, e.g. all zero) have
     // offset 0, which would otherwise be zero point -128.
-    const at::Tensor centered = at::round(dq / s_b);
-    if (q.axis() >= 0) {
-      std::vector<int64_t> others;
-      for (int64_t d = 0; d < w.dim(); ++d) {
-        if (d != q.axis()) others.push_back(d);
-      }
-      const at::Tensor lo = others.empty() ? centered : centered.amin(others), hi = others.empty() ? centered : centered.amax(others);
-      const at::Tensor keep = (lo >= -128).logical_and(hi <= 127).logical_not();
-      zp = at::where(keep, zp, at::zeros_like(zp));
-      z_b = zp.to(at::kFloat).reshape(bshape);
-    } else if (centered.min().item<double>() >= -128 && centered.max().item<double>() <= 127) {
-      zp = at::zeros_like(zp);
-      z_b = zp.to(at::kFloat);
+    const at::Tensor centered = at::round(q.Apply(w) / scale.reshape(bshape));
+    std::vector<int64_t> others;  // reduced per channel: every dimension but the channel's
+    for (int64_t d = 0; q.axis() >= 0 && d < w.dim(); ++d) {
+      if (d != q.axis()) others.push_back(d);
     }
+    const bool per_value = q.axis() >= 0 && others.empty();
+    const at::Tensor lo = per_value ? centered : q.axis() >= 0 ? centered.amin(others) : centered.min();
+    const at::Tensor hi = per_value ? centered : q.axis() >= 0 ? centered.amax(others) : centered.max();
+    zp = at::where((lo >= -128).logical_and(hi <= 127), at::zeros_like(zp), zp);
+    const at::Tensor z_b = zp.to(at::kFloat).reshape(bshape);
     const at::Tensor grid = centered + z_b;
     if (grid.min().item<double>() < -128 || grid.max().item<double>() > 127) {
       return absl::InternalError(absl::StrCat("ONNX export: ", v.name, "'s grid values do not fit int8"));
@@ -261,6 +253,14 @@ class Writer {
     if (v.isIntList()) return v.toIntVector();
     if (v.isInt()) return std::vector<int64_t>{v.toInt()};
     return absl::InvalidArgumentError(absl::StrCat("ONNX export: ", n.name, " (", n.op, "): argument ", i, " is not integers"));
+  }
+  // One integer (or a list of exactly one).
+  absl::StatusOr<int64_t> Int(const Node& n, size_t i) {
+    ASSIGN_OR_RETURN(const std::vector<int64_t> v, Ints(n, i));
+    if (v.size() != 1) {
+      return absl::InvalidArgumentError(absl::StrCat("ONNX export: ", n.name, " (", n.op, "): argument ", i, " is not one integer"));
+    }
+    return v[0];
   }
   absl::StatusOr<double> Number(const Node& n, size_t i) {
     ASSIGN_OR_RETURN(const c10::IValue v, Const(n, i));
@@ -359,13 +359,15 @@ class Writer {
       // A list of pieces along one dimension: one Split node, one ONNX tensor per piece.
       ASSIGN_OR_RETURN(const std::vector<int64_t> shape, Shape(n, n.inputs[0]));
       ASSIGN_OR_RETURN(const std::vector<int64_t> arg, Ints(n, 1));
-      ASSIGN_OR_RETURN(const std::vector<int64_t> dim_arg, Ints(n, 2));
-      ASSIGN_OR_RETURN(const int64_t dim, Axis(n, dim_arg[0], shape.size()));
+      ASSIGN_OR_RETURN(const int64_t dim_arg, Int(n, 2));
+      ASSIGN_OR_RETURN(const int64_t dim, Axis(n, dim_arg, shape.size()));
       std::vector<int64_t> sizes;
       if (op == "aten::split_with_sizes" || (op == "aten::split" && graph_.values[n.inputs[1]].constant->isIntList())) {
         sizes = arg;
       } else {
-        const int64_t each = op == "aten::chunk" ? (shape[dim] + arg[0] - 1) / arg[0] : arg[0];
+        ASSIGN_OR_RETURN(const int64_t count, Int(n, 1));
+        if (count <= 0) return Unmapped(n, "pieces of size 0");
+        const int64_t each = op == "aten::chunk" ? (shape[dim] + count - 1) / count : count;
         if (each <= 0) return Unmapped(n, "pieces of size 0");
         for (int64_t left = shape[dim]; left > 0; left -= each) sizes.push_back(std::min(each, left));
       }
@@ -395,7 +397,7 @@ class Writer {
       ASSIGN_OR_RETURN(const std::vector<int64_t> stride, Ints(n, 3));
       ASSIGN_OR_RETURN(const std::vector<int64_t> padding, Ints(n, 4));
       ASSIGN_OR_RETURN(const std::vector<int64_t> dilation, Ints(n, 5));
-      ASSIGN_OR_RETURN(const std::vector<int64_t> groups, Ints(n, full ? 8 : 6));
+      ASSIGN_OR_RETURN(const int64_t groups, Int(n, full ? 8 : 6));
       onnx::NodeProto* c = Add(transposed ? "ConvTranspose" : "Conv", n.name, inputs, {out});
       if (transposed) {
         ASSIGN_OR_RETURN(const std::vector<int64_t> output_padding, Ints(n, 7));
@@ -404,7 +406,7 @@ class Writer {
       IntsAttr(c, "strides", PerDim(stride, dims));
       IntsAttr(c, "pads", Pads(padding, dims));
       IntsAttr(c, "dilations", PerDim(dilation, dims));
-      IntAttr(c, "group", groups[0]);
+      IntAttr(c, "group", groups);
     } else if (op == "aten::linear") {
       ASSIGN_OR_RETURN(const std::vector<int64_t> shape, Shape(n, n.inputs[0]));
       ASSIGN_OR_RETURN(const std::string a, in(0));
@@ -495,10 +497,10 @@ class Writer {
       }
     } else if (op == "aten::flatten") {
       ASSIGN_OR_RETURN(const std::vector<int64_t> shape, Shape(n, n.inputs[0]));
-      ASSIGN_OR_RETURN(const std::vector<int64_t> start_arg, Ints(n, 1));
-      ASSIGN_OR_RETURN(const std::vector<int64_t> end_arg, Ints(n, 2));
-      ASSIGN_OR_RETURN(const int64_t start, Axis(n, start_arg[0], shape.size()));
-      ASSIGN_OR_RETURN(const int64_t end, Axis(n, end_arg[0], shape.size()));
+      ASSIGN_OR_RETURN(const int64_t start_arg, Int(n, 1));
+      ASSIGN_OR_RETURN(const int64_t end_arg, Int(n, 2));
+      ASSIGN_OR_RETURN(const int64_t start, Axis(n, start_arg, shape.size()));
+      ASSIGN_OR_RETURN(const int64_t end, Axis(n, end_arg, shape.size()));
       ASSIGN_OR_RETURN(const std::string in0, in(0));
       if (start == 1 && end == static_cast<int64_t>(shape.size()) - 1) {
         IntAttr(Add("Flatten", n.name, {in0}, {out}), "axis", 1);
@@ -546,9 +548,9 @@ class Writer {
       FloatAttr(h, "alpha", 1.0f / 6.0f);
       FloatAttr(h, "beta", 0.5f);
     } else if (op == "aten::softmax") {
-      ASSIGN_OR_RETURN(const std::vector<int64_t> dim, Ints(n, 1));
+      ASSIGN_OR_RETURN(const int64_t dim, Int(n, 1));
       ASSIGN_OR_RETURN(const std::string x, in(0));
-      IntAttr(Add("Softmax", n.name, {x}, {out}), "axis", dim[0]);
+      IntAttr(Add("Softmax", n.name, {x}, {out}), "axis", dim);
     } else if (op == "aten::silu" || op == "aten::silu_") {
       ASSIGN_OR_RETURN(const std::string x, in(0));
       Add("Sigmoid", n.name + "_sigmoid", {x}, {n.name + "_sigmoid"});
@@ -568,14 +570,14 @@ class Writer {
         Add("Mul", p + "cube_scaled", {p + "cube", scalar("_c", 0.044715f)}, {p + "cube_scaled"});
         Add("Add", p + "inner", {x, p + "cube_scaled"}, {p + "inner"});
         Add("Mul", p + "inner_scaled", {p + "inner", scalar("_k", 0.7978845608028654f)}, {p + "inner_scaled"});
-        Add("Tanh", p + "tanh", {p + "inner_scaled"}, {p + "shape"});
+        Add("Tanh", p + "tanh", {p + "inner_scaled"}, {p + "erf_or_tanh"});
       } else if (approximate == "none") {
         Add("Div", p + "scaled", {x, scalar("_sqrt2", 1.4142135623730951f)}, {p + "scaled"});
-        Add("Erf", p + "erf", {p + "scaled"}, {p + "shape"});
+        Add("Erf", p + "erf", {p + "scaled"}, {p + "erf_or_tanh"});
       } else {
         return Unmapped(n, absl::StrCat("approximate='", approximate, "'"));
       }
-      Add("Add", p + "one_plus", {p + "shape", scalar("_one", 1.0f)}, {p + "one_plus"});
+      Add("Add", p + "one_plus", {p + "erf_or_tanh", scalar("_one", 1.0f)}, {p + "one_plus"});
       Add("Mul", p + "times_x", {x, p + "one_plus"}, {p + "times_x"});
       Add("Mul", n.name, {p + "times_x", scalar("_half", 0.5f)}, {out});
     } else if (op == "aten::layer_norm") {
@@ -593,16 +595,16 @@ class Writer {
       ASSIGN_OR_RETURN(const std::string b, Operand(n, 1));
       Add("MatMul", n.name, {a, b}, {out});
     } else if (op == "aten::pixel_shuffle") {
-      ASSIGN_OR_RETURN(const std::vector<int64_t> factor, Ints(n, 1));
+      ASSIGN_OR_RETURN(const int64_t factor, Int(n, 1));
       ASSIGN_OR_RETURN(const std::string x, in(0));
       onnx::NodeProto* d = Add("DepthToSpace", n.name, {x}, {out});
-      IntAttr(d, "blocksize", factor[0]);
+      IntAttr(d, "blocksize", factor);
       StringAttr(d, "mode", "CRD");
     } else if (op == "aten::cat") {
       ASSIGN_OR_RETURN(const std::vector<std::string>* items, List(n, 0));
-      ASSIGN_OR_RETURN(const std::vector<int64_t> dim, Ints(n, 1));
+      ASSIGN_OR_RETURN(const int64_t dim, Int(n, 1));
       ASSIGN_OR_RETURN(const std::vector<int64_t> shape, Shape(n, n.outputs[0]));
-      ASSIGN_OR_RETURN(const int64_t axis, Axis(n, dim[0], shape.size()));
+      ASSIGN_OR_RETURN(const int64_t axis, Axis(n, dim, shape.size()));
       IntAttr(Add("Concat", n.name, *items, {out}), "axis", axis);
     } else if (op == "aten::transpose" || op == "aten::permute" || op == "aten::t") {
       ASSIGN_OR_RETURN(const std::vector<int64_t> shape, Shape(n, n.inputs[0]));
@@ -617,10 +619,10 @@ class Writer {
       } else if (op == "aten::t") {
         if (perm.size() == 2) std::swap(perm[0], perm[1]);
       } else {
-        ASSIGN_OR_RETURN(const std::vector<int64_t> d0, Ints(n, 1));
-        ASSIGN_OR_RETURN(const std::vector<int64_t> d1, Ints(n, 2));
-        ASSIGN_OR_RETURN(const int64_t a, Axis(n, d0[0], perm.size()));
-        ASSIGN_OR_RETURN(const int64_t b, Axis(n, d1[0], perm.size()));
+        ASSIGN_OR_RETURN(const int64_t d0, Int(n, 1));
+        ASSIGN_OR_RETURN(const int64_t d1, Int(n, 2));
+        ASSIGN_OR_RETURN(const int64_t a, Axis(n, d0, perm.size()));
+        ASSIGN_OR_RETURN(const int64_t b, Axis(n, d1, perm.size()));
         std::swap(perm[a], perm[b]);
       }
       ASSIGN_OR_RETURN(const std::string x, in(0));
@@ -687,21 +689,9 @@ class Writer {
   std::set<int> shape_values_;  // computed from tensor shapes; ONNX gets the shapes instead
 };
 
-absl::Status WriteFile(const std::string& path, const std::string& bytes) {
-  const std::string tmp = path + ".partial";
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    if (!f) return absl::InternalError(absl::StrCat("cannot write ", path));
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) return absl::InternalError(absl::StrCat("cannot write ", path));
-  return absl::OkStatus();
-}
-
 }  // namespace internal_onnx
 
-absl::StatusOr<OnnxExportInfo> ExportOnnx(const Graph& graph, const QuantSim* sim, const std::string& path,
-                                           const std::string& encodings_path) {
+absl::StatusOr<OnnxExport> ExportOnnx(const Graph& graph, const QuantSim* sim) {
   using namespace internal_onnx;
   onnx::ModelProto model;
   model.set_ir_version(8);
@@ -717,27 +707,15 @@ absl::StatusOr<OnnxExportInfo> ExportOnnx(const Graph& graph, const QuantSim* si
   } catch (const std::exception& e) {
     return absl::InvalidArgumentError(absl::StrCat("ONNX export: ", FirstLine(e.what())));
   }
-  std::string bytes;
-  if (!model.SerializeToString(&bytes)) return absl::InternalError("ONNX export: the model does not serialize");
-  std::string encodings;
-  if (sim != nullptr && !encodings_path.empty()) {
-    nlohmann::ordered_json j = nlohmann::ordered_json::parse(EncodingsToJson(*sim));
-    j["activation_encodings"] = writer.activation_encodings;
-    j["param_encodings"] = writer.param_encodings;
-    encodings = j.dump(2);
+  OnnxExport result;
+  if (!model.SerializeToString(&result.model)) return absl::InternalError("ONNX export: the model does not serialize");
+  result.activation_quantizers = static_cast<int>(writer.activation_encodings.size());
+  result.weight_quantizers = static_cast<int>(writer.param_encodings.size());
+  if (sim != nullptr) {
+    result.encodings = EncodingsDocument(*sim, std::move(writer.activation_encodings), std::move(writer.param_encodings)).dump(2);
   }
-  // Both files or neither.
-  RETURN_IF_ERROR(WriteFile(path, bytes));
-  if (!encodings.empty()) {
-    const absl::Status written = WriteFile(encodings_path, encodings);
-    if (!written.ok()) std::remove(path.c_str());
-    RETURN_IF_ERROR(written);
-  }
-  OnnxExportInfo info;
-  info.fallbacks = std::move(writer.fallbacks);
-  info.activation_quantizers = static_cast<int>(writer.activation_encodings.size());
-  info.weight_quantizers = static_cast<int>(writer.param_encodings.size());
-  return info;
+  result.fallbacks = std::move(writer.fallbacks);
+  return result;
 }
 
 }  // namespace qopt

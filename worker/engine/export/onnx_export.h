@@ -12,8 +12,7 @@
 //    are refused;
 //  - biases stay float (the runtime folds them into its int32 accumulation itself).
 // Beside it, the encodings in AIMET's ONNX layout: keyed by ONNX tensor names.
-// Control flow and ops without a mapping are refused, naming the op; nothing is written
-// then.
+// Control flow and ops without a mapping are refused, naming the op.
 #pragma once
 
 #include <string>
@@ -34,15 +33,20 @@ constexpr int kOnnxOpset = 17;
 /// the path is not empty. Shapes of `graph` must have been inferred (the inputs' shapes
 /// are written with a symbolic batch dimension). InvalidArgument naming the op or the
 /// quantizer that ONNX cannot express.
-struct OnnxExportInfo {
-  /// Quantizers written other than as a plain int8 pair, one line each ("activation x:
+struct OnnxExport {
+  std::string model;      // the serialized ModelProto
+  std::string encodings;  // AIMET-format JSON keyed by ONNX tensor names; empty without a sim
+  /// Quantizers written other than as a plain 8-bit pair, one line each ("activation x:
   /// 4-bit grid ... written as Clip ...").
   std::vector<std::string> fallbacks;
   int activation_quantizers = 0;  // QuantizeLinear / DequantizeLinear pairs
   int weight_quantizers = 0;      // weights stored as int8 behind DequantizeLinear
 };
 
-absl::StatusOr<OnnxExportInfo> ExportOnnx(const Graph& graph, const QuantSim* sim, const std::string& path,
-                                          const std::string& encodings_path = "");
+/// `graph` (with `sim`'s quantizers when not null) as an ONNX model, and with `sim` its
+/// encodings keyed by ONNX tensor names. Shapes of `graph` must have been inferred (the
+/// inputs' shapes are written with a symbolic batch dimension). InvalidArgument naming the
+/// op or the quantizer that ONNX cannot express; nothing is produced then.
+absl::StatusOr<OnnxExport> ExportOnnx(const Graph& graph, const QuantSim* sim);
 
 }  // namespace qopt

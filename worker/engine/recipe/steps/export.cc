@@ -23,11 +23,11 @@ absl::Status RunExportStep(const v1::Step& step, RunContext& run) {
   if (e.onnx()) {
     ASSIGN_OR_RETURN(const std::vector<int64_t> shape, run.InputShape());
     RETURN_IF_ERROR(Annotate(InferShapes(*run.graph, {shape}), "export: ONNX needs the model's shapes"));
-    const std::string name = ExportOnnxName(e), encodings = name + ".encodings";
-    ASSIGN_OR_RETURN(const OnnxExportInfo info, ExportOnnx(*run.graph, run.sim.get(), run.ArtifactPath(name),
-                                                           run.sim ? run.ArtifactPath(encodings) : ""));
-    run.AddArtifact(name);
-    if (run.sim) run.AddArtifact(encodings);
+    const std::string name = ExportOnnxName(e);
+    ASSIGN_OR_RETURN(const OnnxExport info, ExportOnnx(*run.graph, run.sim.get()));
+    // Written into the run's staging folder: a step that fails leaves neither file.
+    RETURN_IF_ERROR(run.WriteArtifact(name, info.model));
+    if (run.sim) RETURN_IF_ERROR(run.WriteArtifact(name + ".encodings", info.encodings));
     // The report says how the ONNX file quantizes, and which quantizers needed a fallback.
     RETURN_IF_ERROR(SetDetails({{"onnx", {{"file", name},
                                           {"opset", kOnnxOpset},
