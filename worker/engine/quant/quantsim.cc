@@ -272,10 +272,8 @@ absl::Status QuantSim::CheckSupportedKernels() const {
       if (auto it = param_quantizers_.find(w); it != param_quantizers_.end()) param_bits = it->second.spec().bitwidth;
     }
     if (!activation_bits && !param_bits) continue;
-    const bool supported = std::any_of(kernels.begin(), kernels.end(), [&](const SupportedKernel& k) {
-      return k.activation_dtype == "int" && k.param_dtype == "int" &&
-             (!activation_bits || *activation_bits == k.activation_bits) && (!param_bits || *param_bits == k.param_bits);
-    });
+    const bool supported = std::any_of(kernels.begin(), kernels.end(),
+                                       [&](const SupportedKernel& k) { return k.Runs(activation_bits, param_bits); });
     if (supported) continue;
     std::vector<std::string> names;
     for (const SupportedKernel& k : kernels) names.push_back(k.Name());

@@ -209,6 +209,11 @@ std::string SupportedKernel::Name() const {
   return absl::StrCat("W", param_bits, "A", activation_bits, is_float ? " (float)" : "");
 }
 
+bool SupportedKernel::Runs(std::optional<int> activation, std::optional<int> param) const {
+  return activation_dtype == "int" && param_dtype == "int" && (!activation || *activation == activation_bits) &&
+         (!param || *param == param_bits);
+}
+
 QuantSimConfig QuantSimConfig::Default() {
   QuantSimConfig c;
   c.default_ops.is_output_quantized = true;

@@ -32,6 +32,8 @@ struct SupportedKernel {
   int param_bits = 8;
   std::string param_dtype = "int";
   std::string Name() const;  // "W8A16", or "W16A16 (float)" for float kernels
+  /// An integer kernel of these bitwidths (either may be unknown: any).
+  bool Runs(std::optional<int> activation, std::optional<int> param) const;
 };
 
 struct OpRule {

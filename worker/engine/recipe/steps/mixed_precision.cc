@@ -95,8 +95,7 @@ absl::Status RunMixedPrecisionStep(const v1::Step& step, RunContext& run) {
     const std::vector<SupportedKernel>& kernels = run.sim->options().config.supported_kernels;
     for (const BitCandidate& c : options.candidates) {
       const bool listed = kernels.empty() || std::any_of(kernels.begin(), kernels.end(), [&](const SupportedKernel& k) {
-                            return k.activation_dtype == "int" && k.param_dtype == "int" &&
-                                   k.activation_bits == c.activation_bits && k.param_bits == c.param_bits;
+                            return k.Runs(c.activation_bits, c.param_bits);
                           });
       if (!listed) {
         return absl::InvalidArgumentError(absl::StrCat("mixed_precision: candidate ", c.Name(),
