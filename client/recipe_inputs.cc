@@ -7,11 +7,10 @@
 #include <utility>
 #include <vector>
 
-#include <google/protobuf/util/json_util.h>
-
 #include "absl/strings/str_cat.h"
 #include "errors.h"
 #include "recipe_files.h"
+#include "recipe_json.h"
 #include "sha256.h"
 #include "yaml_json.h"
 #include "status.h"
@@ -46,13 +45,9 @@ absl::StatusOr<v1::Recipe> LoadRecipe(const std::string& path, const RecipeOverr
     json = *converted;
   }
 
-  v1::Recipe recipe;
-  google::protobuf::util::JsonParseOptions options;
-  options.ignore_unknown_fields = false;
-  const auto parsed = google::protobuf::util::JsonStringToMessage(json, &recipe, options);
-  if (!parsed.ok()) {
-    return UsageError(absl::StrCat(path, ": invalid recipe: ", parsed.message().as_string()));
-  }
+  absl::StatusOr<v1::Recipe> parsed = ParseRecipeJson(json);
+  if (!parsed.ok()) return UsageError(absl::StrCat(path, ": ", parsed.status().message()));
+  v1::Recipe recipe = *std::move(parsed);
 
   const fs::path folder = fs::path(path).parent_path();
   (void)EditRecipeFiles(&recipe, [&](const std::string&, std::string* value) {

@@ -20,7 +20,8 @@ struct RecipeOverrides {
   std::string eval_labels;  // evaluation_data.labels_path
 };
 
-/// Reads a recipe JSON file (protobuf JSON mapping; unknown fields are errors). Relative
+/// Reads a recipe file, JSON or YAML (.yaml / .yml), with ParseRecipeJson: unknown fields
+/// are errors that name the fields allowed there (docs/recipe.md lists them). Relative
 /// input paths in the file are made relative to the file's folder, so a recipe works from
 /// any working directory, as it does offline. Fails with a usage error.
 [[nodiscard]] absl::StatusOr<v1::Recipe> LoadRecipe(const std::string& path,

@@ -8,15 +8,17 @@
 namespace qopt::cli {
 namespace {
 
-nlohmann::json Convert(const YAML::Node& node) {
+// Ordered, so that the recipe check meets a YAML recipe's fields in the order written, as
+// it does a JSON recipe's, and reports the same first problem.
+nlohmann::ordered_json Convert(const YAML::Node& node) {
   switch (node.Type()) {
     case YAML::NodeType::Map: {
-      nlohmann::json object = nlohmann::json::object();
+      nlohmann::ordered_json object = nlohmann::ordered_json::object();
       for (const auto& kv : node) object[kv.first.as<std::string>()] = Convert(kv.second);
       return object;
     }
     case YAML::NodeType::Sequence: {
-      nlohmann::json array = nlohmann::json::array();
+      nlohmann::ordered_json array = nlohmann::ordered_json::array();
       for (const auto& item : node) array.push_back(Convert(item));
       return array;
     }

@@ -9,8 +9,10 @@
 
 namespace qopt {
 
-/// Parses a recipe from JSON; unknown fields are errors. InvalidArgument with the first
-/// line of protobuf's message ("invalid recipe: ...").
+/// Parses a recipe from JSON (field names in snake_case or lowerCamel). InvalidArgument
+/// "invalid recipe: ..." naming the field by its path in snake_case for an unknown field
+/// (with the names allowed there) or a value of the wrong kind (see CheckJsonFields), or
+/// with the first line of protobuf's message for text that is not JSON.
 [[nodiscard]] absl::StatusOr<v1::Recipe> ParseRecipeJson(const std::string& json_text);
 
 }  // namespace qopt

@@ -59,7 +59,7 @@ if [ -e "$fx/hostile_probe_written.pt" ]; then
 fi
 expect missing_model "model file not found" -- --model "$fx/nope.pt" --recipe "$recipe" --data "$fx/calib.npy"
 expect shape_mismatch "conv1 (aten::_convolution).*channels" -- --model "$fx/resnet18.pt" --recipe "$recipe" --data "$fx/calib_wrong_shape.npy"
-expect unknown_field "Cannot find field" -- --model "$fx/resnet18.pt" --recipe "$tmp/unknown_field.json" --data "$fx/calib.npy"
+expect unknown_field 'invalid recipe: quantization: unknown field "bitwidth"; allowed: param_bitwidth, activation_bitwidth, ' -- --model "$fx/resnet18.pt" --recipe "$tmp/unknown_field.json" --data "$fx/calib.npy"
 expect bitwidth_1 "quantization.param_bitwidth must be in 2..16, got 1" -- --model "$fx/resnet18.pt" --recipe "$tmp/bits1.json" --data "$fx/calib.npy"
 expect bitwidth_17 "quantization.activation_bitwidth must be in 2..16, got 17" -- --model "$fx/resnet18.pt" --recipe "$tmp/bits17.json" --data "$fx/calib.npy"
 expect missing_data "needs calibration data" -- --model "$fx/resnet18.pt" --recipe "$recipe"
