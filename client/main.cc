@@ -66,7 +66,8 @@ int main(int argc, char** argv) {
       "  QOPT_SERVER  default for --server\n"
       "  QOPT_TOKEN   bearer token sent with every call\n"
       "  QOPT_TLS_CA  default for --tls-ca\n"
-      "Exit codes: 0 ok, 1 RPC error, 2 usage or input error; watch: 3 job FAILED, 4 CANCELLED");
+      "Exit codes: 0 ok, 1 RPC error, 2 usage or input error; watch: 3 job FAILED, 4 CANCELLED\n"
+      "Recipe reference (every field, step and rule of step order): docs/recipe.md");
   app.require_subcommand(1);
   // Global options may follow the subcommand: `qopt status job-1 --output json`.
   app.fallthrough();
@@ -96,7 +97,7 @@ int main(int argc, char** argv) {
 
   CLI::App* submit = app.add_subcommand(
       "submit", "Upload a recipe's local input files and submit it as a job; prints the job id");
-  submit->add_option("RECIPE", submit_args.recipe_path, "Recipe JSON file")
+  submit->add_option("RECIPE", submit_args.recipe_path, "Recipe file, JSON or YAML (fields: docs/recipe.md)")
       ->required()
       ->check(CLI::ExistingFile);
   submit->add_option("--model", submit_args.overrides.model, "Model file (replaces model.path)");

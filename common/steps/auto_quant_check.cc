@@ -34,6 +34,7 @@ const StepSpec& AutoQuantSpec() {
   static const StepSpec spec = [] {
     StepSpec s;
     s.kind = v1::Step::kAutoQuant;
+    s.order_rule = "No step that calibrates may come before it: it folds, equalizes and calibrates fresh copies of the model itself.";
     s.calibrates = true;
     s.automatic = true;
     s.learns_rounding = true;

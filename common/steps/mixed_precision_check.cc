@@ -78,6 +78,7 @@ const StepSpec& MixedPrecisionSpec() {
   static const StepSpec spec = [] {
     StepSpec s;
     s.kind = v1::Step::kMixedPrecision;
+    s.order_rule = "Comes before `adaround` and `auto_quant`, which learn the weights' rounding for the bitwidths they see.";
     s.requires_sim = true;
     s.reads_data = true;
     s.fill_defaults = FillDefaults;

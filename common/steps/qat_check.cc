@@ -38,6 +38,7 @@ const StepSpec& QatSpec() {
   static const StepSpec spec = [] {
     StepSpec s;
     s.kind = v1::Step::kQat;
+    s.order_rule = "Trains the batch-norm-folded model: needs `fold_batch_norm` before `calibrate`, or `auto_quant`.";
     s.requires_sim = true;
     s.calibrates = true;
     s.reads_data = true;

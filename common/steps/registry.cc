@@ -9,11 +9,15 @@ namespace qopt {
 QOPT_FOR_EACH_STEP(QOPT_DECLARE_SPEC)
 #undef QOPT_DECLARE_SPEC
 
-const StepSpec* FindStepSpec(v1::Step::KindCase kind) {
+const std::vector<const StepSpec*>& AllStepSpecs() {
 #define QOPT_LIST_SPEC(Stem) &Stem##Spec(),
-  static const StepSpec* const kSpecs[] = {QOPT_FOR_EACH_STEP(QOPT_LIST_SPEC)};
+  static const std::vector<const StepSpec*> kSpecs = {QOPT_FOR_EACH_STEP(QOPT_LIST_SPEC)};
 #undef QOPT_LIST_SPEC
-  for (const StepSpec* spec : kSpecs) {
+  return kSpecs;
+}
+
+const StepSpec* FindStepSpec(v1::Step::KindCase kind) {
+  for (const StepSpec* spec : AllStepSpecs()) {
     if (spec->kind == kind) return spec;
   }
   return nullptr;

@@ -38,6 +38,9 @@ struct StepSpec {
   bool learns_rounding = false;
   /// Reads the calibration data (or evaluation data, which defaults to it).
   bool reads_data = false;
+  /// An order rule of the step's own, which its `check` enforces, in words for the recipe
+  /// reference (docs/recipe.md); null when the flags above say it all.
+  const char* order_rule = nullptr;
   /// Puts the step's defaults in place of unset options (zeros); the engine runs and the
   /// checks see the step this way. Null when every zero means what it says.
   void (*fill_defaults)(v1::Step* step) = nullptr;
@@ -49,6 +52,9 @@ struct StepSpec {
   /// step only. Null when the step writes none.
   std::vector<std::string> (*artifacts)(const v1::Step& step) = nullptr;
 };
+
+/// Every registered spec, in the order of common/steps/step_list.h.
+const std::vector<const StepSpec*>& AllStepSpecs();
 
 /// The registered spec of `kind`; null for KIND_NOT_SET or a step this build lacks.
 const StepSpec* FindStepSpec(v1::Step::KindCase kind);
