@@ -2,6 +2,8 @@
 #include "eval/metrics.h"
 
 #include <cmath>
+#include <tuple>
+#include <vector>
 
 #include <ATen/ATen.h>
 
@@ -26,6 +28,27 @@ TEST(AccuracyMeterTest, TopOneAndTopFive) {
   // Accumulates over batches.
   m.Add(at::tensor({0.f, 1.f, 0.f, 0.f, 0.f, 0.f}).reshape({1, 6}), at::tensor({1}, at::kLong));
   EXPECT_DOUBLE_EQ(m.Result().top1, 2.0 / 4.0);
+}
+
+TEST(AccuracyMeterTest, TiesGoToTheLowerIndexAsArgmaxDoes) {
+  // Quantized logits tie often. Sample 0: classes 1 and 3 tie at the top, argmax says 1,
+  // so label 1 is a top-1 hit and label 3 is not. Sample 1: seven classes tie; label 4
+  // ranks 5th (indices 0..3 before it) and is in the top 5, label 5 ranks 6th.
+  const at::Tensor tied = at::tensor({0.f, 7.f, 2.f, 7.f, 1.f, 0.f, 0.f}).reshape({1, 7});
+  const at::Tensor flat = at::full({1, 7}, 0.5f);
+  for (const auto& [logits, label, top1, top5] :
+       std::vector<std::tuple<at::Tensor, int64_t, double, double>>{
+           {tied, 1, 1.0, 1.0}, {tied, 3, 0.0, 1.0}, {flat, 4, 0.0, 1.0}, {flat, 5, 0.0, 0.0}}) {
+    AccuracyMeter m;
+    m.Add(logits, at::tensor({label}, at::kLong));
+    EXPECT_DOUBLE_EQ(m.Result().top1, top1) << "label " << label;
+    EXPECT_DOUBLE_EQ(m.Result().top5, top5) << "label " << label;
+    EXPECT_EQ(m.Result().top1 == 1.0, logits.argmax(1).item<int64_t>() == label);
+  }
+  // A NaN logit for the label is never a hit.
+  AccuracyMeter nan;
+  nan.Add(at::tensor({NAN, 0.f}).reshape({1, 2}), at::tensor({0}, at::kLong));
+  EXPECT_DOUBLE_EQ(nan.Result().top5, 0.0);
 }
 
 TEST(FidelityMeterTest, SqnrAgreementAndKl) {

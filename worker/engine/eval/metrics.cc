@@ -12,10 +12,15 @@ void AccuracyMeter::Add(const at::Tensor& logits, const at::Tensor& labels) {
   const at::Tensor l = logits.detach().to(at::kCPU).to(at::kFloat).reshape({logits.size(0), -1});
   const at::Tensor y = labels.to(at::kCPU).to(at::kLong).reshape({-1, 1});
   const int64_t k = std::min<int64_t>(5, l.size(1));
-  const at::Tensor top = std::get<1>(l.topk(k, 1));
-  const at::Tensor hit = top.eq(y);
-  top1_ += hit.select(1, 0).sum().item<double>();
-  top5_ += hit.any(1).sum().item<double>();
+  // A label's rank: the classes scoring above it, and those scoring the same with a lower
+  // index. Rank 0 is argmax's choice (the first maximal index), so top-1 is what a user's
+  // `logits.argmax(1) == labels` gives, even where quantized logits tie.
+  const at::Tensor own = l.gather(1, y);
+  const at::Tensor index = at::arange(l.size(1), at::kLong).unsqueeze(0);
+  const at::Tensor rank = l.gt(own).logical_or(l.eq(own).logical_and(index.lt(y))).sum(1);
+  const at::Tensor scored = own.squeeze(1).isnan().logical_not();  // a NaN logit is never a hit
+  top1_ += rank.eq(0).logical_and(scored).sum().item<double>();
+  top5_ += rank.lt(k).logical_and(scored).sum().item<double>();
   samples_ += l.size(0);
 }
 

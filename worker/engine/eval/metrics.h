@@ -10,6 +10,8 @@ namespace qopt {
 
 struct Accuracy {
   int64_t samples = 0;
+  // Classes rank by logit, ties by index (the lower first): top-1 is `argmax == label`,
+  // as PyTorch's argmax picks the first maximal index.
   double top1 = 0.0;  // 0..1
   double top5 = 0.0;  // 0..1 (top-k with k = min(5, classes))
 };
