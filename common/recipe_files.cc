@@ -1,5 +1,7 @@
 #include "recipe_files.h"
 
+#include <functional>
+
 #include "absl/strings/str_cat.h"
 #include "status.h"
 
@@ -58,5 +60,27 @@ std::vector<RecipeFile> RecipeFiles(const v1::Recipe& recipe) {
 }
 
 absl::Status EditRecipeFiles(v1::Recipe* recipe, const Edit& edit) { return Walk(recipe, "", edit); }
+
+std::vector<std::pair<std::string, const v1::DataRef*>> RecipeDataRefs(const v1::Recipe& recipe) {
+  std::vector<std::pair<std::string, const v1::DataRef*>> refs;
+  std::function<void(const Message&, const std::string&)> collect = [&](const Message& m, const std::string& prefix) {
+    const google::protobuf::Reflection* r = m.GetReflection();
+    std::vector<const FieldDescriptor*> fields;
+    r->ListFields(m, &fields);
+    for (const FieldDescriptor* f : fields) {
+      if (f->type() != FieldDescriptor::TYPE_MESSAGE) continue;
+      const std::string where = Join(prefix, f->name());
+      if (f->is_repeated()) {
+        for (int k = 0; k < r->FieldSize(m, f); ++k) collect(r->GetRepeatedMessage(m, f, k), absl::StrCat(where, "[", k, "]"));
+      } else if (f->message_type() == v1::DataRef::descriptor()) {
+        refs.emplace_back(where, static_cast<const v1::DataRef*>(&r->GetMessage(m, f)));
+      } else {
+        collect(r->GetMessage(m, f), where);
+      }
+    }
+  };
+  collect(recipe, "");
+  return refs;
+}
 
 }  // namespace qopt

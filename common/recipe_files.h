@@ -6,6 +6,7 @@
 
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -27,5 +28,10 @@ std::vector<RecipeFile> RecipeFiles(const v1::Recipe& recipe);
 /// the recipe's meaning stays.
 absl::Status EditRecipeFiles(
     v1::Recipe* recipe, const std::function<absl::Status(const std::string& field, std::string* value)>& edit);
+
+/// Every data set the recipe names, with where it sits ("calibration_data",
+/// "steps[3].qat.data"), in field-number order; only DataRefs that are set. The pointers
+/// point into `recipe`.
+std::vector<std::pair<std::string, const v1::DataRef*>> RecipeDataRefs(const v1::Recipe& recipe);
 
 }  // namespace qopt

@@ -488,9 +488,16 @@ std::string ReportToHtml(const v1::Report& report) {
   const std::string title = report.recipe().empty() ? "qopt report" : "qopt report: " + report.recipe();
   std::string s = absl::StrCat(R"(<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>)", HtmlEscape(title),
                                "</title><style>", kStyle, "</style></head><body>");
-  absl::StrAppend(&s, "<header><h1>", HtmlEscape(title), R"(</h1><div class="meta">model )", HtmlEscape(report.model()),
-                  " · device ", HtmlEscape(report.device()));
+  absl::StrAppend(&s, "<header><h1>", HtmlEscape(title), R"(</h1><div class="meta">model )", HtmlEscape(report.model()));
+  if (!report.model_sha256().empty()) absl::StrAppend(&s, " (sha256 ", HtmlEscape(report.model_sha256().substr(0, 12)), ")");
+  for (const v1::DataInput& data : report.datasets()) {
+    absl::StrAppend(&s, " · ", HtmlEscape(data.role()), " ", HtmlEscape(data.name()));
+  }
+  absl::StrAppend(&s, " · device ", HtmlEscape(report.device()));
+  if (!report.worker_id().empty()) absl::StrAppend(&s, " · worker ", HtmlEscape(report.worker_id()));
   if (report.has_peak_memory_mib()) absl::StrAppend(&s, " · peak memory ", Num(report.peak_memory_mib()), " MiB");
+  if (report.wall_seconds() > 0) absl::StrAppend(&s, " · ", Num(report.wall_seconds()), " s");
+  if (!report.qopt_version().empty()) absl::StrAppend(&s, " · qopt ", HtmlEscape(report.qopt_version()));
   s += "</div></header><main>";
 
   // Summary: the headline figures, the model's cost, what each step took.

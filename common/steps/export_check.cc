@@ -1,4 +1,5 @@
 // export: writes the model (and the simulation's encodings, when there is one).
+#include "absl/strings/str_cat.h"
 #include "steps/step_spec.h"
 
 namespace qopt {
@@ -12,6 +13,18 @@ void FillDefaults(v1::Step* step) {
     e->set_torchscript(true);
   }
   if (e->prefix().empty()) e->set_prefix("model");
+  if (!e->has_verify()) e->set_verify(e->torchscript());
+}
+
+absl::Status Check(const std::string& where, const v1::Step& step, const StepsBefore&) {
+  const v1::ExportStep& e = step.export_();
+  if (e.verify() && !e.torchscript()) {
+    return absl::InvalidArgumentError(where + ": export.verify checks the TorchScript file; set torchscript too");
+  }
+  if (e.verify_batches() < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ": export.verify_batches must be >= 0, got ", e.verify_batches()));
+  }
+  return absl::OkStatus();
 }
 
 std::vector<std::string> Artifacts(const v1::Step& step) {
@@ -37,6 +50,7 @@ const StepSpec& ExportSpec() {
     StepSpec s;
     s.kind = v1::Step::kExport;
     s.fill_defaults = FillDefaults;
+    s.check = Check;
     s.artifacts = Artifacts;
     return s;
   }();

@@ -223,30 +223,10 @@ absl::Status Catalog::ResolveRecipe(const std::string& tenant, v1::Recipe* recip
     ASSIGN_OR_RETURN(v1::Dataset model, GetRecord(tenant, RecordKind::kModel, recipe->model().name()));
     recipe->mutable_model()->set_path(model.sha256());
   }
-  // Every data reference a recipe has: the recipe's and its training steps'.
-  std::vector<std::pair<std::string, v1::DataRef*>> refs = {
-      {"calibration_data", recipe->mutable_calibration_data()},
-      {"evaluation_data", recipe->mutable_evaluation_data()}};
-  // A step's own data (qat.data, fine_tune.data, spatial_svd.ratios.data): every DataRef
-  // set anywhere in the step's options.
-  std::function<void(google::protobuf::Message*, const std::string&)> collect = [&](google::protobuf::Message* m,
-                                                                                  const std::string& where) {
-    const auto* reflection = m->GetReflection();
-    std::vector<const google::protobuf::FieldDescriptor*> fields;
-    reflection->ListFields(*m, &fields);
-    for (const auto* field : fields) {
-      if (field->message_type() == nullptr || field->is_repeated()) continue;
-      google::protobuf::Message* sub = reflection->MutableMessage(m, field);
-      const std::string label = absl::StrCat(where, ".", field->name());
-      if (field->message_type() == v1::DataRef::descriptor()) {
-        refs.emplace_back(label, static_cast<v1::DataRef*>(sub));
-      } else {
-        collect(sub, label);
-      }
-    }
-  };
-  for (int i = 0; i < recipe->steps_size(); ++i) collect(recipe->mutable_steps(i), absl::StrCat("steps[", i, "]"));
-  for (const auto& [label, data] : refs) {
+  // Every data reference a recipe has: the recipe's and its steps' (qat.data,
+  // fine_tune.data, spatial_svd.ratios.data).
+  for (const auto& [label, ref] : RecipeDataRefs(*recipe)) {
+    v1::DataRef* data = const_cast<v1::DataRef*>(ref);  // points into *recipe, which is ours to change
     if (data->name().empty()) continue;
     if (!data->path().empty()) {
       return absl::InvalidArgumentError(absl::StrCat("set ", label, ".name or ", label, ".path, not both"));

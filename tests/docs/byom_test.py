@@ -166,6 +166,16 @@ def main():
         fail("the Python client's W8A8 job scored %s, the CLI's %s" % (
             reports["w8a8-python"]["metrics"]["top1"], w8a8["top1"]))
 
+    for name in ("w8a8", "w4a8"):
+        r = reports[name]
+        if r["model"] != "my-model" or r["metrics"].get("exported_top1") != r["metrics"]["top1"]:
+            fail("%s: the report names model %r; exported model.pt top-1 %s against the simulation's %s" % (
+                name, r["model"], r["metrics"].get("exported_top1"), r["metrics"]["top1"]))
+        exported = [s["figures"] for s in r["steps"] if s["step"] == "export"][0]
+        if exported.get("differing_outputs") != 0:
+            fail("%s: %s outputs of the exported model.pt differ from the simulation's" % (
+                name, exported.get("differing_outputs")))
+
     steps = reports["w4a8"]["steps"]
     nearest = [s["figures"] for s in steps if s["step"] == "evaluate"][0]
     adaround = [s for s in steps if s["step"] == "adaround"][0]

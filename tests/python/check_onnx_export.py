@@ -272,6 +272,15 @@ def run_job(args, name, tmp):
 
 def check_model(args, name, x, labels, tmp):
     out = run_job(args, name, tmp)
+    # The export step loads each model.pt it writes back with torch.jit.load and runs it
+    # beside the simulation (or the float model) on the evaluation data.
+    for st in json.load(open(os.path.join(out, "report.json")))["steps"]:
+        if st["step"] == "export":
+            f = st["figures"]
+            check(f.get("outputs", 0) > 0 and f.get("differing_outputs") == 0,
+                  "%s: export step %d's TorchScript file, loaded back, gives bit-identical outputs (%d of %d differ, "
+                  "max diff %g)" % (name, st["index"], f.get("differing_outputs", -1), f.get("outputs", 0),
+                                    f.get("max_abs_diff", -1)))
     for f in ("float.onnx", "model.onnx"):
         try:
             onnx.checker.check_model(onnx.load(os.path.join(out, f)))
@@ -341,6 +350,9 @@ def check_model(args, name, x, labels, tmp):
     top1_ort = (sim_ort.argmax(1) == labels).float().mean().item()
     report = json.load(open(os.path.join(out, "report.json")))
     evaluated = [s for s in report["steps"] if s["step"] == "evaluate"][0]["figures"]["top1"]
+    check(abs(evaluated - top1_sim) < 1e-6,  # one image is 1/images; float32 means carry ~1e-8
+          "%s: the job's top-1 (%.2f%%) is the exported model.pt's argmax top-1 in PyTorch (%.2f%%)" %
+          (name, 100 * evaluated, 100 * top1_sim))
     check(abs(top1_ort - top1_sim) <= 0.001 + 1e-9,
           "%s: top-1 ONNX Runtime int8 %.2f%%, simulation %.2f%% (job's evaluate step %.2f%%); int8 outputs up to "
           "%.0f output steps from the simulation's" % (name, 100 * top1_ort, 100 * top1_sim, 100 * evaluated,

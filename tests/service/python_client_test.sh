@@ -78,7 +78,7 @@ fi
 
 # 2. The client's calls, tenant by tenant.
 "$python" - "$src" "$tmp" <<'PY' || fail "client checks"
-import hashlib, os, sys
+import hashlib, os, re, sys
 import grpc
 from qopt_client import Client, QoptError, service_pb2, state_name
 from qopt.v1 import service_pb2_grpc
@@ -241,13 +241,25 @@ check("download of a missing artifact is NOT_FOUND", code == "NOT_FOUND", code)
 # The report's keys are those client/python/README.md lists.
 step_keys = {"step", "index", "seconds", "figures", "layers", "series", "artifacts"}
 check("the report has the keys the README lists",
-      {"recipe", "model", "device", "steps", "metrics", "cost"} <= set(report)
-      <= {"recipe", "model", "device", "steps", "metrics", "cost", "peak_memory_mib"}
+      set(report) - {"peak_memory_mib"} ==
+      {"recipe", "model", "device", "steps", "metrics", "cost", "model_sha256", "datasets", "qopt_version", "worker_id",
+       "started_unix_ms", "finished_unix_ms", "wall_seconds", "quantization", "warnings"}
       and all(step_keys <= set(s) <= step_keys | {"details"} for s in report["steps"])
       and set(report["metrics"]) == {"fp32_top1", "top1", "fp32_top5", "top5", "output_sqnr_db", "top1_agreement",
                                      "mean_kl", "eval_samples", "float_seconds", "simulated_seconds"}
       and set(report["cost"]) == {"input_shape", "macs", "parameters", "parameter_bytes", "activation_bytes", "layers"},
       (sorted(report), sorted(report["metrics"]), sorted(report["cost"])))
+
+# The header: the model as uploaded, the worker, the version, the times and the settings used.
+quantization = report["quantization"]
+check("the report's header names the model, its blob, the data, the worker and the settings used",
+      "/" not in report["model"] and re.fullmatch("[0-9a-f]{64}", report["model_sha256"])
+      and [d["role"] for d in report["datasets"]][:1] == ["calibration_data"]
+      and report["worker_id"] and report["qopt_version"].startswith("0.1.0+")
+      and int(report["started_unix_ms"]) <= int(report["finished_unix_ms"]) and report["wall_seconds"] > 0
+      and quantization["param_bitwidth"] == 8 and quantization["activation_calibration"]
+      and quantization["quantizers"] and all(q["bitwidth"] == 8 for q in quantization["quantizers"]),
+      {k: report[k] for k in ("model", "model_sha256", "datasets", "worker_id", "qopt_version", "wall_seconds")})
 
 # Listings (issue 16): what each job did and how it went, filtered by state and name.
 listed = {j.id: j for j in a.list_jobs(state=["succeeded", service_pb2.FAILED])}

@@ -338,6 +338,7 @@ class Worker {
     } else {
       RunOptions run;
       run.out_dir = out_dir;
+      run.worker_id = o_.worker_id;
       run.on_progress = [&](const Progress& given) {
         Progress p = given;
         p.message = caller_names(p.message);

@@ -197,6 +197,8 @@ absl::StatusOr<RunSummary> RunJobProcess(const v1::Recipe& original, const RunOp
   std::vector<std::string> env = {"PATH=/usr/bin:/bin", "LANG=C.UTF-8", "HOME=" + job_dir.string(),
                                   "TMPDIR=" + (job_dir / "tmp").string()};
   if (const char* cuda = std::getenv("CUDA_VISIBLE_DEVICES")) env.push_back(absl::StrCat("CUDA_VISIBLE_DEVICES=", cuda));
+  // Named in the job's report.
+  if (!run.worker_id.empty()) env.push_back(absl::StrCat(kWorkerIdVariable, "=", run.worker_id));
   pid_t pid = -1;
   absl::Status started;
   if (options.zygote != nullptr) {
@@ -352,6 +354,7 @@ int RunJobChild(const SandboxOptions& limits) {
   }
   RunOptions run;
   run.out_dir = (job_dir / "out").string();
+  if (const char* worker = std::getenv(kWorkerIdVariable)) run.worker_id = worker;
   run.checkpoint_path = JobCheckpointPath(job_dir.string());
   run.on_checkpoint = [] {
     v1::JobFrame frame;

@@ -24,14 +24,17 @@ struct JobProcessOptions {
   SandboxOptions limits;
 };
 
+/// The variable of the child's environment that names the worker (RunOptions::worker_id).
+inline constexpr const char* kWorkerIdVariable = "QOPT_WORKER_ID";
+
 /// The one file where a job's child keeps its training checkpoint: `job_dir`/checkpoint.qopt
 /// (beside out/, so never an artifact). The child chooses no path; what it writes there is
 /// untrusted data.
 std::string JobCheckpointPath(const std::string& job_dir);
 
-/// Runs `recipe` in a sandboxed child. Progress frames reach `run.on_progress` as they
-/// arrive; `run.cancelled` is polled and kills the child. `run.out_dir` and
-/// `run.checkpoint_path` are ignored: the artifacts are in `options.job_dir`/out, and the
+/// Runs `recipe` in a sandboxed child, which names `run.worker_id` in its report.
+/// Progress frames reach `run.on_progress` as they arrive; `run.cancelled` is polled and
+/// kills the child. `run.out_dir` and `run.checkpoint_path` are ignored: the artifacts are in `options.job_dir`/out, and the
 /// child keeps its checkpoint in JobCheckpointPath(`options.job_dir`), resuming from a
 /// checkpoint the caller placed there; `run.on_checkpoint` is called, on this thread
 /// between frames (keep it short), after each new one.

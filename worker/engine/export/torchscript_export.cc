@@ -240,4 +240,28 @@ absl::Status ExportTorchScript(const Graph& graph, const QuantSim* sim, const st
   return absl::OkStatus();
 }
 
+absl::StatusOr<ModelFn> LoadTorchScript(const std::string& path, c10::Device device) {
+  auto module = std::make_shared<torch::jit::Module>();
+  try {
+    *module = torch::jit::load(path, device);
+    module->eval();
+  } catch (const c10::Error& e) {
+    std::string msg = e.what_without_backtrace();
+    return absl::InternalError(absl::StrCat("loading the exported ", path, " failed: ", FirstLine(msg)));
+  }
+  return ModelFn([module, path](const at::Tensor& input) -> absl::StatusOr<at::Tensor> {
+    try {
+      at::NoGradGuard no_grad;
+      const c10::IValue out = module->forward({input});
+      if (!out.isTensor()) {
+        return absl::InternalError(absl::StrCat("the exported ", path, " returned a ", out.tagKind(), ", not a tensor"));
+      }
+      return out.toTensor();
+    } catch (const c10::Error& e) {
+      std::string msg = e.what_without_backtrace();
+      return absl::InternalError(absl::StrCat("running the exported ", path, " failed: ", FirstLine(msg)));
+    }
+  });
+}
+
 }  // namespace qopt

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "eval/evaluate.h"
 #include "ir/graph.h"
 #include "quant/quantsim.h"
 
@@ -15,5 +16,9 @@ namespace qopt {
 
 /// Writes `graph` (and `sim`'s quantizers, when not null) to `path`.
 absl::Status ExportTorchScript(const Graph& graph, const QuantSim* sim, const std::string& path);
+
+/// The TorchScript file at `path` (one this export wrote) loaded as stock PyTorch loads
+/// it, torch.jit.load, on `device`: its forward as a model function.
+absl::StatusOr<ModelFn> LoadTorchScript(const std::string& path, c10::Device device);
 
 }  // namespace qopt

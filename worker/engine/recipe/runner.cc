@@ -2,25 +2,31 @@
 
 #include <chrono>
 #include <cmath>
+#include <filesystem>
 #include <thread>
 
 #include <ATen/ATen.h>
+#include <google/protobuf/util/json_util.h>
 #include <ATen/Context.h>
 #include <ATen/Parallel.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "calibration_method.h"
 #include "ir/cost_model.h"
 #include "ir/shape_inference.h"
 #include "recipe/process_memory.h"
 #include "recipe/recipe.h"
 #include "recipe/staging.h"
 #include "recipe/steps/run_context.h"
+#include "recipe_files.h"
 #include "report_html.h"
 #include "report_json.h"
+#include "sha256.h"
 #include "status.h"
 #include "steps/step_spec.h"
+#include "version.h"
 
 namespace qopt {
 namespace {
@@ -157,6 +163,87 @@ absl::Status LoadModel(RunContext& run, v1::Report& report) {
   return Guarded([&] { return LoadModelUnguarded(run, report); }, "load: ");
 }
 
+int64_t UnixMillis() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// SHA-256 of a file the recipe names; "" for a folder (image data sets), and for a file
+// that cannot be read, which the step loading it reports.
+std::string FileSha256(const std::string& path) {
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec)) return std::string();
+  absl::StatusOr<FileDigest> digest = Sha256File(path);
+  return digest.ok() ? digest->sha256 : std::string();
+}
+
+// The caller's name for a recipe input: its catalog name in the service, else its file's.
+std::string InputName(const std::string& name, const std::string& path) {
+  return name.empty() ? std::filesystem::path(path).filename().string() : name;
+}
+
+// The report's header parts known before the run: the model and data sets as the caller
+// named them, with the hashes of their files, and who runs the job.
+void FillHeader(const v1::Recipe& recipe, const RunOptions& options, v1::Report& report) {
+  report.set_recipe(recipe.name());
+  report.set_model(InputName(recipe.model().name(), recipe.model().path()));
+  report.set_model_sha256(FileSha256(recipe.model().path()));
+  report.set_qopt_version(QoptVersion());
+  report.set_worker_id(options.worker_id);
+  for (const auto& [role, data] : RecipeDataRefs(recipe)) {
+    if (data->path().empty()) continue;
+    v1::DataInput* input = report.add_datasets();
+    input->set_role(role);
+    input->set_name(InputName(data->name(), data->path()));
+    input->set_sha256(FileSha256(data->path()));
+    if (!data->labels_path().empty()) input->set_labels_sha256(FileSha256(data->labels_path()));
+  }
+}
+
+// Where a quantizer sits, as the report names it.
+std::pair<std::string, std::string> ParamSite(const Value& param) {
+  const size_t dot = param.name.rfind('.');
+  if (dot == std::string::npos) return {param.name, "parameter"};
+  return {param.name.substr(0, dot), param.name.substr(dot + 1)};
+}
+
+std::pair<std::string, std::string> ActivationSiteName(const ActivationSite& site) {
+  if (site.is_input) return {"", absl::StrCat("input ", site.index)};
+  return {site.layer, site.index == 0 ? "output" : absl::StrCat("output ", site.index)};
+}
+
+void AddQuantizer(const std::pair<std::string, std::string>& site, const Quantizer& q, v1::ResolvedQuantization& out) {
+  v1::QuantizerSetting* row = out.add_quantizers();
+  row->set_layer(site.first);
+  row->set_tensor(site.second);
+  row->set_bitwidth(q.spec().bitwidth);
+  row->set_symmetric(q.spec().symmetric);
+  row->set_per_channel(q.axis() >= 0);
+  row->set_enabled(q.enabled());
+  row->set_calibration(std::string(CalibrationMethodName(q.method())));
+  row->set_frozen(q.frozen());
+}
+
+// The quantization the run used: the settings with their defaults, the config, and the
+// simulation's quantizers as the last step left them.
+absl::Status ResolveQuantization(const QuantSimOptions& o, const QuantSim* sim, v1::ResolvedQuantization& out) {
+  out.set_param_bitwidth(o.param_bitwidth);
+  out.set_activation_bitwidth(o.activation_bitwidth);
+  out.set_per_channel(o.per_channel);
+  out.set_param_calibration(std::string(CalibrationMethodName(o.param_method)));
+  out.set_activation_calibration(std::string(CalibrationMethodName(o.activation_method)));
+  out.set_percentile(o.percentile);
+  const auto parsed = google::protobuf::util::JsonStringToMessage(QuantSimConfigToJson(o.config), out.mutable_config());
+  if (!parsed.ok()) return absl::InternalError(absl::StrCat("report: the quantsim config: ", parsed.message().as_string()));
+  out.mutable_exclude_layers()->Add(o.exclude_layers.begin(), o.exclude_layers.end());
+  if (sim == nullptr) return absl::OkStatus();
+  for (const auto& [id, q] : sim->param_quantizers()) AddQuantizer(ParamSite(sim->graph().values[id]), q, out);
+  for (const auto& [id, q] : sim->activation_quantizers()) {
+    AddQuantizer(ActivationSiteName(sim->activation_sites().at(id)), q, out);
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<RunSummary> RunRecipe(const v1::Recipe& recipe, const RunOptions& options) {
@@ -171,19 +258,25 @@ absl::StatusOr<RunSummary> RunRecipe(const v1::Recipe& recipe, const RunOptions&
   at::set_num_threads(threads);
   at::NoGradGuard no_grad;
 
+  const auto start = std::chrono::steady_clock::now();
   ASSIGN_OR_RETURN(Staging staging, Staging::Create(options.out_dir));
   RunContext run(recipe, device, sim_options, options, &staging);
   RunSummary summary;
   v1::Report& report = summary.report;
-  RETURN_IF_ERROR(LoadModel(run, report));
-  report.set_recipe(recipe.name());
-  report.set_model(recipe.model().path());
+  report.set_started_unix_ms(UnixMillis());
+  FillHeader(recipe, options, report);
   report.set_device(device.str());
+  RETURN_IF_ERROR(LoadModel(run, report));
   for (int i = 0; i < recipe.steps_size(); ++i) {
     ASSIGN_OR_RETURN(*report.add_steps(), RunStep(recipe, i, run));
   }
   report.mutable_metrics()->insert(run.metrics.begin(), run.metrics.end());
+  report.mutable_warnings()->Add(run.warnings().begin(), run.warnings().end());
   if (const std::optional<double> peak = PeakMemoryMiB()) report.set_peak_memory_mib(std::round(*peak * 10) / 10);
+  RETURN_IF_ERROR(ResolveQuantization(run.sim ? run.sim->options() : run.sim_options(), run.sim.get(),
+                                      *report.mutable_quantization()));
+  report.set_finished_unix_ms(UnixMillis());
+  report.set_wall_seconds(std::round(Seconds(start) * 1000) / 1000);
 
   summary.metrics = run.metrics;
   summary.report_json = ReportToJson(report);

@@ -43,6 +43,8 @@ struct RunOptions {
   std::string checkpoint_path;
   /// Called after each checkpoint is complete on disk (e.g. to copy it off the machine).
   std::function<void()> on_checkpoint;
+  /// The service worker running the job, for the report; "" offline.
+  std::string worker_id;
 };
 
 struct RunSummary {

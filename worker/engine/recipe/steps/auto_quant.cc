@@ -30,7 +30,7 @@ absl::Status RunAutoQuantStep(const v1::Step& step, RunContext& run) {
   const v1::AutoQuantStep& aq = step.auto_quant();
   AutoQuantInputs in;
   ASSIGN_OR_RETURN(in.calibration, run.CalibrationInputs(0));
-  ASSIGN_OR_RETURN(in.evaluation, run.Evaluation());
+  ASSIGN_OR_RETURN(in.evaluation, run.Validation("auto_quant's choice of stage"));
   in.model = run.graph.get();
   in.sim_options = run.sim_options();
   in.eval_batches = Limit(aq.eval_batches(), in.evaluation->size());

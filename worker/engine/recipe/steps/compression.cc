@@ -75,7 +75,8 @@ absl::Status RunCompression(const v1::CompressionRatios& r, CompressionOptions o
   options.input_shapes = {shape};
 
   // The uncompressed model's outputs on the scoring batches, computed once.
-  absl::StatusOr<const std::vector<Batch>*> scoring = run.Batches(r.data());
+  absl::StatusOr<const std::vector<Batch>*> scoring =
+      run.Batches(r.data(), absl::StrCat(name, "'s choice of layer ratios"));
   if (!scoring.ok()) return Annotate(scoring.status(), "ratios.data");
   const std::vector<Batch>* score_batches = *scoring;
   const size_t n = Limit(r.eval_batches(), score_batches->size());

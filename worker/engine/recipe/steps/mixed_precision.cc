@@ -86,7 +86,7 @@ void AddFigure(v1::LayerRow& row, const std::string& key, double value) { (*row.
 
 absl::Status RunMixedPrecisionStep(const v1::Step& step, RunContext& run) {
   const v1::MixedPrecisionStep& m = step.mixed_precision();
-  ASSIGN_OR_RETURN(const std::vector<Batch>* data, run.Batches(m.data()));
+  ASSIGN_OR_RETURN(const std::vector<Batch>* data, run.Batches(m.data(), "mixed_precision's choice of bitwidths"));
   MixedPrecisionOptions options;
   for (const v1::BitwidthCandidate& c : m.candidates()) options.candidates.push_back({c.activation_bits(), c.param_bits()});
   // Candidates the config's supported_kernels do not list would build a mix the target

@@ -78,8 +78,28 @@ absl::StatusOr<const std::vector<Batch>*> RunContext::Evaluation() {
   return &evaluation_;
 }
 
-absl::StatusOr<const std::vector<Batch>*> RunContext::Batches(const v1::DataRef& ref) {
-  if (ref.path().empty()) return Evaluation();
+absl::StatusOr<const std::vector<Batch>*> RunContext::Validation(const std::string& choice) {
+  if (recipe_.validation_data().path().empty()) {
+    const std::string warning =
+        absl::StrCat(choice, " was made on evaluation_data, the data of the final figures, which flatters them; give "
+                     "the recipe validation_data (e.g. held-out training images) for choices");
+    if (std::find(warnings_.begin(), warnings_.end(), warning) == warnings_.end()) {
+      warnings_.push_back(warning);
+      RETURN_IF_ERROR(Log(absl::StrCat("warning: ", warning)));
+    }
+    return Evaluation();
+  }
+  if (!validation_loaded_) {
+    auto loaded = LoadBatches(recipe_.validation_data(), device_);
+    if (!loaded.ok()) return Annotate(loaded.status(), "validation_data");
+    validation_ = *std::move(loaded);
+    validation_loaded_ = true;
+  }
+  return &validation_;
+}
+
+absl::StatusOr<const std::vector<Batch>*> RunContext::Batches(const v1::DataRef& ref, const std::string& choice) {
+  if (ref.path().empty()) return Validation(choice);
   ASSIGN_OR_RETURN(std::vector<Batch> batches, LoadBatches(ref, device_));
   other_batches_.push_back(std::move(batches));
   return &other_batches_.back();

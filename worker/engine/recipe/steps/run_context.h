@@ -37,9 +37,15 @@ class RunContext {
   absl::StatusOr<const std::vector<Batch>*> Calibration();
   /// The evaluation batches (the calibration batches when the recipe names none).
   absl::StatusOr<const std::vector<Batch>*> Evaluation();
-  /// Batches of `ref` on the run's device (the evaluation batches when `ref` names no
-  /// data); kept until the run ends.
-  absl::StatusOr<const std::vector<Batch>*> Batches(const v1::DataRef& ref);
+  /// The batches a step makes `choice` on ("auto_quant's choice of stage"): the recipe's
+  /// validation data, or, without it, the evaluation batches, with a warning in the
+  /// report that the choice was made on the data of the final figure.
+  absl::StatusOr<const std::vector<Batch>*> Validation(const std::string& choice);
+  /// Batches of `ref` on the run's device (Validation(`choice`) when `ref` names no data);
+  /// kept until the run ends.
+  absl::StatusOr<const std::vector<Batch>*> Batches(const v1::DataRef& ref, const std::string& choice);
+  /// What the report's readers should know about how the figures came about.
+  const std::vector<std::string>& warnings() const { return warnings_; }
   /// A training data set, on the CPU (batches move to the device one by one): `ref`, or
   /// the calibration data when `ref` names no data.
   absl::StatusOr<Dataset> TrainingData(const v1::DataRef& ref) const;
@@ -102,9 +108,10 @@ class RunContext {
   const RunOptions& options_;
   Staging* staging_;
   std::vector<std::string> artifacts_;
-  std::vector<Batch> calibration_, evaluation_;
+  std::vector<std::string> warnings_;
+  std::vector<Batch> calibration_, evaluation_, validation_;
   std::deque<std::vector<Batch>> other_batches_;
-  bool calibration_loaded_ = false, evaluation_loaded_ = false;
+  bool calibration_loaded_ = false, evaluation_loaded_ = false, validation_loaded_ = false;
   int step_ = 0;
   std::string stage_;
   v1::StepReport* part_ = nullptr;
