@@ -6,9 +6,9 @@
 #include <thread>
 
 #include <ATen/ATen.h>
-#include <google/protobuf/util/json_util.h>
 #include <ATen/Context.h>
 #include <ATen/Parallel.h>
+#include <google/protobuf/util/json_util.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"

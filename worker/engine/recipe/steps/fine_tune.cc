@@ -14,8 +14,7 @@ namespace qopt {
 absl::Status RunFineTuneStep(const v1::Step& step, RunContext& run) {
   const v1::FineTuneStep& q = step.fine_tune();
   ASSIGN_OR_RETURN(const Dataset data, run.TrainingData(q.data()));
-  ASSIGN_OR_RETURN(const std::vector<Batch>* eval,
-                   run.recipe().validation_data().path().empty() ? run.Evaluation() : run.Validation("fine_tune"));
+  ASSIGN_OR_RETURN(const std::vector<Batch>* eval, run.ValidationOrEvaluation());
   const size_t eval_batches = Limit(q.eval_batches(), eval->size());
   auto evaluate = [&](const std::string& when) -> absl::StatusOr<Figures> {
     Interpreter interpreter(*run.graph);

@@ -44,8 +44,7 @@ absl::Status RunQatStep(const v1::Step& step, RunContext& run) {
   }
   ASSIGN_OR_RETURN(const Dataset data, run.TrainingData(q.data()));
   // Per-epoch figures are what a user picks epochs and learning rates by.
-  ASSIGN_OR_RETURN(const std::vector<Batch>* eval,
-                   run.recipe().validation_data().path().empty() ? run.Evaluation() : run.Validation("qat"));
+  ASSIGN_OR_RETURN(const std::vector<Batch>* eval, run.ValidationOrEvaluation());
   const size_t eval_batches = Limit(q.eval_batches(), eval->size());
 
   QatOptions options;

@@ -87,8 +87,12 @@ absl::StatusOr<const std::vector<Batch>*> RunContext::Validation(const std::stri
       warnings_.push_back(warning);
       RETURN_IF_ERROR(Log(absl::StrCat("warning: ", warning)));
     }
-    return Evaluation();
   }
+  return ValidationOrEvaluation();
+}
+
+absl::StatusOr<const std::vector<Batch>*> RunContext::ValidationOrEvaluation() {
+  if (recipe_.validation_data().path().empty()) return Evaluation();
   if (!validation_loaded_) {
     auto loaded = LoadBatches(recipe_.validation_data(), device_);
     if (!loaded.ok()) return Annotate(loaded.status(), "validation_data");

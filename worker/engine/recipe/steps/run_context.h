@@ -41,6 +41,9 @@ class RunContext {
   /// validation data, or, without it, the evaluation batches, with a warning in the
   /// report that the choice was made on the data of the final figure.
   absl::StatusOr<const std::vector<Batch>*> Validation(const std::string& choice);
+  /// The recipe's validation data when it has some, else the evaluation batches, without
+  /// a warning: for figures that only report (training's per-epoch evaluations).
+  absl::StatusOr<const std::vector<Batch>*> ValidationOrEvaluation();
   /// Batches of `ref` on the run's device (Validation(`choice`) when `ref` names no data);
   /// kept until the run ends.
   absl::StatusOr<const std::vector<Batch>*> Batches(const v1::DataRef& ref, const std::string& choice);
