@@ -19,10 +19,19 @@ def read_idx(path):
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
+def images(split, root=ROOT):
+    """Raw images (N, 28, 28) uint8 and labels (N,) uint8, as numpy arrays."""
+    prefix = "train" if split == "train" else "t10k"
+    return (read_idx(os.path.join(root, prefix + "-images-idx3-ubyte.gz")),
+            read_idx(os.path.join(root, prefix + "-labels-idx1-ubyte.gz")))
+
+
+def normalize(pixels):
+    """Float32 (pixels / 255 - MEAN) / STD of a tensor of raw 8-bit pixel values."""
+    return (pixels.float().div(255.0) - MEAN) / STD
+
+
 def load(split, root=ROOT):
     """Normalized images (N, 1, 28, 28) float32 and labels (N,) int64."""
-    prefix = "train" if split == "train" else "t10k"
-    images = read_idx(os.path.join(root, prefix + "-images-idx3-ubyte.gz"))
-    labels = read_idx(os.path.join(root, prefix + "-labels-idx1-ubyte.gz"))
-    x = (torch.from_numpy(images.copy()).float().div_(255.0) - MEAN) / STD
-    return x.unsqueeze(1), torch.from_numpy(labels.astype(np.int64))
+    x, labels = images(split, root)
+    return normalize(torch.from_numpy(x.copy())).unsqueeze(1), torch.from_numpy(labels.astype(np.int64))
