@@ -127,8 +127,14 @@ absl::Status CheckRecipe(const v1::Recipe& recipe) {
   RETURN_IF_ERROR(CheckSteps(recipe));
   RETURN_IF_ERROR(CheckData("calibration_data", recipe.calibration_data()));
   RETURN_IF_ERROR(CheckData("evaluation_data", recipe.evaluation_data()));
+  RETURN_IF_ERROR(CheckData("validation_data", recipe.validation_data()));
   RETURN_IF_ERROR(CheckQuantization(recipe.quantization()));
   RETURN_IF_ERROR(CheckDevice(recipe.device()));
+  static constexpr absl::string_view kMetrics[] = {"", "auto", "top1", "psnr", "miou"};
+  if (std::find(std::begin(kMetrics), std::end(kMetrics), recipe.metric()) == std::end(kMetrics)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("metric '", recipe.metric(), "' is not one of auto, top1, psnr, miou"));
+  }
   if (recipe.num_threads() < 0) return absl::InvalidArgumentError("num_threads must be >= 0");
   if (recipe.time_limit_seconds() < 0) return absl::InvalidArgumentError("time_limit_seconds must be >= 0");
   return absl::OkStatus();

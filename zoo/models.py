@@ -186,7 +186,9 @@ class Products:
     def linear(x, layer):
         if Products.on_convolutions and not torch.jit.is_tracing():
             return _linear_conv(x, layer)
-        return F.linear(x, layer.weight, layer.bias)
+        # The module's own call: the traced graph then names the op after the module
+        # ("blocks.0.attn.qkv"), and so do qopt's layers, encodings and reports.
+        return layer(x)
 
     @staticmethod
     def matmul(a, b):

@@ -138,7 +138,7 @@ absl::StatusOr<MixedPrecisionResult> ChooseMixedPrecision(QuantSim& sim, const s
   }
   auto relative = [&] { return BitOps(sim, options.macs) / r.reference_bitops; };
 
-  ASSIGN_OR_RETURN(SimScorer scorer, SimScorer::Create(sim, batches, options.num_batches));
+  ASSIGN_OR_RETURN(SimScorer scorer, SimScorer::Create(sim, batches, options.num_batches, options.metric));
   r.score = scorer.name();
   r.fp32 = scorer.fp32();
   r.samples = scorer.samples();
@@ -184,7 +184,7 @@ absl::StatusOr<MixedPrecisionResult> ChooseMixedPrecision(QuantSim& sim, const s
   ASSIGN_OR_RETURN(r.largest_score, score(find(known.configs, largest_key), "every group at " + largest.Name()));
   if (known.configs.emplace(largest_key, r.largest_score).second) RETURN_IF_ERROR(saved());
   r.largest_relative_bitops = relative();
-  r.target = (r.score == "top1" ? r.fp32 : r.largest_score) - options.allowed_drop;
+  r.target = (scorer.labelled() ? r.fp32 : r.largest_score) - options.allowed_drop;
   std::map<int, ParetoPoint> points;  // by entries lowered
   points[0] = ParetoPoint{0, r.largest_relative_bitops, r.largest_score, r.largest_score >= r.target};
   if (callbacks.on_point) RETURN_IF_ERROR(callbacks.on_point(points[0]));

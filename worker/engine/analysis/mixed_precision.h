@@ -51,9 +51,10 @@ struct ParetoPoint {
 
 struct MixedPrecisionOptions {
   std::vector<BitCandidate> candidates;  // two or more, distinct
-  /// Below the floating-point top-1 (a fraction), or in dB below the largest candidate's
-  /// output SQNR when the batches have no labels.
+  /// Below the floating-point model's task figure (top-1 or mIoU as a fraction, PSNR in
+  /// dB), or in dB below the largest candidate's output SQNR when the batches have no labels.
   double allowed_drop = 0.01;
+  TaskMetric metric = TaskMetric::kAuto;
   size_t num_batches = 0;  // 0 = all
   /// Further phase-2 configurations spread evenly along its order (0..64).
   int curve_points = 0;
@@ -69,7 +70,7 @@ struct MixedPrecisionCache {
 };
 
 struct MixedPrecisionResult {
-  std::string score;  // "top1" or "output_sqnr_db" (see SimScorer)
+  std::string score;  // "top1", "psnr_db", "miou" or "output_sqnr_db" (see SimScorer)
   double fp32 = kNotMeasured;
   double target = 0.0;
   std::vector<BitCandidate> candidates;

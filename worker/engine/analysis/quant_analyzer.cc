@@ -218,7 +218,7 @@ absl::StatusOr<QuantAnalysis> AnalyzeQuantization(QuantSim& sim, const std::vect
 
   QuantAnalysis result;
   // The floating-point model once: its top-1, or its outputs for the SQNR score.
-  ASSIGN_OR_RETURN(SimScorer scorer, SimScorer::Create(sim, batches, options.num_batches));
+  ASSIGN_OR_RETURN(SimScorer scorer, SimScorer::Create(sim, batches, options.num_batches, options.metric));
   result.score = scorer.name();
   result.fp32 = scorer.fp32();
   result.eval_samples = scorer.samples();

@@ -81,6 +81,7 @@ struct AnalysisOptions {
   bool per_layer = true;             // only-enabled / only-disabled scores per group
   int64_t activation_samples = 256;  // samples for output errors, ranges and histograms
   int histogram_bins = 64;
+  TaskMetric metric = TaskMetric::kAuto;  // the score's figure (see SimScorer)
 };
 
 struct AnalysisCallbacks {

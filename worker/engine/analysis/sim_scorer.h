@@ -1,7 +1,7 @@
 // One number for how well a simulation does on fixed batches, for the searches that score
-// many settings of one simulation (analysis, mixed precision): top-1 when the batches are
-// labelled and the model gives (N, classes) logits, otherwise the output SQNR (dB) against
-// the floating-point model, capped at kMaxSqnrDb.
+// many settings of one simulation (analysis, mixed precision): the task's figure (top-1,
+// PSNR in dB or mIoU; see TaskMeter) when the batches are labelled, otherwise the output
+// SQNR (dB) against the floating-point model, capped at kMaxSqnrDb.
 #pragma once
 
 #include <cstdint>
@@ -11,6 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "data/dataset.h"
+#include "eval/metrics.h"
 #include "quant/quantsim.h"
 
 namespace qopt {
@@ -23,12 +24,13 @@ class SimScorer {
   /// Runs the floating-point model once over the first `n` batches (0 = all), keeping its
   /// outputs when the score is SQNR. `sim` and `batches` must outlive the scorer.
   /// InvalidArgument for empty batches.
-  static absl::StatusOr<SimScorer> Create(QuantSim& sim, const std::vector<Batch>& batches, size_t n);
+  static absl::StatusOr<SimScorer> Create(QuantSim& sim, const std::vector<Batch>& batches, size_t n,
+                                          TaskMetric metric = TaskMetric::kAuto);
 
-  /// "top1" or "output_sqnr_db".
+  /// "top1", "psnr_db", "miou" or "output_sqnr_db".
   const std::string& name() const { return name_; }
-  bool labelled() const { return name_ == "top1"; }
-  /// The floating-point model's top-1; NaN for SQNR (the reference itself).
+  bool labelled() const { return name_ != "output_sqnr_db"; }
+  /// The floating-point model's figure; NaN for SQNR (the reference itself).
   double fp32() const { return fp32_; }
   int64_t samples() const { return samples_; }
 
@@ -45,6 +47,7 @@ class SimScorer {
   const std::vector<Batch>* batches_;
   size_t n_;
   std::string name_;
+  TaskMetric metric_ = TaskMetric::kAuto;
   double fp32_ = std::numeric_limits<double>::quiet_NaN();
   int64_t samples_ = 0;
   std::vector<at::Tensor> reference_;

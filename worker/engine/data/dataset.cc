@@ -323,17 +323,18 @@ absl::StatusOr<Dataset> LoadDataset(const DatasetSpec& spec) {
   d.classes = std::move(raw.classes);
   if (raw.labels) {
     const at::Tensor& l = *raw.labels;
-    if (l.dim() != 1 || at::isFloatingType(l.scalar_type())) {
+    if (l.dim() < 1) {
       return absl::InvalidArgumentError(absl::StrCat(
           spec.labels_path.empty() ? spec.path : spec.labels_path,
-          ": labels must be one integer per sample"));
+          ": labels must have one entry per sample along their first axis"));
     }
     if (l.size(0) != d.inputs.size(0)) {
       return absl::InvalidArgumentError(absl::StrCat("labels and inputs differ in length: ",
                                                      l.size(0), " labels for ", d.inputs.size(0),
                                                      " samples"));
     }
-    d.labels = l.to(at::kLong);
+    // Classes stay integers (one per sample, or per pixel); anything else is a target value.
+    d.labels = at::isFloatingType(l.scalar_type()) ? l.to(at::kFloat).contiguous() : l.to(at::kLong);
   }
   const int64_t n = d.inputs.size(0);
   if (spec.shuffle) {

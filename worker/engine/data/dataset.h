@@ -1,5 +1,6 @@
 // Data sets for calibration, evaluation and fine-tuning: inputs (N, ...) as float32 and
-// optional integer labels (N), from IDX files (gzipped or not), .npy / .npz arrays,
+// optional labels: integer classes (N), per-pixel classes (N, H, W), or float targets
+// (N, ...) such as the images a super-resolution model should give; from IDX files (gzipped or not), .npy / .npz arrays,
 // tensors saved with torch.save, or a folder of PNG / JPEG images with one sub-folder
 // per class. Raw 8-bit pixels go through a Preprocess (scale, resize, centre-crop,
 // channels, mean / std).
@@ -42,7 +43,7 @@ struct DatasetSpec {
 
 struct Dataset {
   at::Tensor inputs;                 // float32, first axis = samples
-  std::optional<at::Tensor> labels;  // int64 (N)
+  std::optional<at::Tensor> labels;  // int64 classes (N) / (N, ...), or float32 targets (N, ...)
   std::vector<std::string> classes;  // image folders: class name of each label
   int64_t size() const { return inputs.size(0); }
 };

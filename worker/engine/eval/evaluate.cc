@@ -4,18 +4,19 @@
 
 #include <ATen/ATen.h>
 
+#include "absl/strings/str_cat.h"
 #include "eval/metrics.h"
 #include "status.h"
 
 namespace qopt {
 
 absl::StatusOr<Figures> EvaluateSim(QuantSim& sim, const std::vector<Batch>& batches, size_t n,
+                                    TaskMetric metric,
                                     const std::function<absl::Status(size_t, size_t)>& on_batch) {
   n = std::min(n, batches.size());
-  AccuracyMeter float_accuracy, sim_accuracy;
+  TaskMeter float_task(metric), sim_task(metric);
   FidelityMeter fidelity;
   double float_seconds = 0.0, sim_seconds = 0.0;
-  bool labelled = true;
   auto seconds = [](std::chrono::steady_clock::time_point t0) {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   };
@@ -28,11 +29,8 @@ absl::StatusOr<Figures> EvaluateSim(QuantSim& sim, const std::vector<Batch>& bat
     ASSIGN_OR_RETURN(at::Tensor q, sim.Forward(batch.inputs));
     sim_seconds += seconds(t0);
     fidelity.Add(ref, q);
-    labelled = labelled && batch.labels.has_value() && ref.dim() == 2;
-    if (labelled) {
-      float_accuracy.Add(ref, *batch.labels);
-      sim_accuracy.Add(q, *batch.labels);
-    }
+    RETURN_IF_ERROR(float_task.Add(ref, batch.labels));
+    RETURN_IF_ERROR(sim_task.Add(q, batch.labels));
     if (on_batch) RETURN_IF_ERROR(on_batch(b + 1, n));
   }
   Figures out;
@@ -41,45 +39,34 @@ absl::StatusOr<Figures> EvaluateSim(QuantSim& sim, const std::vector<Batch>& bat
   out["top1_agreement"] = f.top1_agreement;
   out["mean_kl"] = f.mean_kl;
   out["eval_samples"] = static_cast<double>(f.samples);
-  if (labelled && n > 0) {
-    const Accuracy fa = float_accuracy.Result(), sa = sim_accuracy.Result();
-    out["fp32_top1"] = fa.top1;
-    out["fp32_top5"] = fa.top5;
-    out["top1"] = sa.top1;
-    out["top5"] = sa.top5;
-  }
+  float_task.Report("fp32_", out);
+  sim_task.Report("", out);
   out["float_seconds"] = float_seconds;
   out["simulated_seconds"] = sim_seconds;
   return out;
 }
 
 absl::StatusOr<Figures> EvaluateModel(const ModelFn& model, const std::vector<Batch>& batches, size_t n,
-                                      const std::vector<at::Tensor>* reference,
+                                      const std::vector<at::Tensor>* reference, TaskMetric metric,
                                       const std::function<absl::Status(size_t, size_t)>& on_batch) {
   n = std::min(n, batches.size());
   if (reference != nullptr && reference->size() < n) {
     return absl::InvalidArgumentError("fewer reference outputs than batches to evaluate");
   }
-  AccuracyMeter accuracy;
+  TaskMeter task(metric);
   FidelityMeter fidelity;
-  bool labelled = true;
   int64_t samples = 0;
   const auto start = std::chrono::steady_clock::now();
   for (size_t b = 0; b < n; ++b) {
     const Batch& batch = batches[b];
     ASSIGN_OR_RETURN(const at::Tensor out, model(batch.inputs));
     if (reference != nullptr) fidelity.Add((*reference)[b], out);
-    labelled = labelled && batch.labels.has_value() && out.dim() == 2;
-    if (labelled) accuracy.Add(out, *batch.labels);
+    RETURN_IF_ERROR(task.Add(out, batch.labels));
     samples += batch.inputs.size(0);
     if (on_batch) RETURN_IF_ERROR(on_batch(b + 1, n));
   }
   Figures figures;
-  if (labelled && n > 0) {
-    const Accuracy a = accuracy.Result();
-    figures["top1"] = a.top1;
-    figures["top5"] = a.top5;
-  }
+  task.Report("", figures);
   if (reference != nullptr) {
     const Fidelity f = fidelity.Result();
     figures["output_sqnr_db"] = f.output_sqnr_db;
@@ -92,7 +79,11 @@ absl::StatusOr<Figures> EvaluateModel(const ModelFn& model, const std::vector<Ba
 }
 
 std::tuple<std::string, double, double> HeadlineFigure(const Figures& f) {
-  if (f.count("top1")) return {"top1", f.at("fp32_top1"), f.at("top1")};
+  for (const char* name : {"top1", "psnr_db", "miou"}) {
+    if (f.count(name) && f.count(absl::StrCat("fp32_", name))) {
+      return {name, f.at(absl::StrCat("fp32_", name)), f.at(name)};
+    }
+  }
   return {"top1_agreement", 1.0, f.count("top1_agreement") ? f.at("top1_agreement") : 0.0};
 }
 

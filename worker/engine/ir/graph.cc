@@ -12,8 +12,10 @@ namespace qopt {
 std::string OpTypeName(OpKind kind, std::string_view op_name) {
   switch (kind) {
     case OpKind::kConv: return "Conv";
+    case OpKind::kConvTranspose: return "ConvTranspose";
     case OpKind::kLinear: return "Gemm";
     case OpKind::kBatchNorm: return "BatchNormalization";
+    case OpKind::kLayerNorm: return "LayerNormalization";
     case OpKind::kRelu: return "Relu";
     case OpKind::kClip: return "Clip";
     case OpKind::kAdd: return "Add";

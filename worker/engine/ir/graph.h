@@ -36,8 +36,10 @@ namespace qopt {
 /// here are `kOther` and still run through the TorchScript operator registry.
 enum class OpKind {
   kConv,           // aten::_convolution / conv1d / conv2d / conv3d (not transposed)
+  kConvTranspose,  // aten::_convolution (transposed) / conv_transpose1d / 2d / 3d
   kLinear,         // aten::linear
   kBatchNorm,      // aten::batch_norm
+  kLayerNorm,      // aten::layer_norm (weight and bias are its parameters)
   kRelu,
   kClip,           // constant bounds: relu6, hardtanh, clamp (scalars or per-channel tensors)
   kAdd,

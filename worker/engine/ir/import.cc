@@ -30,10 +30,13 @@ namespace internal_import {
 std::vector<std::pair<std::string, int>> ParamSlots(OpKind kind) {
   switch (kind) {
     case OpKind::kConv:
+    case OpKind::kConvTranspose:
     case OpKind::kLinear:
       return {{"weight", 1}, {"bias", 2}};
     case OpKind::kBatchNorm:
       return {{"weight", 1}, {"bias", 2}, {"running_mean", 3}, {"running_var", 4}};
+    case OpKind::kLayerNorm:
+      return {{"weight", 2}, {"bias", 3}};
     default:
       return {};
   }

@@ -21,6 +21,11 @@ bool NotTransposed(const Graph& g, const Node& n) {
   return t && t->isBool() && !t->toBool();
 }
 
+bool Transposed(const Graph& g, const Node& n) {
+  const c10::IValue* t = Constant(g, n, 6);
+  return t && t->isBool() && t->toBool();
+}
+
 bool TensorOperand(const Graph& g, const Node& n) {
   return n.inputs.size() >= 2 && g.values[n.inputs[1]].is_tensor;
 }
@@ -125,8 +130,13 @@ const std::vector<OpDef>& Registry() {
       {"aten::conv1d", OpKind::kConv},
       {"aten::conv2d", OpKind::kConv, nullptr, RunConv},
       {"aten::conv3d", OpKind::kConv},
+      {"aten::_convolution", OpKind::kConvTranspose, Transposed},
+      {"aten::conv_transpose1d", OpKind::kConvTranspose},
+      {"aten::conv_transpose2d", OpKind::kConvTranspose},
+      {"aten::conv_transpose3d", OpKind::kConvTranspose},
       {"aten::linear", OpKind::kLinear, nullptr, RunLinear},
       {"aten::batch_norm", OpKind::kBatchNorm, nullptr, RunBatchNorm},
+      {"aten::layer_norm", OpKind::kLayerNorm},
       {"aten::relu", OpKind::kRelu, nullptr, RunRelu},
       {"aten::relu_", OpKind::kRelu, nullptr, RunRelu},
       {"aten::relu6", OpKind::kClip, nullptr, RunHardtanh},
@@ -164,9 +174,11 @@ const std::vector<OpDef>& Registry() {
 }  // namespace internal_ops
 
 const OpDef* FindOpDef(const Graph& g, const Node& node) {
+  // An op may have entries for different forms (aten::_convolution, plain or transposed):
+  // the first whose condition holds.
   for (const OpDef& def : internal_ops::Registry()) {
-    if (node.op != def.name) continue;
-    return def.applies == nullptr || def.applies(g, node) ? &def : nullptr;
+    if (node.op != def.name || (def.applies != nullptr && !def.applies(g, node))) continue;
+    return &def;
   }
   return nullptr;
 }
@@ -179,8 +191,10 @@ OpKind ClassifyOp(const Graph& g, const Node& node) {
 bool ProducesFreshTensor(OpKind kind) {
   switch (kind) {
     case OpKind::kConv:
+    case OpKind::kConvTranspose:
     case OpKind::kLinear:
     case OpKind::kBatchNorm:
+    case OpKind::kLayerNorm:
     case OpKind::kRelu:
     case OpKind::kClip:
     case OpKind::kAdd:

@@ -22,9 +22,26 @@ bool IsDataMovement(const Node& n) {
       "aten::chunk", "aten::split", "aten::expand", "aten::to", "aten::detach",
       "aten::clone", "aten::size", "aten::numel", "aten::dim", "aten::Int",
       "prim::NumToTensor", "prim::ListConstruct", "prim::TupleConstruct",
-      "prim::ListUnpack", "prim::TupleUnpack", "aten::max_pool2d"};
+      "prim::ListUnpack", "prim::TupleUnpack", "aten::max_pool2d",
+      // Rearranging or repeating values keeps them on their grid.
+      "aten::pixel_shuffle", "aten::pixel_unshuffle", "aten::upsample_nearest1d",
+      "aten::upsample_nearest2d", "aten::upsample_nearest3d", "aten::repeat"};
   return n.kind == OpKind::kFlatten || n.kind == OpKind::kDropout || n.kind == OpKind::kIf ||
          n.kind == OpKind::kLoop || kOps.count(n.op) > 0;
+}
+
+// The axis of a layer's weight along which per-channel encodings go (its output
+// channels), or -1 when the op has no per-channel weight.
+int WeightChannelAxis(const Node& n) {
+  switch (n.kind) {
+    case OpKind::kConv:
+    case OpKind::kLinear:
+      return 0;
+    case OpKind::kConvTranspose:  // weight (in, out / groups, k...)
+      return 1;
+    default:
+      return -1;
+  }
 }
 
 template <typename T>
@@ -157,7 +174,7 @@ absl::Status QuantSim::Place() {
                           cfg.default_params.is_symmetric})
               .value_or(true);
       const bool per_channel =
-          role == "weight" && (n->kind == OpKind::kConv || n->kind == OpKind::kLinear) &&
+          role == "weight" && WeightChannelAxis(*n) >= 0 &&
           FirstSet<bool>({layer_rule ? layer_rule->per_channel_quantization : std::nullopt,
                           type_rule ? type_rule->per_channel_quantization : std::nullopt,
                           cfg.per_channel_quantization})
@@ -171,7 +188,7 @@ absl::Status QuantSim::Place() {
                          cfg.default_params.bitwidth})
               .value_or(options_.param_bitwidth);
       Quantizer q(spec_for(bitwidth, symmetric), options_.param_method, options_.percentile,
-                  per_channel ? 0 : -1);
+                  per_channel ? WeightChannelAxis(*n) : -1);
       RETURN_IF_ERROR(
           Annotate(q.ComputeFromTensor(graph_.values[vid].constant->toTensor()),
                    graph_.values[vid].name));
@@ -448,12 +465,13 @@ absl::Status QuantSim::ChangeQuantizer(int value_id, const QuantizerChange& chan
   if (change.per_channel) {
     const auto& readers = graph_.values[value_id].consumers;
     const Node* layer = readers.empty() ? nullptr : &graph_.nodes[readers[0]];
-    const bool layer_weight = is_param && layer && (layer->kind == OpKind::kConv || layer->kind == OpKind::kLinear) &&
+    const bool layer_weight = is_param && layer && internal_quantsim::WeightChannelAxis(*layer) >= 0 &&
                               layer->Param("weight") == value_id;
     if (*change.per_channel && !layer_weight) {
-      return absl::InvalidArgumentError(absl::StrCat(name, ": only conv / linear weights have per-channel encodings"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(name, ": only conv, transposed conv and linear weights have per-channel encodings"));
     }
-    axis = *change.per_channel ? 0 : -1;
+    axis = *change.per_channel ? internal_quantsim::WeightChannelAxis(*layer) : -1;
   }
   if (is_param) {
     q.Respec(spec, axis);

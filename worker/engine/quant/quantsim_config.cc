@@ -227,7 +227,8 @@ QuantSimConfig QuantSimConfig::Default() {
                    {"Conv", "BatchNormalization", "Relu"},
                    {"Conv", "BatchNormalization", "Clip"},
                    {"Conv", "BatchNormalization"},
-                   {"Gemm", "Relu"},           {"Add", "Relu"}};
+                   {"ConvTranspose", "Relu"},  {"Gemm", "Relu"},
+                   {"Add", "Relu"}};
   return c;
 }
 

@@ -48,7 +48,7 @@ absl::StatusOr<AutoQuantResult> RunAutoQuant(const AutoQuantInputs& in) {
     return c;
   };
   auto evaluate = [&](Candidate& c, double at) -> absl::Status {
-    ASSIGN_OR_RETURN(c.stage.figures, EvaluateSim(*c.sim, *in.evaluation, in.eval_batches, [&](size_t done, size_t n) {
+    ASSIGN_OR_RETURN(c.stage.figures, EvaluateSim(*c.sim, *in.evaluation, in.eval_batches, in.metric, [&](size_t done, size_t n) {
       return in.progress(at, absl::StrFormat("%s: evaluating %d/%d", c.stage.name, done, n));
     }));
     const auto [name, reference, value] = HeadlineFigure(c.stage.figures);

@@ -23,6 +23,9 @@ struct AutoQuantInputs {
   std::vector<at::Tensor> calibration;  // model inputs
   const std::vector<Batch>* evaluation = nullptr;
   size_t eval_batches = 0;
+  /// The figure the drop is measured on; auto tells it from the data.
+  TaskMetric metric = TaskMetric::kAuto;
+  /// In the figure's units: a fraction for top1 and miou, dB for psnr.
   double allowed_drop = 0.01;
   AdaRoundOptions adaround;
   /// Progress inside a stage (fraction of the whole step); non-OK stops.

@@ -46,7 +46,10 @@ at::Tensor Augment(const at::Tensor& x, const TrainOptions& o, at::Generator& ge
 
 at::Tensor Loss(const TrainOptions& o, const at::Tensor& logits, const at::Tensor& labels, const at::Tensor& teacher) {
   at::Tensor labels_loss, distill_loss;
-  if (o.loss != LossKind::kDistill) labels_loss = at::cross_entropy_loss(logits, labels);
+  // Integer labels (per sample or per pixel) are classes; float targets are values.
+  if (o.loss != LossKind::kDistill) {
+    labels_loss = labels.is_floating_point() ? at::mse_loss(logits, labels) : at::cross_entropy_loss(logits, labels);
+  }
   if (o.loss != LossKind::kLabels) {
     // KL(teacher || student) of the softmaxes at temperature T, per sample, times T^2 so
     // its gradients keep their size as T changes (Hinton et al. 2015).
@@ -199,6 +202,11 @@ absl::StatusOr<TrainResult> Train(TrainingTask& task, const Dataset& data, const
   if ((o.random_crop_padding > 0 || o.horizontal_flip) && data.inputs.dim() != 4) {
     return absl::InvalidArgumentError(absl::StrCat("augmentation needs image inputs (N, C, H, W); the data is ",
                                                    data.inputs.dim(), "-dimensional"));
+  }
+  if ((o.random_crop_padding > 0 || o.horizontal_flip) && o.loss != LossKind::kDistill && data.labels &&
+      data.labels->dim() > 1) {
+    return absl::InvalidArgumentError(
+        "augmentation moves the inputs but not per-pixel labels: set random_crop_padding 0 and horizontal_flip false");
   }
   const int64_t batch = std::min<int64_t>(o.batch_size, n);
   int64_t steps = (n + batch - 1) / batch;

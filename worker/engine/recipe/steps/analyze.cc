@@ -87,6 +87,7 @@ absl::Status RunAnalyzeStep(const v1::Step& step, RunContext& run) {
   ASSIGN_OR_RETURN(const std::vector<Batch>* data, run.Evaluation());
   AnalysisOptions options;
   options.num_batches = static_cast<size_t>(a.num_batches());
+  options.metric = run.metric();
   options.per_layer = a.per_layer();
   options.activation_samples = a.activation_samples();
   options.histogram_bins = a.histogram_bins();

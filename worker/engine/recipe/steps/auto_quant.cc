@@ -34,6 +34,7 @@ absl::Status RunAutoQuantStep(const v1::Step& step, RunContext& run) {
   in.model = run.graph.get();
   in.sim_options = run.sim_options();
   in.eval_batches = Limit(aq.eval_batches(), in.evaluation->size());
+  in.metric = run.metric();
   in.allowed_drop = aq.allowed_drop();
   in.adaround = AdaRoundOptionsFrom(aq.adaround());
   in.progress = [&](double fraction, const std::string& message) { return run.Progress(fraction, message); };

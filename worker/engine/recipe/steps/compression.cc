@@ -32,15 +32,17 @@ absl::StatusOr<EvalDictionary> ReadSavedScores(const std::string& path) {
   return d;
 }
 
-// The figure candidates are scored by: top-1 with labels, else agreement with the
-// uncompressed model's top-1 for classifiers, else its output SQNR.
-std::string ScoreName(const std::vector<Batch>& eval, const std::vector<at::Tensor>& reference) {
-  const bool classifier = !reference.empty() && reference.front().dim() == 2;
-  if (classifier && std::all_of(eval.begin(), eval.begin() + reference.size(),
-                                [](const Batch& b) { return b.labels.has_value(); })) {
-    return "top1";
+// The figure candidates are scored by: the task's (top-1, PSNR or mIoU) with labels, else
+// agreement with the uncompressed model's top-1 for classifiers, else its output SQNR.
+absl::StatusOr<std::string> ScoreName(const std::vector<Batch>& eval, const std::vector<at::Tensor>& reference,
+                                      TaskMetric metric) {
+  if (!reference.empty() && std::all_of(eval.begin(), eval.begin() + reference.size(),
+                                        [](const Batch& b) { return b.labels.has_value(); })) {
+    ASSIGN_OR_RETURN(const std::optional<TaskMetric> task,
+                     ResolveTaskMetric(metric, reference.front(), *eval.front().labels));
+    if (task) return std::string(TaskFigureName(*task));
   }
-  return classifier ? "top1_agreement" : "output_sqnr_db";
+  return std::string(!reference.empty() && reference.front().dim() == 2 ? "top1_agreement" : "output_sqnr_db");
 }
 
 // One row per convolution and linear layer: what it became, or why it stayed.
@@ -89,12 +91,12 @@ absl::Status RunCompression(const v1::CompressionRatios& r, CompressionOptions o
     }
   }
   CompressionCallbacks callbacks;
-  callbacks.score_name = ScoreName(*score_batches, reference);
+  ASSIGN_OR_RETURN(callbacks.score_name, ScoreName(*score_batches, reference, run.metric()));
   for (size_t b = 0; b < n; ++b) callbacks.eval_samples += (*score_batches)[b].inputs.size(0);
   callbacks.score = [&](const Graph& candidate) -> absl::StatusOr<double> {
     Interpreter model(candidate);
     ASSIGN_OR_RETURN(const Figures f, EvaluateModel([&](const at::Tensor& x) { return model.Forward(x); },
-                                                    *score_batches, n, &reference));
+                                                    *score_batches, n, &reference, run.metric()));
     return std::min(f.at(callbacks.score_name), kMaxSqnrDb);
   };
   callbacks.progress = [&](double fraction, const std::string& message) { return run.Progress(fraction, message); };
@@ -115,7 +117,7 @@ absl::Status RunCompression(const v1::CompressionRatios& r, CompressionOptions o
   ASSIGN_OR_RETURN(const std::vector<Batch>* eval, run.Evaluation());
   auto figures_of = [&](const Graph& g, const char* what) -> absl::StatusOr<Figures> {
     Interpreter model(g);
-    return EvaluateModel([&](const at::Tensor& x) { return model.Forward(x); }, *eval, eval->size(), nullptr,
+    return EvaluateModel([&](const at::Tensor& x) { return model.Forward(x); }, *eval, eval->size(), nullptr, run.metric(),
                          [&](size_t done, size_t total) {
                            return run.Progress(1.0, absl::StrFormat("evaluating the %s model, batch %d/%d", what, done, total));
                          });
@@ -141,9 +143,10 @@ absl::Status RunCompression(const v1::CompressionRatios& r, CompressionOptions o
   }
   f["layers_compressed"] = compressed;
   f["layers_skipped"] = skipped;
-  if (before.count("top1")) {
-    f["original_top1"] = before.at("top1");
-    f["top1"] = after.at("top1");
+  for (const char* figure : {"top1", "psnr_db", "miou"}) {
+    if (!before.count(figure) || !after.count(figure)) continue;
+    f[absl::StrCat("original_", figure)] = before.at(figure);
+    f[figure] = after.at(figure);
   }
   if (result.dictionary) {
     f["score_threshold"] = result.threshold;
@@ -170,6 +173,10 @@ absl::Status RunCompression(const v1::CompressionRatios& r, CompressionOptions o
                                      result.before.parameters / 1e6, result.after.parameters / 1e6);
   if (before.count("top1")) {
     absl::StrAppendFormat(&line, "; top-1 %.2f %% -> %.2f %%", 100 * before.at("top1"), 100 * after.at("top1"));
+  } else if (before.count("psnr_db")) {
+    absl::StrAppendFormat(&line, "; PSNR %.2f dB -> %.2f dB", before.at("psnr_db"), after.at("psnr_db"));
+  } else if (before.count("miou")) {
+    absl::StrAppendFormat(&line, "; mIoU %.2f %% -> %.2f %%", 100 * before.at("miou"), 100 * after.at("miou"));
   }
   if (result.dictionary) {
     absl::StrAppendFormat(&line, "; search %.1f s (%d candidates scored, %d reused, %.0f %% of it scoring)",

@@ -18,7 +18,7 @@ absl::Status RunFineTuneStep(const v1::Step& step, RunContext& run) {
   const size_t eval_batches = Limit(q.eval_batches(), eval->size());
   auto evaluate = [&](const std::string& when) -> absl::StatusOr<Figures> {
     Interpreter interpreter(*run.graph);
-    return EvaluateModel([&](const at::Tensor& x) { return interpreter.Forward(x); }, *eval, eval_batches, nullptr,
+    return EvaluateModel([&](const at::Tensor& x) { return interpreter.Forward(x); }, *eval, eval_batches, nullptr, run.metric(),
                          [&](size_t done, size_t total) {
                            return run.Progress(1.0, absl::StrFormat("%s: evaluating, batch %d/%d", when, done, total));
                          });

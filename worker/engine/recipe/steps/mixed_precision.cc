@@ -104,6 +104,7 @@ absl::Status RunMixedPrecisionStep(const v1::Step& step, RunContext& run) {
     }
   }
   options.allowed_drop = m.allowed_drop();
+  options.metric = run.metric();
   options.num_batches = static_cast<size_t>(m.num_batches());
   options.curve_points = m.curve_points();
   {

@@ -53,7 +53,7 @@ absl::Status RunQatStep(const v1::Step& step, RunContext& run) {
   options.range_learning_rate = q.range_learning_rate();
   options.weight_decay = q.weight_decay();
   options.evaluate = [&](int epoch) -> absl::StatusOr<Figures> {
-    return EvaluateSim(*run.sim, *eval, eval_batches, [&](size_t done, size_t total) {
+    return EvaluateSim(*run.sim, *eval, eval_batches, run.metric(), [&](size_t done, size_t total) {
       return run.Progress(1.0, absl::StrFormat("epoch %d/%d: evaluating, batch %d/%d", epoch, q.epochs(), done, total));
     });
   };

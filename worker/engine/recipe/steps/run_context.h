@@ -30,6 +30,8 @@ class RunContext {
   const v1::Recipe& recipe() const { return recipe_; }
   const c10::Device& device() const { return device_; }
   const QuantSimOptions& sim_options() const { return sim_options_; }
+  /// The recipe's `metric` (checked by CheckRecipe; auto when empty).
+  TaskMetric metric() const { return ParseTaskMetric(recipe_.metric()).value_or(TaskMetric::kAuto); }
 
   /// A fresh copy of the recipe's model on the run's device.
   absl::StatusOr<std::unique_ptr<Graph>> Import() const;

@@ -24,6 +24,16 @@ std::string AccuracyText(const Figures& f) {
     if (f.count("fp32_top1")) absl::StrAppendFormat(&text, " (fp32 %.2f %%)", 100 * f.at("fp32_top1"));
     return text;
   }
+  if (f.count("psnr_db")) {
+    std::string text = absl::StrFormat("PSNR %.2f dB", f.at("psnr_db"));
+    if (f.count("fp32_psnr_db")) absl::StrAppendFormat(&text, " (fp32 %.2f dB)", f.at("fp32_psnr_db"));
+    return text;
+  }
+  if (f.count("miou")) {
+    std::string text = absl::StrFormat("mIoU %.2f %%", 100 * f.at("miou"));
+    if (f.count("fp32_miou")) absl::StrAppendFormat(&text, " (fp32 %.2f %%)", 100 * f.at("fp32_miou"));
+    return text;
+  }
   if (f.count("top1_agreement")) {
     return absl::StrFormat("top-1 agreement %.4f, output SQNR %.2f dB", f.at("top1_agreement"), f.at("output_sqnr_db"));
   }
