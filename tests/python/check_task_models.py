@@ -7,7 +7,8 @@ test images (zoo/tasks.py derives the targets), a W8A8 per-channel job with the 
 metric left to auto (fold_batch_norm, calibrate on 256 training images, evaluate, export):
 - the metric qopt picks from the data is the card's (psnr_db / miou / top1);
 - its FP32 figure equals zoo/tasks.py's on the zoo model, and its simulated figure equals
-  zoo/tasks.py's on the outputs of the exported model.pt (stock PyTorch);
+  zoo/tasks.py's on the outputs of the exported model.pt (stock PyTorch), as does the
+  export check's exported_<metric> (the worker's own run of the written file);
 - the W8A8 drop stays within the issue's bounds (0.2 dB PSNR, 0.5 pt mIoU; top-1 within
   1 pt on these 500 images, the full set is bench/accuracy's);
 - quantizers sit where the README says: transposed-conv weights per channel along axis 1,
@@ -146,12 +147,18 @@ def main(worker):
             if abs(metrics[metric] - sim) > tolerance:
                 fail("%s: qopt's W8A8 %s %.6f, zoo/tasks.py's on the exported model %.6f" % (
                     name, metric, metrics[metric], sim))
+            # The export step scores the written model.pt by the same metric.
+            exported = metrics.get("exported_" + metric)
+            if exported is None or abs(exported - sim) > tolerance:
+                fail("%s: the export check reports exported_%s %s, zoo/tasks.py %.6f on model.pt" % (
+                    name, metric, exported, sim))
             drop = fp32 - sim
             if drop > bounds[metric]:
                 fail("%s: W8A8 drop %.4f %s, more than %.4f" % (name, drop, metric, bounds[metric]))
             encodings = json.load(open(os.path.join(out, "model.encodings")))
             check_placement(name, report, encodings)
-            print("%s: %s FP32 %.4f, W8A8 %.4f (drop %.4f), equal to zoo/tasks.py's; placement ok" % (
+            print("%s: %s FP32 %.4f, W8A8 %.4f (drop %.4f), equal to zoo/tasks.py's and to the export check's; "
+                  "placement ok" % (
                 name, metric, fp32, sim, drop))
 
         # A metric that does not fit the data is an error naming the shapes.

@@ -31,8 +31,8 @@ absl::Status VerifyTorchScript(const v1::ExportStep& e, const std::string& name,
   const size_t n = Limit(e.verify_batches(), data->size());
   std::optional<Interpreter> float_model;
   if (!run.sim) float_model.emplace(*run.graph);
-  AccuracyMeter computed_accuracy, file_accuracy;
-  bool labelled = n > 0;
+  // Both scored by the run's metric, so the file's figure sits beside the run's own.
+  TaskMeter computed_meter(run.metric()), file_meter(run.metric());
   double max_abs_diff = 0.0;
   int64_t differing = 0, outputs = 0, samples = 0;
   for (size_t b = 0; b < n; ++b) {
@@ -49,11 +49,8 @@ absl::Status VerifyTorchScript(const v1::ExportStep& e, const std::string& name,
     outputs += file.numel();
     samples += batch.inputs.size(0);
     if (file.numel() > 0) max_abs_diff = std::max(max_abs_diff, (file - computed).abs().max().item<double>());
-    labelled = labelled && batch.labels.has_value() && computed.dim() == 2;
-    if (labelled) {
-      computed_accuracy.Add(computed, *batch.labels);
-      file_accuracy.Add(file, *batch.labels);
-    }
+    RETURN_IF_ERROR(computed_meter.Add(computed, batch.labels));
+    RETURN_IF_ERROR(file_meter.Add(file, batch.labels));
     RETURN_IF_ERROR(run.Progress(static_cast<double>(b + 1) / n, absl::StrCat("verify ", name, ": batch ", b + 1, "/", n)));
   }
   auto& figures = *run.part().mutable_figures();
@@ -70,17 +67,18 @@ absl::Status VerifyTorchScript(const v1::ExportStep& e, const std::string& name,
                           computed_name, max_abs_diff);
   }
   Figures logged = {{"max_abs_diff", max_abs_diff}, {"differing_outputs", static_cast<double>(differing)}};
-  if (labelled) {
-    const Accuracy file = file_accuracy.Result(), computed = computed_accuracy.Result();
-    figures["exported_top1"] = file.top1;
-    figures["exported_top5"] = file.top5;
-    figures["top1"] = computed.top1;
-    logged["exported_top1"] = file.top1;
-    // Beside the last evaluation's top1 in the run's metrics, when both saw the same images.
-    if (auto it = run.metrics.find("eval_samples"); it != run.metrics.end() && it->second == file.samples) {
-      run.metrics["exported_top1"] = file.top1;
+  if (const std::optional<TaskMetric> metric = file_meter.metric()) {
+    const std::string figure = TaskFigureName(*metric), exported = "exported_" + figure;
+    std::map<std::string, double> scored;
+    file_meter.Report("exported_", scored);
+    computed_meter.Report("", scored);
+    for (const auto& [key, value] : scored) figures[key] = value;
+    logged[exported] = scored[exported];
+    // Beside the last evaluation's figure in the run's metrics, when both saw the same samples.
+    if (auto it = run.metrics.find("eval_samples"); it != run.metrics.end() && it->second == samples) {
+      run.metrics[exported] = scored[exported];
     }
-    absl::StrAppendFormat(&line, "; top-1 %.4f (%s %.4f)", file.top1, computed_name, computed.top1);
+    absl::StrAppendFormat(&line, "; %s %.4f (%s %.4f)", figure, scored[exported], computed_name, scored[figure]);
   }
   return run.Log(line, logged);
 }
