@@ -28,11 +28,11 @@ struct Model {
 };
 
 // A model, batch norms folded, 4-bit per-channel weights, calibrated: the resnet18
-// fixture (64x64 inputs) or the zoo's small CNN (28x28, four layers: the fast one).
+// fixture (64x64 inputs) or a zoo model (28x28; small_cnn has four layers: the fast one).
 std::unique_ptr<Model> Load(const std::string& which = "small_cnn") {
   auto m = std::make_unique<Model>();
   const bool resnet = which == "resnet18";
-  auto g = ImportTorchScript(resnet ? Fixture("resnet18.pt") : ::qopt::testing::SourcePath("zoo/small_cnn.pt"));
+  auto g = ImportTorchScript(resnet ? Fixture("resnet18.pt") : ::qopt::testing::SourcePath("zoo/" + which + ".pt"));
   EXPECT_THAT(g, IsOk());
   m->graph = std::move(*g);
   EXPECT_THAT(FoldBatchNorms(m->graph), IsOk());
@@ -56,20 +56,25 @@ std::unique_ptr<Model> Load(const std::string& which = "small_cnn") {
   return m;
 }
 
+// The float inputs and targets of one layer on the calibration batches.
+std::pair<at::Tensor, at::Tensor> LayerData(const Model& m, const Node& layer) {
+  at::NoGradGuard no_grad;
+  std::vector<at::Tensor> xs, ys;
+  for (const auto& b : m.batches) {
+    ValueCapture in(layer.inputs[0]), out(layer.outputs[0]);
+    EXPECT_THAT(m.sim->RunFloat({c10::IValue(b)}, &in), IsOk());
+    EXPECT_THAT(m.sim->RunFloat({c10::IValue(b)}, &out), IsOk());
+    xs.push_back(in.Take());
+    ys.push_back(out.Take());
+  }
+  return {at::cat(xs), at::cat(ys)};
+}
+
 TEST(AdaRound, SingleLayerBeatsNearestRoundingOnTheGrid) {
   auto m = Load("resnet18");
   const Node* layer = m->graph.FindNode("layer1.0.conv1");
   ASSERT_NE(layer, nullptr);
-  at::NoGradGuard no_grad;
-  std::vector<at::Tensor> xs, ys;
-  for (const auto& b : m->batches) {
-    ValueCapture in(layer->inputs[0]), out(layer->outputs[0]);
-    ASSERT_THAT(m->sim->RunFloat({c10::IValue(b)}, &in), IsOk());
-    ASSERT_THAT(m->sim->RunFloat({c10::IValue(b)}, &out), IsOk());
-    xs.push_back(in.Take());
-    ys.push_back(out.Take());
-  }
-  const at::Tensor x = at::cat(xs), y = at::cat(ys);
+  const auto [x, y] = LayerData(*m, *layer);
   const int wid = layer->Param("weight");
   const at::Tensor w = m->graph.values[wid].constant->toTensor();
   const at::Tensor b = m->graph.values[layer->Param("bias")].constant->toTensor();
@@ -89,6 +94,46 @@ TEST(AdaRound, SingleLayerBeatsNearestRoundingOnTheGrid) {
   for (const auto& e : q.encodings()) scales.push_back(e.scale);
   const at::Tensor s = at::tensor(scales, at::kDouble).reshape({-1, 1, 1, 1}).to(at::kFloat);
   EXPECT_LE(((*rounded - w).abs() / s).max().item<double>(), 1.0 + 1e-4) << step;
+}
+
+// A transposed convolution (per-channel weights along axis 1) and a linear layer applied
+// to tokens (inputs (N, 50, 64)): each layer's own op reproduces the model's output, and
+// the learned rounding beats nearest rounding and stays on the weight's grid.
+TEST(AdaRound, TransposedConvAndTokenLinearLayersLearnTheirRounding) {
+  for (const auto& [model, name] : std::vector<std::pair<std::string, std::string>>{
+           {"segmentation", "up2"}, {"vit_tiny", "blocks.0.fc1"}}) {
+    SCOPED_TRACE(name);
+    auto m = Load(model);
+    const Node* layer = m->graph.FindNode(name);
+    ASSERT_NE(layer, nullptr);
+    const auto [x, y] = LayerData(*m, *layer);
+    const int wid = layer->Param("weight");
+    const at::Tensor w = m->graph.values[wid].constant->toTensor();
+    const at::Tensor b = m->graph.values[layer->Param("bias")].constant->toTensor();
+    auto same = LayerForward(m->graph, *layer, x, w, b);
+    ASSERT_THAT(same, IsOk());
+    EXPECT_TRUE(at::allclose(*same, y, 1e-4, 1e-5)) << (*same - y).abs().max().item<double>();
+
+    const Quantizer& q = m->sim->param_quantizers().at(wid);
+    AdaRoundOptions o;
+    o.num_iterations = 300;
+    AdaRoundLayerResult r;
+    auto rounded = AdaRoundLayer(m->graph, *layer, w, b, q, x, y, o, 0, 1, &r);
+    ASSERT_THAT(rounded, IsOk());
+    EXPECT_LT(r.adaround_error, 0.9 * r.nearest_error)
+        << "learned " << r.adaround_error << " vs nearest " << r.nearest_error;
+    EXPECT_GT(r.flipped, 0);
+    EXPECT_TRUE(at::equal(q.Apply(*rounded), *rounded));
+  }
+  // The whole-model pass includes the transposed convolution.
+  auto m = Load("segmentation");
+  AdaRoundOptions o;
+  o.num_iterations = 5;
+  auto results = ApplyAdaRound(m->graph, *m->sim, m->batches, o);
+  ASSERT_THAT(results, IsOk());
+  EXPECT_TRUE(std::any_of(results->begin(), results->end(), [](const AdaRoundLayerResult& r) {
+    return r.layer == "up2";
+  }));
 }
 
 TEST(AdaRound, WholeModelWritesBackFrozenRoundedWeights) {

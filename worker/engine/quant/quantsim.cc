@@ -368,10 +368,12 @@ class Tapped : public ValueObserver {
 
 }  // namespace internal_quantsim
 
-std::vector<const Node*> QuantSim::QuantizedWeightLayers() const {
+std::vector<const Node*> QuantSim::QuantizedWeightLayers(bool with_transposed) const {
   std::vector<const Node*> layers;
   for (const Node* n : graph_.LiveNodes()) {
-    if (n->kind != OpKind::kConv && n->kind != OpKind::kLinear) continue;
+    const bool layer = n->kind == OpKind::kConv || n->kind == OpKind::kLinear ||
+                       (with_transposed && n->kind == OpKind::kConvTranspose);
+    if (!layer) continue;
     const int weight = n->Param("weight");
     if (weight >= 0 && param_quantizers_.count(weight)) layers.push_back(n);
   }

@@ -89,8 +89,8 @@ class QuantSim : public ValueObserver {
   /// Parameter quantizers by parameter value id.
   const std::map<int, Quantizer>& param_quantizers() const { return param_quantizers_; }
   /// The conv / linear layers whose weight this sim quantizes, in forward order (what
-  /// AdaRound and bias correction work on).
-  std::vector<const Node*> QuantizedWeightLayers() const;
+  /// AdaRound and bias correction work on); with_transposed adds transposed convolutions.
+  std::vector<const Node*> QuantizedWeightLayers(bool with_transposed = false) const;
   /// Activation quantizers by value id, and where each sits.
   const std::map<int, Quantizer>& activation_quantizers() const { return act_quantizers_; }
   const std::map<int, ActivationSite>& activation_sites() const { return act_sites_; }

@@ -55,7 +55,8 @@ absl::StatusOr<at::Tensor> SampleCache(const std::vector<int64_t>& shape, bool s
   return at::from_blob(p, shape, [bytes](void* q) { munmap(q, bytes); }, at::kFloat);
 }
 
-// Per-channel scale / zero point shaped to broadcast over a weight (axis 0), or scalars.
+// Per-channel scale / zero point shaped to broadcast over a weight along the quantizer's
+// axis (0, or 1 for a transposed convolution), or scalars.
 std::pair<at::Tensor, at::Tensor> GridOf(const Quantizer& q, const at::Tensor& w) {
   std::vector<double> scale, zp;
   for (const Encoding& e : q.encodings()) {
@@ -72,15 +73,10 @@ std::pair<at::Tensor, at::Tensor> GridOf(const Quantizer& q, const at::Tensor& w
   return {t(scale), t(zp)};
 }
 
-// Reconstruction error as in the loss: squared error summed over channels (dim 1),
-// averaged over samples and positions.
-at::Tensor ReconstructionError(const at::Tensor& out, const at::Tensor& target) {
-  return (out - target).pow(2).sum(1).mean();
-}
-
-// The layer's op with its arguments read once: forward and the weight gradient.
+// The layer's op with its arguments read once: forward, the weight gradient, and the
+// output's channel dimension (1 for convolutions, the last for linear layers).
 struct LayerOp {
-  bool linear = false;
+  bool linear = false, transposed = false;
   std::vector<int64_t> stride, padding, dilation, output_padding;
   int64_t groups = 1;
 
@@ -90,33 +86,93 @@ struct LayerOp {
       op.linear = true;
       return op;
     }
-    if (layer.kind != OpKind::kConv) {
-      return absl::InvalidArgumentError(absl::StrCat(layer.name, " is not a conv or linear layer"));
+    if (layer.kind != OpKind::kConv && layer.kind != OpKind::kConvTranspose) {
+      return absl::InvalidArgumentError(absl::StrCat(layer.name, " is not a conv, transposed conv or linear layer"));
     }
+    // aten::_convolution (input, weight, bias, stride, padding, dilation, transposed,
+    // output_padding, groups); aten::convNd (..., stride, padding, dilation, groups);
+    // aten::conv_transposeNd (..., stride, padding, output_padding, groups, dilation).
+    op.transposed = layer.kind == OpKind::kConvTranspose;
+    const bool full = layer.op == "aten::_convolution";
     op.stride = IntList(graph, layer, 3);
     op.padding = IntList(graph, layer, 4);
-    op.dilation = IntList(graph, layer, 5);
+    op.dilation = IntList(graph, layer, op.transposed && !full ? 7 : 5);
+    if (op.transposed) {
+      op.output_padding = IntList(graph, layer, full ? 7 : 5);
+    } else {
+      op.output_padding.assign(op.stride.size(), 0);
+    }
     const std::optional<int64_t> groups = ConvGroups(graph, layer);
-    if (op.stride.empty() || op.padding.empty() || op.dilation.empty() || !groups) {
+    if (op.stride.empty() || op.padding.empty() || op.dilation.empty() || op.output_padding.empty() || !groups) {
       return absl::UnimplementedError(absl::StrCat(layer.name, ": unsupported convolution arguments"));
     }
     op.groups = *groups;
-    op.output_padding.assign(op.stride.size(), 0);
     return op;
   }
 
+  int64_t ChannelDim(const at::Tensor& out) const { return linear ? out.dim() - 1 : 1; }
+  std::vector<int64_t> Zeros() const { return std::vector<int64_t>(stride.size(), 0); }
+
+  // A linear layer runs as a 1×1 convolution over its rows: the same product, but ATen
+  // sends convolutions to oneDNN and linear layers to the CPU build's BLAS, which is
+  // several times slower here (8× on a ViT block's shapes).
+  static at::Tensor Rows(const at::Tensor& t) { return t.reshape({-1, t.size(-1), 1, 1}); }
+
   at::Tensor Forward(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias) const {
     const c10::optional<at::Tensor> b = bias.defined() ? c10::optional<at::Tensor>(bias) : c10::nullopt;
-    if (linear) return at::linear(x, w, b);
+    if (linear) {
+      std::vector<int64_t> shape = x.sizes().vec();
+      shape.back() = w.size(0);
+      return at::convolution(Rows(x), w.view({w.size(0), w.size(1), 1, 1}), b, {1, 1}, {0, 0}, {1, 1},
+                             /*transposed=*/false, {0, 0}, 1)
+          .reshape(shape);
+    }
+    if (transposed) {
+      // A transposed convolution is the input gradient of the plain one with the same
+      // weight; ATen's direct transposed kernels are several times slower here.
+      std::vector<int64_t> shape = {x.size(0), w.size(1) * groups};
+      for (size_t d = 0; d < stride.size(); ++d) {
+        shape.push_back((x.size(2 + d) - 1) * stride[d] - 2 * padding[d] + dilation[d] * (w.size(2 + d) - 1) +
+                        output_padding[d] + 1);
+      }
+      at::Tensor out = std::get<0>(at::convolution_backward(x, at::empty(shape, x.options()), w, c10::nullopt, stride,
+                                                            padding, dilation, /*transposed=*/false, Zeros(),
+                                                            groups, {true, false, false}));
+      if (b) {
+        std::vector<int64_t> per_channel(out.dim(), 1);
+        per_channel[1] = -1;
+        out.add_(b->view(per_channel));
+      }
+      return out;
+    }
     return at::convolution(x, w, b, stride, padding, dilation, /*transposed=*/false, output_padding, groups);
   }
 
   at::Tensor WeightGrad(const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& w) const {
     if (linear) {
-      return grad_out.reshape({-1, grad_out.size(-1)}).t().mm(x.reshape({-1, x.size(-1)}));
+      const at::Tensor w4 = w.view({w.size(0), w.size(1), 1, 1});
+      return std::get<1>(at::convolution_backward(Rows(grad_out), Rows(x), w4, c10::nullopt, {1, 1}, {0, 0}, {1, 1},
+                                                  /*transposed=*/false, {0, 0}, 1, {false, true, false}))
+          .view(w.sizes());
+    }
+    if (transposed) {
+      // The same weight gradient as the plain convolution's that maps grad_out back to x.
+      return std::get<1>(at::convolution_backward(x, grad_out, w, c10::nullopt, stride, padding, dilation,
+                                                  /*transposed=*/false, Zeros(), groups, {false, true, false}));
     }
     return std::get<1>(at::convolution_backward(grad_out, x, w, c10::nullopt, stride, padding, dilation,
                                                 /*transposed=*/false, output_padding, groups, {false, true, false}));
+  }
+
+  // Reconstruction error as in the loss: squared error summed over output channels,
+  // averaged over samples and positions (or tokens).
+  at::Tensor Error(const at::Tensor& out, const at::Tensor& target) const {
+    return (out - target).pow(2).sum(ChannelDim(out)).mean();
+  }
+
+  // d Error / d out.
+  at::Tensor ErrorGrad(const at::Tensor& out, const at::Tensor& target) const {
+    return (out - target) * (2.0 * out.size(ChannelDim(out)) / static_cast<double>(out.numel()));
   }
 };
 
@@ -184,10 +240,9 @@ absl::StatusOr<at::Tensor> AdaRoundLayer(const Graph& graph, const Node& layer, 
     const at::Tensor out = op.Forward(xb, wq, bias);
     if (result && ((it + 1) % curve_every == 0 || it == 0)) {
       result->curve_iterations.push_back(it + 1);
-      result->curve_error.push_back(ReconstructionError(out, yb).item<double>());
+      result->curve_error.push_back(op.Error(out, yb).item<double>());
     }
-    // d/d(out) of sum over channels, mean over samples and positions.
-    const at::Tensor grad_out = (out - yb) * (2.0 * out.size(1) / static_cast<double>(out.numel()));
+    const at::Tensor grad_out = op.ErrorGrad(out, yb);
     const at::Tensor grad_w = op.WeightGrad(grad_out, xb, wq).contiguous();
     double beta = 0.0;  // no regulariser during the warm start
     if (it >= warm) {
@@ -217,8 +272,8 @@ absl::StatusOr<at::Tensor> AdaRoundLayer(const Graph& graph, const Node& layer, 
     for (int64_t b0 = 0; b0 < count; b0 += 128) {
       const int64_t len = std::min<int64_t>(128, count - b0);
       const at::Tensor xb = x.narrow(0, b0, len).to(w.device()), yb = y.narrow(0, b0, len).to(w.device());
-      err_nearest += ReconstructionError(op.Forward(xb, nearest, bias), yb).item<double>() * static_cast<double>(len);
-      err_ada += ReconstructionError(op.Forward(xb, learned, bias), yb).item<double>() * static_cast<double>(len);
+      err_nearest += op.Error(op.Forward(xb, nearest, bias), yb).item<double>() * static_cast<double>(len);
+      err_ada += op.Error(op.Forward(xb, learned, bias), yb).item<double>() * static_cast<double>(len);
     }
     result->nearest_error = err_nearest / static_cast<double>(count);
     result->adaround_error = err_ada / static_cast<double>(count);
@@ -235,7 +290,7 @@ absl::StatusOr<std::vector<AdaRoundLayerResult>> ApplyAdaRound(Graph& graph, Qua
   // The layers: conv / linear with a quantized weight, in forward order.
   ASSIGN_OR_RETURN(const std::set<std::string> skip, graph.LayerNames(options.skip_layers, "adaround.skip_layers"));
   std::vector<int> layers;
-  for (const Node* n : sim.QuantizedWeightLayers()) {
+  for (const Node* n : sim.QuantizedWeightLayers(/*with_transposed=*/true)) {
     if (!skip.count(n->name)) layers.push_back(n->id);
   }
   int64_t samples = 0;

@@ -1,13 +1,14 @@
 // AdaRound (Nagel et al. 2020, "Up or Down? Adaptive Rounding for Post-Training
 // Quantization", arXiv 2004.10568).
 //
-// For each conv / linear layer with a quantized weight, in forward order, AdaRound learns
-// whether each weight rounds down or up. The soft weight is
+// For each conv / transposed conv / linear layer with a quantized weight, in forward
+// order, AdaRound learns whether each weight rounds down or up. The soft weight is
 //   W~ = s * (clamp(floor(W / s) + h(V) + z, 0, n) - z),  h(V) = clamp(sigmoid(V) (zeta -
 //   gamma) + gamma, 0, 1), zeta = 1.1, gamma = -0.1,
-// and Adam on V minimises || layer(x_q; W~) - layer(x; W) ||^2 (summed over channels,
-// averaged over samples and positions) + reg * sum(1 - |2 h(V) - 1|^beta), where x_q is
-// the layer's input in the model whose earlier layers are already rounded (activations
+// and Adam on V minimises || layer(x_q; W~) - layer(x; W) ||^2 (summed over output
+// channels, averaged over samples and positions; a linear layer's channels are its last
+// dimension) + reg * sum(1 - |2 h(V) - 1|^beta), where x_q is the layer's input in the
+// model whose earlier layers are already rounded (activations
 // quantized only with `quantize_activations`) and the target is the floating-point
 // layer's output on the floating-point model's input. The regulariser starts after a warm
 // start and its beta is annealed linearly from beta_start to beta_end. Finally each weight
@@ -86,7 +87,7 @@ struct AdaRoundLayerResult {
   static constexpr int kCurvePoints = 50;
 };
 
-/// Runs AdaRound over `sim`'s quantized conv / linear weights. `batches` are model inputs
+/// Runs AdaRound over `sim`'s quantized conv / transposed conv / linear weights. `batches` are model inputs
 /// (calibration data); `sim` must have its parameter encodings (activation encodings too
 /// with quantize_activations). The layers run on the graph's device; the cached layer
 /// inputs and targets stay in host memory (or the spill file) and each iteration's batch
@@ -96,7 +97,7 @@ absl::StatusOr<std::vector<AdaRoundLayerResult>> ApplyAdaRound(Graph& graph, Qua
                                                                const AdaRoundOptions& options);
 
 /// One layer, for tests and benchmarks: learns the rounding of `weight` (quantized by
-/// `quantizer`) for `layer` (a conv / linear node of `graph`) from inputs `x` and float
+/// `quantizer`) for `layer` (a conv / transposed conv / linear node of `graph`) from inputs `x` and float
 /// targets `y`; returns the rounded weight. `result` receives the layer's figures.
 absl::StatusOr<at::Tensor> AdaRoundLayer(const Graph& graph, const Node& layer, const at::Tensor& weight,
                                          const at::Tensor& bias, const Quantizer& quantizer,
@@ -104,7 +105,7 @@ absl::StatusOr<at::Tensor> AdaRoundLayer(const Graph& graph, const Node& layer, 
                                          const AdaRoundOptions& options, int layer_index, int num_layers,
                                          AdaRoundLayerResult* result);
 
-/// The layer's own op (conv / linear with the node's stride, padding, ...) on `x` with the
+/// The layer's own op (conv / transposed conv / linear with the node's stride, padding, ...) on `x` with the
 /// given weight and bias; undefined `bias` = none.
 absl::StatusOr<at::Tensor> LayerForward(const Graph& graph, const Node& layer, const at::Tensor& x,
                                         const at::Tensor& weight, const at::Tensor& bias);
