@@ -14,6 +14,9 @@
 #include "absl/strings/str_cat.h"
 #include "analysis/mixed_precision.h"
 #include "eval/evaluate.h"
+#include "ir/cost_model.h"
+#include "ir/import.h"
+#include "ir/shape_inference.h"
 #include "quant/quantsim_config.h"
 #include "recipe/runner.h"
 #include "recipe_check.h"
@@ -83,6 +86,37 @@ TEST(BitOpsTest, AreMacsTimesWeightBitsTimesTheBitsOfTheLayersInput) {
   ASSERT_THAT(sim.ChangeQuantizer(layers[0]->Param("weight"), off), IsOk());
   expected += (32.0 - 8.0) * 8.0 * m->macs.at(layers[0]->name);
   EXPECT_DOUBLE_EQ(BitOps(sim, m->macs), expected);
+}
+
+// In zoo vit_tiny the attention output reaches its projection through transpose and
+// reshape, and the class token reaches the head through slicing: the bits that count are
+// those of the quantizer before them.
+TEST(BitOpsTest, FollowDataMovementBackToTheQuantizerBeforeALayer) {
+  auto g = ImportTorchScript(::qopt::testing::SourcePath("zoo/vit_tiny.pt"));
+  ASSERT_THAT(g, IsOk());
+  ASSERT_THAT(InferShapes(*g, {{1, 1, 28, 28}}), IsOk());
+  auto cost = CountCost(*g);
+  ASSERT_THAT(cost, IsOk());
+  std::map<std::string, int64_t> macs;
+  for (const LayerCost& l : cost->layers) macs[l.layer] = l.macs;
+  auto sim = QuantSim::Create(*g, QuantSimOptions());
+  ASSERT_THAT(sim, IsOk());
+  at::manual_seed(0);
+  at::NoGradGuard no_grad;
+  ASSERT_THAT((*sim)->ObserveBatch({at::randn({8, 1, 28, 28})}), IsOk());
+  ASSERT_THAT((*sim)->FinishCalibration(), IsOk());
+  double total = 0;
+  for (const Node* n : (*sim)->QuantizedWeightLayers()) total += static_cast<double>(macs.at(n->name));
+  ASSERT_GT(total, 0);
+  EXPECT_DOUBLE_EQ(BitOps(**sim, macs), 64.0 * total) << "W8A8: every layer's input is 8-bit";
+
+  const Node* proj = g->FindNode("blocks.0.attn.proj");
+  ASSERT_NE(proj, nullptr);
+  int vid = proj->inputs[0];
+  while (!(*sim)->activation_quantizers().count(vid)) vid = g->nodes[g->values[vid].producer].inputs[0];
+  EXPECT_EQ(g->nodes[g->values[vid].producer].name, "blocks.0.attn.matmul_1");
+  SetBits(**sim, vid, 4);
+  EXPECT_DOUBLE_EQ(BitOps(**sim, macs), 64.0 * total - 32.0 * macs.at("blocks.0.attn.proj"));
 }
 
 TEST(MixedPrecisionTest, MeetsTheTargetAndLeavesTheSimulationAtTheMixItReports) {

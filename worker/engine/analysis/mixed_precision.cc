@@ -14,10 +14,12 @@
 namespace qopt {
 namespace {
 
-// Ops an activation passes through unchanged in precision on its way to a layer's input.
-bool KeepsPrecision(OpKind kind) {
-  return kind == OpKind::kRelu || kind == OpKind::kClip || kind == OpKind::kMaxPool || kind == OpKind::kFlatten ||
-         kind == OpKind::kDropout;
+// Ops an activation passes through unchanged in precision on its way to a layer's input:
+// those that move data (reshape, transpose, ...; a ViT's attention output reaches its
+// projection through both) and those that clip it.
+bool KeepsPrecision(const Node& n) {
+  if (n.kind == OpKind::kIf || n.kind == OpKind::kLoop) return false;
+  return n.kind == OpKind::kRelu || n.kind == OpKind::kClip || n.kind == OpKind::kMaxPool || IsDataMovement(n);
 }
 
 constexpr int kFloatBits = 32;
@@ -30,7 +32,7 @@ int InputBits(const QuantSim& sim, int vid) {
     const int producer = g.values[vid].producer;
     if (producer < 0) return kFloatBits;
     const Node& n = g.nodes[producer];
-    if (!KeepsPrecision(n.kind) || n.inputs.empty()) return kFloatBits;
+    if (!KeepsPrecision(n) || n.inputs.empty()) return kFloatBits;
     vid = n.inputs[0];
   }
   return kFloatBits;

@@ -10,10 +10,7 @@
 #include "status.h"
 
 namespace qopt {
-namespace internal_quantsim {
 
-// Ops that only move or reshape data: their outputs sit on their input's grid, so they
-// get no quantizer of their own unless a config asks for one by op type or layer.
 bool IsDataMovement(const Node& n) {
   static const std::set<std::string> kOps = {
       "aten::flatten", "aten::view", "aten::reshape", "aten::dropout",
@@ -29,6 +26,8 @@ bool IsDataMovement(const Node& n) {
   return n.kind == OpKind::kFlatten || n.kind == OpKind::kDropout || n.kind == OpKind::kIf ||
          n.kind == OpKind::kLoop || kOps.count(n.op) > 0;
 }
+
+namespace internal_quantsim {
 
 // The axis of a layer's weight along which per-channel encodings go (its output
 // channels), or -1 when the op has no per-channel weight.

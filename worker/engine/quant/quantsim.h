@@ -34,6 +34,11 @@ struct QuantSimOptions {
   absl::Status Validate() const;
 };
 
+/// Ops that only move or reshape data (reshape, permute, slicing, max-pool, pixel
+/// shuffle, nearest upsampling, ...): their outputs sit on their input's grid, so they get
+/// no quantizer of their own unless a config asks for one by op type or layer.
+bool IsDataMovement(const Node& n);
+
 /// A change to one quantizer; fields left unset keep their value.
 struct QuantizerChange {
   std::optional<int> bitwidth;       // 2..16
