@@ -89,6 +89,24 @@ TEST(ReportHeaderTest, NamesTheInputsTheVersionTheTimesAndTheQuantizationUsed) {
   EXPECT_EQ(r.metrics().at("exported_top1"), r.metrics().at("top1"));
 }
 
+// With only unlabelled calibration data the export check compares outputs and scores
+// nothing, even where the recipe names a metric for its evaluations.
+TEST(ReportHeaderTest, ExportCheckOfUnlabelledDataComparesOutputsOnly) {
+  TempDir dir;
+  auto run = RunJob(absl::StrCat(R"({"name": "unlabelled", "model": {"path": ")", SourcePath("zoo/small_cnn.pt"),
+                                 R"("}, "metric": "top1", "num_threads": 2, "calibration_data": {
+      "path": "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz", "max_samples": 128,
+      "batch_size": 64, "preprocess": {"mean": [0.286], "std": [0.353]}},
+      "steps": [{"calibrate": {}}, {"export": {}}]})"),
+                    dir);
+  ASSERT_THAT(run, IsOk());
+  const v1::StepReport& exported = run->report.steps(1);
+  ASSERT_EQ(exported.step(), "export");
+  EXPECT_EQ(exported.figures().at("verified_samples"), 128);
+  EXPECT_EQ(exported.figures().at("differing_outputs"), 0);
+  EXPECT_FALSE(exported.figures().count("exported_top1"));
+}
+
 TEST(ReportHeaderTest, ExportCheckNeedsTheTorchScriptFile) {
   auto recipe = ParseRecipeJson(SmallCnnRecipe("{}", R"([{"export": {"onnx": true, "verify": true}}])"));
   ASSERT_THAT(recipe, IsOk());
