@@ -1,7 +1,8 @@
 // AdaRound speed on the zoo ResNet18 (W4A8 per-channel, Fashion-MNIST calibration images):
 //
 //   adaround_bench ZOO_RESNET18.pt FASHION_MNIST_TRAIN_IDX [--iterations 200] [--samples 512]
-//                  [--threads N] [--full]
+//                  [--threads N] [--full] [--all-iterations] [--schedule N] [--whole-only]
+//                  [--param-bits 4]
 //
 // Per layer, side by side in one process: the time of `iterations` AdaRound iterations
 // against the time of the same number of plain forward + backward passes of that layer
@@ -45,7 +46,9 @@ int main(int argc, char** argv) {
     return 2;
   }
   int iterations = 200, samples = 512, threads = static_cast<int>(std::thread::hardware_concurrency());
-  bool full = false;
+  bool full = false, per_layer = true;
+  int param_bits = 4;
+  qopt::AdaRoundOptions whole;  // --full's settings
   std::string only_layer;
   for (int i = 3; i < argc; ++i) {
     const std::string flag = argv[i];
@@ -54,6 +57,10 @@ int main(int argc, char** argv) {
     else if (i + 1 < argc && flag == "--samples") samples = std::stoi(argv[++i]);
     else if (i + 1 < argc && flag == "--threads") threads = std::stoi(argv[++i]);
     else if (i + 1 < argc && flag == "--layer") only_layer = argv[++i];
+    else if (i + 1 < argc && flag == "--param-bits") param_bits = std::stoi(argv[++i]);
+    else if (flag == "--all-iterations") whole.stop_on_convergence = false;
+    else if (i + 1 < argc && flag == "--schedule") whole.schedule_iterations = std::stoi(argv[++i]);
+    else if (flag == "--whole-only") full = true, per_layer = false;
   }
   at::set_num_threads(threads);
   at::NoGradGuard no_grad;
@@ -73,7 +80,7 @@ int main(int argc, char** argv) {
     graph = Check(qopt::ImportTorchScript(argv[1]));
     Check(qopt::FoldBatchNorms(graph).status());
     qopt::QuantSimOptions o;
-    o.param_bitwidth = 4;
+    o.param_bitwidth = param_bits;
     o.per_channel = true;
     auto sim = Check(qopt::QuantSim::Create(graph, o));
     for (const auto& b : batches) Check(sim->ObserveBatch({c10::IValue(b)}));
@@ -89,7 +96,7 @@ int main(int argc, char** argv) {
   double total_ada = 0, total_plain = 0;
   for (const qopt::Node* layer : sim->QuantizedWeightLayers()) {
     const int wid = layer->Param("weight");
-    if (!only_layer.empty() && layer->name != only_layer) continue;
+    if (!per_layer || (!only_layer.empty() && layer->name != only_layer)) continue;
     std::vector<at::Tensor> xs, ys;
     for (const auto& b : batches) {
       qopt::ValueCapture in(layer->inputs[0]), out(layer->outputs[0]);
@@ -105,6 +112,7 @@ int main(int argc, char** argv) {
     const qopt::Quantizer& q = sim->param_quantizers().at(wid);
     qopt::AdaRoundOptions o;
     o.num_iterations = iterations;
+    o.stop_on_convergence = false;  // the same iterations as the plain passes
     const int64_t batch = qopt::AdaRoundOptions::kDefaultBatchSize;
 
     auto run_adaround = [&] {
@@ -137,26 +145,32 @@ int main(int argc, char** argv) {
     std::printf("%-24s %10.3f %10.3f %7.2f\n", layer->name.c_str(), a, p, a / p);
     std::fflush(stdout);
   }
-  std::printf("%-24s %10.3f %10.3f %7.2f  (goal <= 1.5)\n", "all layers", total_ada, total_plain,
+  if (per_layer) std::printf("%-24s %10.3f %10.3f %7.2f  (goal <= 1.5)\n", "all layers", total_ada, total_plain,
               total_ada / total_plain);
 
   if (full) {
     qopt::Graph fresh;
     auto fresh_sim = prepare(fresh);
     const auto t0 = Clock::now();
-    auto results = Check(qopt::ApplyAdaRound(fresh, *fresh_sim, batches, qopt::AdaRoundOptions()));
+    auto results = Check(qopt::ApplyAdaRound(fresh, *fresh_sim, batches, whole));
     const double seconds = Seconds(t0);
     double nearest = 0, learned = 0, optimizing = 0;
+    int64_t iterations_run = 0;
+    std::printf("%-24s %10s %10s %10s %8s  %s\n", "layer", "iterations", "nearest", "learned", "seconds", "stop");
     for (const auto& r : results) {
       nearest += r.nearest_error;
       learned += r.adaround_error;
       optimizing += r.seconds;
+      iterations_run += r.iterations;
+      std::printf("%-24s %10d %10.4g %10.4g %8.2f  %s\n", r.layer.c_str(), r.iterations, r.nearest_error,
+                  r.adaround_error, r.seconds, r.stop_reason.c_str());
     }
-    std::printf("AdaRound, whole model, default settings (W4: %d iterations per layer, %zu layers, %d samples): "
-                "%.1f s (goal < 600 s), of which %.1f s optimizing the rounding and %.1f s capturing layer "
-                "inputs and targets; reconstruction error %.3g learned vs %.3g nearest\n",
-                results.empty() ? 0 : results.front().iterations, results.size(), samples, seconds, optimizing,
-                seconds - optimizing, learned, nearest);
+    std::printf("AdaRound, whole model, %s (W%d: at most %d iterations per layer, %zu layers, %d samples): "
+                "%lld iterations in all, %.1f s (goal < 600 s), of which %.1f s optimizing the rounding and %.1f s "
+                "capturing layer inputs and targets; reconstruction error %.3g learned vs %.3g nearest\n",
+                whole.stop_on_convergence ? "stopping each layer once converged" : "every iteration", param_bits,
+                results.empty() ? 0 : results.front().max_iterations, results.size(), samples,
+                static_cast<long long>(iterations_run), seconds, optimizing, seconds - optimizing, learned, nearest);
   }
   return 0;
 }

@@ -14,12 +14,19 @@ void FillAdaRoundDefaults(v1::AdaRoundStep* a) {
   if (a->warm_start() == 0) a->set_warm_start(0.2);
   if (a->learning_rate() == 0) a->set_learning_rate(1e-3);
   if (a->memory_budget_mb() == 0) a->set_memory_budget_mb(1024);
+  if (!a->run_all_iterations() && a->schedule_iterations() == 0) a->set_schedule_iterations(2000);
 }
 
 absl::Status CheckAdaRoundOptions(const std::string& where, const v1::AdaRoundStep& a) {
-  if (a.num_iterations() < 0 || a.num_batches() < 0 || a.batch_size() < 0 || a.memory_budget_mb() < 0) {
+  if (a.num_iterations() < 0 || a.num_batches() < 0 || a.batch_size() < 0 || a.memory_budget_mb() < 0 ||
+      a.schedule_iterations() < 0) {
     return absl::InvalidArgumentError(absl::StrCat(
-        where, ": num_iterations, num_batches, batch_size and memory_budget_mb must be >= 0"));
+        where, ": num_iterations, num_batches, batch_size, memory_budget_mb and schedule_iterations must be >= 0"));
+  }
+  if (a.run_all_iterations() && a.schedule_iterations() > 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        where, ": schedule_iterations is the annealing length of layers that stop on convergence; with "
+               "run_all_iterations the annealing spans num_iterations (drop one of the two)"));
   }
   if (a.reg_param() < 0 || a.learning_rate() < 0) {
     return absl::InvalidArgumentError(absl::StrCat(where, ": reg_param and learning_rate must be >= 0"));

@@ -36,6 +36,14 @@ assert cle["chains"] == [["conv1", "conv2"], ["fc1", "fc2"]], cle["chains"]
 layers = steps["adaround"]["layers"]
 assert [l["layer"] for l in layers] == ["conv1", "conv2", "fc1", "fc2"], layers
 assert sum(l["figures"]["adaround_error"] for l in layers) < sum(l["figures"]["nearest_error"] for l in layers), layers
+# Each layer says where it stopped and why: a 300-iteration ceiling is below the default
+# 2 000-iteration annealing, so every layer runs to it.
+for l in layers:
+    f, labels = l["figures"], l["labels"]
+    assert f["max_iterations"] == 300 and f["iterations"] == 300, l
+    assert labels["stop"] == "ceiling" and labels["stop_reason"].startswith("ceiling reached after 300 iterations"), l
+    assert 0 <= f["hard_fraction"] <= 1, l
+assert steps["adaround"]["figures"]["iterations"] == 4 * 300, steps["adaround"]["figures"]
 evals = [s["figures"] for s in report["steps"] if s["step"] == "evaluate"]
 assert evals[1]["output_sqnr_db"] > evals[0]["output_sqnr_db"], (evals[0]["output_sqnr_db"], evals[1]["output_sqnr_db"])
 assert all(abs(e["fp32_top1"] - evals[0]["fp32_top1"]) < 1e-9 for e in evals), "the float model must not change"

@@ -67,6 +67,9 @@ TEST(RecipeCheckTest, RejectsMalformedRecipesNamingTheField) {
       {R"pb(steps { adaround { beta_start: 2 beta_end: 20 } })pb", "beta is annealed from beta_start down to beta_end"},
       {R"pb(steps { adaround { warm_start: 1.5 } })pb", "warm_start must be in [0, 1)"},
       {R"pb(steps { adaround { reg_param: -1 } })pb", "reg_param and learning_rate must be >= 0"},
+      {R"pb(steps { adaround { schedule_iterations: -1 } })pb", "schedule_iterations must be >= 0"},
+      {R"pb(steps { adaround { run_all_iterations: true schedule_iterations: 500 } })pb",
+       "with run_all_iterations the annealing spans num_iterations"},
       {R"pb(steps { auto_quant {} })pb", "auto_quant does its own folding, equalization and calibration"},
       {R"pb(time_limit_seconds: -1)pb", "time_limit_seconds must be >= 0"},
       // Issue 11: an export prefix is a file name inside the job's folder, never a path.

@@ -29,7 +29,7 @@ std::string YamlError(const std::string& yaml) {
 
 constexpr char kAdaRoundFields[] =
     "num_iterations, num_batches, reg_param, beta_start, beta_end, warm_start, learning_rate, batch_size, "
-    "quantize_activations, memory_budget_mb, skip_layers";
+    "quantize_activations, memory_budget_mb, skip_layers, run_all_iterations, schedule_iterations";
 
 TEST(RecipeJson, UnknownTopLevelFieldListsTheRecipesFields) {
   const std::string json = JsonError(R"({"name": "a", "nme": "b", "steps": []})");

@@ -8,6 +8,7 @@
 #include <ATen/ATen.h>
 #include <torch/script.h>
 
+#include "absl/strings/str_cat.h"
 #include "data/tensor_file.h"
 #include "export/torchscript_export.h"
 #include "ir/import.h"
@@ -105,6 +106,64 @@ TEST(AdaRound, SingleLayerBeatsNearestRoundingOnTheGrid) {
   for (const auto& e : m->sim->param_quantizers().at(wid).encodings()) scales.push_back(e.scale);
   const at::Tensor s = at::tensor(scales, at::kDouble).reshape({-1, 1, 1, 1}).to(at::kFloat);
   EXPECT_LE(((rounded - w).abs() / s).max().item<double>(), 1.0 + 1e-4);
+}
+
+// On by default: a layer annealed over a short schedule stops once the rule holds (hard
+// rounding, no decision changed in the window, the loss flat), well before its ceiling,
+// and says where and why; the same layer on AIMET's fixed schedule runs every iteration
+// and still reports where the rule first held; a ceiling below the point of convergence
+// is reported as such.
+TEST(AdaRound, StopsOnceConvergedAndSaysWhy) {
+  auto m = Load("resnet18");
+  const Node* layer = m->graph.FindNode("layer1.0.conv1");
+  ASSERT_NE(layer, nullptr);
+  const auto [x, y] = LayerData(*m, *layer);
+  const int wid = layer->Param("weight");
+  const at::Tensor w = m->graph.values[wid].constant->toTensor();
+  const at::Tensor b = m->graph.values[layer->Param("bias")].constant->toTensor();
+  const Quantizer& q = m->sim->param_quantizers().at(wid);
+  auto learn = [&](AdaRoundOptions o) {
+    AdaRoundLayerResult r;
+    EXPECT_THAT(AdaRoundLayer(m->graph, *layer, w, b, q, x, y, o, 0, 1, &r), IsOk());
+    return r;
+  };
+
+  AdaRoundOptions o;
+  o.num_iterations = 4000;
+  o.schedule_iterations = 400;
+  const AdaRoundLayerResult converged = learn(o);
+  EXPECT_EQ(converged.stop, AdaRoundLayerResult::Stop::kConverged) << converged.stop_reason;
+  EXPECT_STREQ(AdaRoundStopName(converged.stop), "converged");
+  EXPECT_GE(converged.iterations, 400);
+  EXPECT_LT(converged.iterations, 4000);
+  EXPECT_EQ(converged.max_iterations, 4000);
+  EXPECT_EQ(converged.converged_at, converged.iterations);
+  // Either nearly every rounding variable is at 0 or 1, or the decisions have settled.
+  if (converged.hard_fraction < AdaRoundLayerResult::kConvergedHardFraction) {
+    EXPECT_THAT(converged.stop_reason, ::testing::HasSubstr("no rounding decision changed over the last"));
+    EXPECT_GE(converged.iterations, 400 + AdaRoundLayerResult::kSettledWindows * 100);
+  }
+  EXPECT_THAT(converged.stop_reason,
+              ::testing::HasSubstr(absl::StrCat("converged at ", converged.iterations, ": ")));
+  EXPECT_LT(converged.adaround_error, 0.9 * converged.nearest_error);
+  // The curve covers the run: it starts at 1 and ends at or before the stop.
+  ASSERT_FALSE(converged.curve_iterations.empty());
+  EXPECT_EQ(converged.curve_iterations.front(), 1);
+  EXPECT_LE(converged.curve_iterations.back(), converged.iterations);
+
+  o.stop_on_convergence = false;
+  o.num_iterations = 600;
+  const AdaRoundLayerResult fixed = learn(o);
+  EXPECT_EQ(fixed.stop, AdaRoundLayerResult::Stop::kFixedSchedule);
+  EXPECT_EQ(fixed.iterations, 600);
+  EXPECT_THAT(fixed.stop_reason, ::testing::HasSubstr("fixed schedule after 600 iterations"));
+
+  o.stop_on_convergence = true;
+  o.num_iterations = 250;  // the schedule is cut to the ceiling; the rule cannot hold yet
+  const AdaRoundLayerResult ceiling = learn(o);
+  EXPECT_EQ(ceiling.stop, AdaRoundLayerResult::Stop::kCeiling) << ceiling.stop_reason;
+  EXPECT_EQ(ceiling.iterations, 250);
+  EXPECT_THAT(ceiling.stop_reason, ::testing::HasSubstr("ceiling reached after 250 iterations"));
 }
 
 // A transposed convolution (per-channel weights along axis 1) and a linear layer applied

@@ -14,6 +14,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "passes/pass_util.h"
 #include "techniques/adaround_kernel.h"
 #include "techniques/adaround_rounding.h"
@@ -176,14 +177,99 @@ struct LayerOp {
   }
 };
 
+// The share of rounding variables whose h(V) is clamped at 0 or 1: |V| >= log(11) with
+// zeta = 1.1, gamma = -0.1. Their gradient through h is zero from then on.
+double HardFraction(const at::Tensor& v) {
+  const double edge = std::log((1.0 - kGamma) / (kZeta - 1.0));
+  return (v.abs() >= edge).sum().item<double>() / static_cast<double>(std::max<int64_t>(1, v.numel()));
+}
+
+// Keeps every other point of a layer's curve (always the first).
+void ThinCurve(AdaRoundLayerResult& r) {
+  size_t kept = 0;
+  for (size_t i = 0; i < r.curve_iterations.size(); i += 2, ++kept) {
+    r.curve_iterations[kept] = r.curve_iterations[i];
+    r.curve_error[kept] = r.curve_error[i];
+  }
+  r.curve_iterations.resize(kept);
+  r.curve_error.resize(kept);
+}
+
+// The per-layer stop rule (AdaRoundLayerResult::Stop::kConverged): checked at the end of
+// each window after the warm start, against the previous window.
+class ConvergenceCheck {
+ public:
+  ConvergenceCheck(int schedule, int warm)
+      : window_(std::max(AdaRoundLayerResult::kConvergenceWindow, schedule / 20)), warm_(warm), schedule_(schedule) {}
+
+  /// The reconstruction loss of one iteration after the warm start.
+  void AddLoss(double loss) {
+    loss_sum_ += loss;
+    ++losses_;
+  }
+  /// Whether `done` iterations end a window.
+  bool Due(int done) const { return done > warm_ && (done - warm_) % window_ == 0; }
+
+  /// Ends the window: whether the layer has converged (then `why` says how).
+  bool Converged(const at::Tensor& v, int done, std::string* why) {
+    const at::Tensor decisions = v >= 0;
+    const double loss = losses_ > 0 ? loss_sum_ / losses_ : 0.0;
+    const double hard = HardFraction(v);
+    bool converged = false;
+    if (previous_decisions_.defined()) {
+      const int64_t changed = (decisions != previous_decisions_).sum().item<int64_t>();
+      const double change = std::abs(loss - previous_loss_) / std::max(previous_loss_, 1e-30);
+      const bool still = changed == 0 && change <= AdaRoundLayerResult::kConvergedLossChange;
+      still_windows_ = still ? still_windows_ + 1 : 0;
+      const bool settled = done >= schedule_ && still_windows_ >= AdaRoundLayerResult::kSettledWindows;
+      converged = still && (hard >= AdaRoundLayerResult::kConvergedHardFraction || settled);
+      if (converged) {
+        *why = hard >= AdaRoundLayerResult::kConvergedHardFraction
+                   ? absl::StrFormat("converged at %d: %.2f %% of rounding variables at 0 or 1, no decision changed "
+                                     "and the loss moved %.1f %% over the last %d iterations",
+                                     done, 100.0 * hard, 100.0 * change, window_)
+                   : absl::StrFormat("converged at %d: no rounding decision changed over the last %d iterations "
+                                     "after annealing (%.2f %% of rounding variables at 0 or 1) and the loss "
+                                     "moved %.1f %% over the last %d",
+                                     done, still_windows_ * window_, 100.0 * hard, 100.0 * change, window_);
+      }
+    }
+    previous_decisions_ = decisions;
+    previous_loss_ = loss;
+    loss_sum_ = 0.0;
+    losses_ = 0;
+    return converged;
+  }
+
+ private:
+  const int window_, warm_, schedule_;
+  at::Tensor previous_decisions_;
+  double previous_loss_ = 0.0, loss_sum_ = 0.0;
+  int losses_ = 0;
+  int still_windows_ = 0;  // consecutive windows without a changed decision, the loss flat
+};
+
 }  // namespace internal_adaround
+
+const char* AdaRoundStopName(AdaRoundLayerResult::Stop stop) {
+  switch (stop) {
+    case AdaRoundLayerResult::Stop::kConverged:
+      return "converged";
+    case AdaRoundLayerResult::Stop::kCeiling:
+      return "ceiling";
+    case AdaRoundLayerResult::Stop::kFixedSchedule:
+      return "fixed_schedule";
+  }
+  return "unknown";
+}
 
 double AdaRoundProgress::Fraction() const {
   return (layer_index + static_cast<double>(iteration) / std::max(1, num_iterations)) / std::max(1, num_layers);
 }
 
 std::string AdaRoundProgress::Describe() const {
-  return absl::StrCat(layer, " (", layer_index + 1, "/", num_layers, ") iteration ", iteration, "/", num_iterations);
+  return absl::StrCat(layer, " (", layer_index + 1, "/", num_layers, ") iteration ", iteration, "/", num_iterations,
+                      stops_on_convergence ? " (stops once converged)" : "");
 }
 
 absl::StatusOr<at::Tensor> LayerForward(const Graph& graph, const Node& layer, const at::Tensor& x,
@@ -204,6 +290,13 @@ absl::StatusOr<at::Tensor> AdaRoundLayer(const Graph& graph, const Node& layer, 
   }
   const int bits = quantizer.encodings().front().bitwidth;
   const int iterations = options.num_iterations > 0 ? options.num_iterations : (bits >= 8 ? 10000 : 15000);
+  const bool converge = options.stop_on_convergence;
+  // The warm start and annealing run over `schedule` iterations; past it beta stays at
+  // beta_end until the layer converges or `iterations` (the ceiling) run out.
+  const int schedule =
+      converge ? std::min(iterations, options.schedule_iterations > 0 ? options.schedule_iterations
+                                                                      : AdaRoundOptions::kDefaultSchedule)
+               : iterations;
   const int64_t samples = x.size(0);
   const int64_t batch = std::min<int64_t>(
       options.batch_size > 0 ? options.batch_size : AdaRoundOptions::kDefaultBatchSize, samples);
@@ -219,18 +312,25 @@ absl::StatusOr<at::Tensor> AdaRoundLayer(const Graph& graph, const Node& layer, 
   auto dequantize = [&](const at::Tensor& up) { return (at::clamp(w_floor + up + zp, 0.0, n) - zp) * scale; };
 
   at::Generator gen = at::detail::createCPUGenerator(options.seed + static_cast<uint64_t>(layer_index));
-  const int warm = static_cast<int>(options.warm_start * iterations);
+  const int warm = static_cast<int>(options.warm_start * schedule);
   // Progress every 1 % of the iterations, and at least every quarter second so that a
   // cancellation is seen promptly however many iterations a layer has.
   const int report_every = std::max(1, iterations / 100);
-  const int curve_every = std::max(1, iterations / AdaRoundLayerResult::kCurvePoints);
   constexpr std::chrono::milliseconds kReportInterval{250};
   auto last_report = std::chrono::steady_clock::now();
   ASSIGN_OR_RETURN(const LayerOp op, LayerOp::Of(graph, layer));
+  ConvergenceCheck check(schedule, warm);
+  // The curve: a point every `curve_every` iterations, thinned to every other one (and the
+  // spacing doubled) when a long run would give more than twice kCurvePoints.
+  int curve_every = std::max(1, schedule / AdaRoundLayerResult::kCurvePoints);
+  AdaRoundLayerResult local;
+  AdaRoundLayerResult& r = result ? *result : local;
+  r.stop = converge ? AdaRoundLayerResult::Stop::kCeiling : AdaRoundLayerResult::Stop::kFixedSchedule;
   // Gradients by hand (no autograd graph): the layer's weight gradient from ATen's
   // backward kernel, then the chain through the soft weight, h and the regulariser.
   at::NoGradGuard no_grad;
-  for (int it = 0; it < iterations; ++it) {
+  int it = 0;
+  while (it < iterations) {
     // The cached samples may live in host memory (or the spill file) while the layer runs on
     // a GPU: each batch is gathered where the cache is, then moved to the weight.
     const at::Tensor idx =
@@ -238,24 +338,52 @@ absl::StatusOr<at::Tensor> AdaRoundLayer(const Graph& graph, const Node& layer, 
     const at::Tensor xb = x.index_select(0, idx).to(w.device()), yb = y.index_select(0, idx).to(w.device());
     const at::Tensor& wq = rounding.soft_weight();
     const at::Tensor out = op.Forward(xb, wq, bias);
-    if (result && ((it + 1) % curve_every == 0 || it == 0)) {
-      result->curve_iterations.push_back(it + 1);
-      result->curve_error.push_back(op.Error(out, yb).item<double>());
+    const bool on_curve = (it + 1) % curve_every == 0 || it == 0;
+    if (on_curve || it >= warm) {
+      const double error = op.Error(out, yb).item<double>();
+      if (on_curve) {
+        r.curve_iterations.push_back(it + 1);
+        r.curve_error.push_back(error);
+        if (r.curve_iterations.size() > 2 * AdaRoundLayerResult::kCurvePoints) {
+          ThinCurve(r);
+          curve_every *= 2;
+        }
+      }
+      if (it >= warm) check.AddLoss(error);
     }
     const at::Tensor grad_out = op.ErrorGrad(out, yb);
     const at::Tensor grad_w = op.WeightGrad(grad_out, xb, wq).contiguous();
     double beta = 0.0;  // no regulariser during the warm start
     if (it >= warm) {
-      const double progress = static_cast<double>(it - warm) / std::max(1, iterations - warm);
+      const double progress = static_cast<double>(it - warm) / std::max(1, schedule - warm);
       beta = options.beta_end + (options.beta_start - options.beta_end) * std::max(0.0, 1.0 - progress);
     }
     rounding.Step(grad_w, beta, it + 1, options.reg_param, options.learning_rate);
+    ++it;
+    // A fixed schedule checks the rule too, to report where it would have stopped.
+    std::string why;
+    const bool converged = r.converged_at == 0 && check.Due(it) && check.Converged(rounding.v(), it, &why);
+    if (converged) r.converged_at = it;
     if (options.on_progress &&
-        ((it + 1) % report_every == 0 || it + 1 == iterations ||
+        (it % report_every == 0 || it == iterations || (converged && converge) ||
          std::chrono::steady_clock::now() - last_report >= kReportInterval)) {
       last_report = std::chrono::steady_clock::now();
-      RETURN_IF_ERROR(options.on_progress(AdaRoundProgress{layer_index, num_layers, layer.name, it + 1, iterations}));
+      RETURN_IF_ERROR(
+          options.on_progress(AdaRoundProgress{layer_index, num_layers, layer.name, it, iterations, converge}));
     }
+    if (converged && converge) {
+      r.stop = AdaRoundLayerResult::Stop::kConverged;
+      r.stop_reason = why;
+      break;
+    }
+  }
+  r.hard_fraction = HardFraction(rounding.v());
+  if (r.stop != AdaRoundLayerResult::Stop::kConverged) {
+    r.stop_reason = absl::StrFormat(
+        "%s after %d iterations with %.2f %% of rounding variables at 0 or 1%s",
+        r.stop == AdaRoundLayerResult::Stop::kCeiling ? "ceiling reached" : "fixed schedule", it,
+        100.0 * r.hard_fraction,
+        r.converged_at > 0 ? absl::StrCat("; the stop rule held first at ", r.converged_at) : "");
   }
   const at::Tensor up = (rounding.v() >= 0).to(at::kFloat);
   const at::Tensor learned = dequantize(up);
@@ -264,7 +392,8 @@ absl::StatusOr<at::Tensor> AdaRoundLayer(const Graph& graph, const Node& layer, 
     const at::Tensor nearest = dequantize(nearest_up);
     result->layer = layer.name;
     result->weights = w.numel();
-    result->iterations = iterations;
+    result->iterations = it;
+    result->max_iterations = iterations;
     result->flipped = (up != nearest_up).sum().item<int64_t>();
     // Errors over (at most) 1024 samples, in chunks.
     double err_nearest = 0, err_ada = 0;

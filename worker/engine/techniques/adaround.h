@@ -35,17 +35,29 @@ struct AdaRoundProgress {
   int num_layers = 0;
   std::string layer;
   int iteration = 0;  // done so far in this layer
-  int num_iterations = 0;
+  int num_iterations = 0;  // the layer's ceiling when it stops on convergence
+  bool stops_on_convergence = false;
 
-  /// The share of the whole AdaRound run done, in [0, 1].
+  /// The share of the whole AdaRound run done, in [0, 1] (a layer that converges early
+  /// jumps to the next one's start).
   double Fraction() const;
-  /// "layer1.0.conv1 (2/21) iteration 150/15000".
+  /// "layer1.0.conv1 (2/21) iteration 150/15000", with " (stops once converged)" when
+  /// num_iterations is only the ceiling.
   std::string Describe() const;
 };
 
 struct AdaRoundOptions {
   /// Adam iterations per layer; 0 = 10 000 for weights of 8 bits or more, 15 000 below.
+  /// With `stop_on_convergence`, the ceiling.
   int num_iterations = 0;
+  /// Anneal each layer over `schedule_iterations` and stop it once it has converged (see
+  /// AdaRoundLayerResult::stop); false = run all `num_iterations`, annealing over them
+  /// (AIMET's fixed schedule).
+  bool stop_on_convergence = true;
+  /// The warm start and annealing length with `stop_on_convergence`; 0 =
+  /// kDefaultSchedule (at most `num_iterations`).
+  int schedule_iterations = 0;
+  static constexpr int kDefaultSchedule = 2000;
   double reg_param = 0.01;
   double beta_start = 20.0;
   double beta_end = 2.0;
@@ -70,7 +82,33 @@ struct AdaRoundOptions {
 struct AdaRoundLayerResult {
   std::string layer;
   int64_t weights = 0;
-  int iterations = 0;
+  int iterations = 0;  // run
+  int max_iterations = 0;  // the ceiling
+  /// Why the layer stopped where it did:
+  ///  - kConverged: after the warm start, at the end of a check window of
+  ///    kConvergenceWindow (or 1/20 of the schedule, if longer) iterations, no rounding
+  ///    decision (V >= 0) changed during the window, the mean reconstruction loss of the
+  ///    window is within kConvergedLossChange of the previous window's, and either at
+  ///    least kConvergedHardFraction of the rounding variables sit at 0 or 1 -- where
+  ///    h(V) is clamped and its gradient is zero, so they cannot move again -- or, with
+  ///    annealing over, that held for kSettledWindows windows in a row (a few variables
+  ///    that stay soft, as in a small first layer, no longer change the rounding);
+  ///  - kCeiling: num_iterations ran out first;
+  ///  - kFixedSchedule: stop_on_convergence was off.
+  enum class Stop { kConverged, kCeiling, kFixedSchedule };
+  Stop stop = Stop::kFixedSchedule;
+  /// The first iteration at which the stop rule held (also checked on a fixed schedule);
+  /// 0 = never.
+  int converged_at = 0;
+  /// The share of rounding variables at 0 or 1 when it stopped.
+  double hard_fraction = 0.0;
+  /// "converged at 3100: 99.97 % of rounding variables at 0 or 1, no decision changed
+  /// and the loss moved 0.4 % over the last 150 iterations".
+  std::string stop_reason;
+  static constexpr int kConvergenceWindow = 100;
+  static constexpr double kConvergedHardFraction = 0.999;
+  static constexpr double kConvergedLossChange = 0.02;
+  static constexpr int kSettledWindows = 5;
   /// Reconstruction error (the loss's first term) over the cached samples, with nearest
   /// rounding and with the learned rounding.
   double nearest_error = 0.0;
@@ -81,11 +119,15 @@ struct AdaRoundLayerResult {
   /// Whether the layer's cached samples went to a temporary file (memory budget).
   bool spilled = false;
   /// The reconstruction error with the soft rounding being learned, on the sampled batch of
-  /// `kCurvePoints` evenly spaced iterations (1-based): how the optimisation went.
+  /// evenly spaced iterations (1-based; kCurvePoints over the schedule, thinned to at most
+  /// twice that many over a longer run): how the optimisation went.
   std::vector<int> curve_iterations;
   std::vector<double> curve_error;
   static constexpr int kCurvePoints = 50;
 };
+
+/// "converged", "ceiling" or "fixed_schedule" (the report's `stop` label).
+const char* AdaRoundStopName(AdaRoundLayerResult::Stop stop);
 
 /// Runs AdaRound over `sim`'s quantized conv / transposed conv / linear weights. `batches` are model inputs
 /// (calibration data); `sim` must have its parameter encodings (activation encodings too
