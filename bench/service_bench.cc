@@ -1,9 +1,15 @@
 // Service benchmark against a running qopt-server (no local workers; this program plays
 // the workers):
-//   upload of a large blob, submit-to-lease latency with an idle worker, throughput of
-//   trivial jobs (lease + complete at once), and many concurrent WatchJob streams.
+//   upload of a large blob, download of the same bytes as a job's artifact (written to a
+//   file and fsync'd, as `cp` + `sync` would), submit-to-lease latency with an idle worker,
+//   throughput of trivial jobs (lease + complete at once), and many concurrent WatchJob
+//   streams.
 //
-//   service_bench --server HOST:PORT --file BIG_FILE [--jobs 1000] [--watchers 200]
+//   service_bench --server HOST:PORT --file BIG_FILE [--download-to PATH] [--jobs 1000]
+//                 [--watchers 200]
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -57,9 +63,15 @@ qopt::v1::LeaseResponse Lease(qopt::v1::WorkerService::Stub& workers, const std:
   return lease;
 }
 
+// A worker's call on behalf of `lease` carries its token, as the worker's lease loop does.
+void AddLeaseToken(grpc::ClientContext& ctx, const qopt::v1::LeaseResponse& lease) {
+  ctx.AddMetadata("qopt-lease-token", lease.lease_token());
+}
+
 // Completes a leased job at once, as a worker with nothing to do would.
 bool Complete(qopt::v1::WorkerService::Stub& workers, const qopt::v1::LeaseResponse& lease) {
   grpc::ClientContext ctx;
+  AddLeaseToken(ctx, lease);
   qopt::v1::CompleteRequest done;
   done.set_job_id(lease.job_id());
   done.set_lease_id(lease.lease_id());
@@ -91,20 +103,91 @@ std::string Upload(qopt::v1::BlobService::Stub& blobs, const std::string& path, 
   return s.ok() ? "" : s.error_message();
 }
 
+// Attaches the file as artifact `name` of the leased job, as a worker does.
+std::string PutArtifact(qopt::v1::WorkerService::Stub& workers, const qopt::v1::LeaseResponse& lease,
+                        const std::string& path, const std::string& name, const qopt::FileDigest& digest) {
+  grpc::ClientContext ctx;
+  AddLeaseToken(ctx, lease);
+  qopt::v1::PutArtifactResponse resp;
+  auto writer = workers.PutArtifact(&ctx, &resp);
+  qopt::v1::PutArtifactRequest msg;
+  msg.set_job_id(lease.job_id());
+  msg.set_lease_id(lease.lease_id());
+  msg.mutable_header()->set_name(name);
+  msg.mutable_header()->set_sha256(digest.sha256);
+  msg.mutable_header()->set_size(digest.size);
+  writer->Write(msg);
+  std::ifstream in(path, std::ios::binary);
+  std::string* data = msg.mutable_chunk();
+  while (in) {
+    data->resize(1 << 20);
+    in.read(data->data(), static_cast<std::streamsize>(data->size()));
+    if (in.gcount() <= 0) break;
+    data->resize(static_cast<size_t>(in.gcount()));
+    if (!writer->Write(msg)) break;
+  }
+  writer->WritesDone();
+  grpc::Status s = writer->Finish();
+  return s.ok() ? "" : s.error_message();
+}
+
+// Downloads artifact `name` of `job_id` into `path` as the CLI does (sha256 checked while
+// receiving), then fsyncs it, so the time compares with `cp` + `sync`.
+std::string Download(qopt::v1::JobService::Stub& jobs, const std::string& job_id, const std::string& name,
+                     const std::string& path, const std::string& sha256) {
+  const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0) return "cannot write " + path;
+  grpc::ClientContext ctx;
+  qopt::v1::DownloadArtifactRequest req;
+  req.set_job_id(job_id);
+  req.set_name(name);
+  auto reader = jobs.DownloadArtifact(&ctx, req);
+  qopt::Sha256 hash;
+  qopt::v1::Chunk chunk;
+  std::string err;
+  int64_t received = 0, flushed = 0;
+  while (err.empty() && reader->Read(&chunk)) {
+    hash.Update(chunk.data());
+    for (size_t done = 0; done < chunk.data().size();) {
+      const ssize_t n = write(fd, chunk.data().data() + done, chunk.data().size() - done);
+      if (n < 0) {
+        err = "cannot write " + path;
+        break;
+      }
+      done += static_cast<size_t>(n);
+    }
+    // Write back while the rest streams in, as the server does with an upload, so the
+    // fsync at the end finds little left.
+    received += static_cast<int64_t>(chunk.data().size());
+    if (received - flushed >= (8 << 20)) {
+      sync_file_range(fd, flushed, received - flushed, SYNC_FILE_RANGE_WRITE);
+      flushed = received;
+    }
+  }
+  if (!err.empty()) ctx.TryCancel();
+  grpc::Status s = reader->Finish();
+  if (err.empty() && !s.ok()) err = s.error_message();
+  if (err.empty() && fsync(fd) != 0) err = "cannot fsync " + path;
+  close(fd);
+  if (err.empty() && hash.HexDigest() != sha256) err = "downloaded bytes do not match the artifact's sha256";
+  return err;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string server, file;
+  std::string server, file, download_to;
   int jobs = 1000, watchers = 200;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
     if (flag == "--server") server = argv[i + 1];
     else if (flag == "--file") file = argv[i + 1];
+    else if (flag == "--download-to") download_to = argv[i + 1];
     else if (flag == "--jobs") jobs = std::stoi(argv[i + 1]);
     else if (flag == "--watchers") watchers = std::stoi(argv[i + 1]);
   }
   if (server.empty() || file.empty()) {
-    std::fprintf(stderr, "usage: service_bench --server HOST:PORT --file BIG_FILE [--jobs N] [--watchers N]\n");
+    std::fprintf(stderr, "usage: service_bench --server HOST:PORT --file BIG_FILE [--download-to PATH] [--jobs N] [--watchers N]\n");
     return 2;
   }
   grpc::ChannelArguments args;
@@ -127,11 +210,34 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "error: upload: %s\n", err.c_str());
     return 1;
   }
-  std::printf("upload %.0f MiB: %.2f s (%.0f MiB/s)\n", digest->size / 1048576.0, upload_s,
+  std::printf("upload %.0f MiB: %.3f s (%.0f MiB/s)\n", digest->size / 1048576.0, upload_s,
               digest->size / 1048576.0 / upload_s);
   std::fflush(stdout);
 
-  // 2. Submit-to-lease latency with an idle worker long-polling.
+  // 2. Download of the same bytes as a job's artifact.
+  if (!download_to.empty()) {
+    const qopt::v1::Job job = Submit(*job_api, digest->sha256);
+    const qopt::v1::LeaseResponse lease = Lease(*worker_api, "bench", 5000);
+    std::string put_err = lease.job_id() == job.id() ? PutArtifact(*worker_api, lease, file, "blob.bin", *digest)
+                                                     : "the bench's job was not leased to it";
+    if (put_err.empty() && !Complete(*worker_api, lease)) put_err = "cannot complete the job";
+    if (!put_err.empty()) {
+      std::fprintf(stderr, "error: artifact: %s\n", put_err.c_str());
+      return 1;
+    }
+    t0 = Clock::now();
+    const std::string download_err = Download(*job_api, job.id(), "blob.bin", download_to, digest->sha256);
+    const double download_s = Seconds(t0);
+    if (!download_err.empty()) {
+      std::fprintf(stderr, "error: download: %s\n", download_err.c_str());
+      return 1;
+    }
+    std::printf("download %.0f MiB: %.3f s (%.0f MiB/s)\n", digest->size / 1048576.0, download_s,
+                digest->size / 1048576.0 / download_s);
+    std::fflush(stdout);
+  }
+
+  // 3. Submit-to-lease latency with an idle worker long-polling.
   std::vector<double> latency;
   for (int i = 0; i < 200; ++i) {
     Clock::time_point submitted;
@@ -149,7 +255,7 @@ int main(int argc, char** argv) {
               Percentile(latency, 0.5), Percentile(latency, 0.99));
   std::fflush(stdout);
 
-  // 3. Throughput: submit N trivial jobs, 4 workers lease and complete them.
+  // 4. Throughput: submit N trivial jobs, 4 workers lease and complete them.
   t0 = Clock::now();
   std::atomic<int> completed{0};
   std::vector<std::thread> workers;
@@ -168,7 +274,7 @@ int main(int argc, char** argv) {
               throughput_s, jobs / throughput_s);
   std::fflush(stdout);
 
-  // 4. Concurrent watchers of one job, from submission to the final event.
+  // 5. Concurrent watchers of one job, from submission to the final event.
   const qopt::v1::Job job = Submit(*job_api, digest->sha256);
   std::atomic<int> finished{0};
   std::vector<std::thread> streams;
