@@ -79,6 +79,21 @@ bool Complete(qopt::v1::WorkerService::Stub& workers, const qopt::v1::LeaseRespo
   return workers.Complete(&ctx, done, &empty).ok();
 }
 
+// Streams the file's bytes as `msg`'s chunk field, 1 MiB per message, read straight into
+// the message as the CLI does; stops early when the stream breaks.
+template <typename Message, typename Writer>
+void WriteFileChunks(const std::string& path, Message& msg, Writer& writer) {
+  std::ifstream in(path, std::ios::binary);
+  std::string* data = msg.mutable_chunk();
+  while (in) {
+    data->resize(1 << 20);
+    in.read(data->data(), static_cast<std::streamsize>(data->size()));
+    if (in.gcount() <= 0) break;
+    data->resize(static_cast<size_t>(in.gcount()));
+    if (!writer.Write(msg)) break;
+  }
+}
+
 std::string Upload(qopt::v1::BlobService::Stub& blobs, const std::string& path, const std::string& sha, int64_t size) {
   grpc::ClientContext ctx;
   qopt::v1::UploadResponse resp;
@@ -87,17 +102,8 @@ std::string Upload(qopt::v1::BlobService::Stub& blobs, const std::string& path, 
   header.mutable_header()->set_sha256(sha);
   header.mutable_header()->set_size(size);
   writer->Write(header);
-  std::ifstream in(path, std::ios::binary);
-  // As the CLI does: read straight into the message.
   qopt::v1::UploadRequest chunk;
-  std::string* data = chunk.mutable_chunk();
-  while (in) {
-    data->resize(1 << 20);
-    in.read(data->data(), static_cast<std::streamsize>(data->size()));
-    if (in.gcount() <= 0) break;
-    data->resize(static_cast<size_t>(in.gcount()));
-    if (!writer->Write(chunk)) break;
-  }
+  WriteFileChunks(path, chunk, *writer);
   writer->WritesDone();
   grpc::Status s = writer->Finish();
   return s.ok() ? "" : s.error_message();
@@ -117,15 +123,7 @@ std::string PutArtifact(qopt::v1::WorkerService::Stub& workers, const qopt::v1::
   msg.mutable_header()->set_sha256(digest.sha256);
   msg.mutable_header()->set_size(digest.size);
   writer->Write(msg);
-  std::ifstream in(path, std::ios::binary);
-  std::string* data = msg.mutable_chunk();
-  while (in) {
-    data->resize(1 << 20);
-    in.read(data->data(), static_cast<std::streamsize>(data->size()));
-    if (in.gcount() <= 0) break;
-    data->resize(static_cast<size_t>(in.gcount()));
-    if (!writer->Write(msg)) break;
-  }
+  WriteFileChunks(path, msg, *writer);
   writer->WritesDone();
   grpc::Status s = writer->Finish();
   return s.ok() ? "" : s.error_message();
