@@ -3,6 +3,7 @@
 #include "quant/quantizer.h"
 
 #include <cmath>
+#include <vector>
 
 #include <ATen/ATen.h>
 
@@ -230,6 +231,60 @@ TEST(EncodingAnalyzerTest, SqnrAndMseBeatMinMaxOnHeavyTails) {
   EXPECT_LT(sqnr.max - sqnr.min, minmax.max - minmax.min);
   EXPECT_LT(QuantNoise(x, sqnr), 0.5 * QuantNoise(x, minmax));
   EXPECT_LT(QuantNoise(x, mse), 0.5 * QuantNoise(x, minmax));
+}
+
+// The histogram's own counting loop bins as at::histc does: a value on a bin's edge may
+// land one bin apart (a multiplication where histc divides), nothing more.
+TEST(EncodingAnalyzerTest, HistogramBinsAsHistc) {
+  at::manual_seed(5);
+  const at::Tensor normal = at::randn({1 << 20});
+  const at::Tensor relu = at::randn({1 << 20}).relu();  // half of it one value
+  for (const at::Tensor& x : {normal, relu, normal.slice(0, 0, 1001)}) {
+    const float lo = x.min().item<float>(), hi = x.max().item<float>();
+    std::vector<double> counts(Histogram::kBins, 0.0);
+    ASSERT_TRUE(internal_histogram::CountBins(x.data_ptr<float>(), x.numel(), lo, hi, Histogram::kBins, counts.data()));
+    const at::Tensor expected = at::histc(x, Histogram::kBins, lo, hi).to(at::kDouble);
+    double total = 0.0, moved = 0.0;
+    for (int b = 0; b < Histogram::kBins; ++b) {
+      total += counts[b];
+      moved += std::abs(counts[b] - expected[b].item<double>());
+    }
+    EXPECT_EQ(total, static_cast<double>(x.numel()));
+    EXPECT_LE(moved, 1e-4 * static_cast<double>(x.numel())) << x.numel() << " values";
+    EXPECT_EQ(counts[0], expected[0].item<double>());
+    EXPECT_EQ(counts[Histogram::kBins - 1], expected[Histogram::kBins - 1].item<double>());
+
+    // A value beyond the range, or one that is not a number, anywhere (in the vector loop
+    // or the tail): nothing is counted, so the caller can widen the range and count again.
+    for (const float odd : {hi + 1.0f, lo - 1.0f, NAN, INFINITY}) {
+      for (const int64_t at : {int64_t{0}, x.numel() - 1}) {
+        at::Tensor y = x.clone();
+        y[at] = odd;
+        std::vector<double> untouched(Histogram::kBins, 0.0);
+        EXPECT_FALSE(internal_histogram::CountBins(y.data_ptr<float>(), y.numel(), lo, hi, Histogram::kBins,
+                                                   untouched.data()))
+            << odd << " at " << at;
+        EXPECT_EQ(untouched, std::vector<double>(Histogram::kBins, 0.0));
+      }
+    }
+  }
+}
+
+// Batches inside the range seen so far are counted in one pass; a batch beyond it widens
+// the range: the histogram ends the same as one built from all values at once.
+TEST(EncodingAnalyzerTest, HistogramOverBatchesMatchesOneUpdate) {
+  at::manual_seed(6);
+  const at::Tensor x = at::randn({300000});
+  Histogram whole, batches;
+  whole.Update(x);
+  batches.Update(x.slice(0, 0, 100000));
+  batches.Update(x.slice(0, 100000, 200000));
+  batches.Update(at::cat({x.slice(0, 200000), at::tensor({std::nanf("")})}));  // NaN counts as 0
+  EXPECT_EQ(batches.total(), whole.total() + 1);
+  EXPECT_EQ(batches.lo(), whole.lo());
+  EXPECT_EQ(batches.hi(), whole.hi());
+  EXPECT_NEAR(batches.Quantile(0.5), whole.Quantile(0.5), 0.02);
+  EXPECT_NEAR(batches.Quantile(0.99), whole.Quantile(0.99), 0.02);
 }
 
 TEST(EncodingAnalyzerTest, MethodNamesAndAimetAliases) {

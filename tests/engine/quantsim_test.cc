@@ -257,6 +257,56 @@ TEST(QuantSimTest, SupportedKernelsRefuseOtherBitwidths) {
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("defaults.supported_kernels[0].activation.dtype")));
 }
 
+// Sees every value and keeps them, so the interpreter neither overwrites a tensor nor
+// skips a node for the sim: the reference for what skipping must not change.
+class KeepsValues : public ValueObserver {
+ public:
+  bool RetainsValues() const override { return true; }
+};
+
+// A ReLU, or a clip to [0, c] (ReLU6 as traced: hardtanh(x, 0, 6)), whose quantizer makes
+// it an identity is skipped; the output is the same to the bit, inputs far beyond the
+// calibration range included. A ceiling below the grid's top keeps the node.
+TEST(QuantSimTest, SkippedRectifiersLeaveTheOutputUnchanged) {
+  at::NoGradGuard no_grad;
+  for (const std::string fixture : {"resnet18.pt", "mobilenet_v2.pt", "dw_separable_relu6.pt"}) {
+    const Graph g = FoldedGraph(fixture);
+    QuantSimOptions w8a8;
+    w8a8.per_channel = true;
+    auto sim = Calibrated(g, w8a8);
+    int rectifiers = 0, skipped = 0;
+    for (const Node* n : g.LiveNodes()) {
+      if (n->kind != OpKind::kRelu && n->kind != OpKind::kClip) continue;
+      ++rectifiers;
+      skipped += sim->Bypasses(*n);
+    }
+    EXPECT_GT(rectifiers, 0) << fixture;
+    EXPECT_EQ(skipped, rectifiers) << fixture;
+    const at::Tensor x = Batches(2).back() * 3.0;
+    KeepsValues keep;
+    auto fast = sim->Forward(x);
+    auto full = sim->Run({x}, &keep);
+    ASSERT_THAT(fast, IsOk());
+    ASSERT_THAT(full, IsOk());
+    EXPECT_TRUE(at::equal(*fast, full->toTensor())) << fixture;
+  }
+
+  const Graph g = FoldedGraph("dw_separable_relu6.pt");
+  auto sim = Calibrated(g, QuantSimOptions{});
+  const Node* clip = nullptr;
+  for (const Node* n : g.LiveNodes()) {
+    if (n->kind == OpKind::kClip && !clip) clip = n;
+  }
+  ASSERT_NE(clip, nullptr);
+  QuantSpec spec;
+  spec.symmetric = false;
+  ASSERT_THAT(sim->SetActivationEncodings(clip->outputs[0], {ComputeEncoding(0.0, 12.0, spec)}, true), IsOk());
+  EXPECT_FALSE(sim->Bypasses(*clip)) << "a grid reaching past the ceiling needs the clip";
+  const at::Tensor x = Batches(2).back() * 3.0;
+  KeepsValues keep;
+  EXPECT_TRUE(at::equal(*sim->Forward(x), sim->Run({x}, &keep)->toTensor()));
+}
+
 TEST(QuantSimTest, RunBeforeCalibrationIsAnError) {
   const Graph g = FoldedGraph("small_scripted.pt");
   auto sim = QuantSim::Create(g, {});

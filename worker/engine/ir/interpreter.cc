@@ -1,5 +1,6 @@
 #include "ir/interpreter.h"
 
+#include <chrono>
 #include <map>
 
 #include <ATen/ATen.h>
@@ -74,8 +75,19 @@ struct Interpreter::RunState {
   std::vector<c10::IValue> env;
   internal_interpreter::Stack stack;
   ValueObserver* observer = nullptr;
+  RunProfile* profile = nullptr;
   bool may_overwrite = true;
 };
+
+namespace internal_interpreter {
+
+using Clock = std::chrono::steady_clock;
+
+double Seconds(Clock::time_point from, Clock::time_point to) {
+  return std::chrono::duration<double>(to - from).count();
+}
+
+}  // namespace internal_interpreter
 
 Interpreter::Interpreter(const Graph& graph) : graph_(graph) { built_ = Build(); }
 
@@ -148,9 +160,10 @@ absl::StatusOr<Interpreter::Steps> Interpreter::BuildBlock(const Block& block, b
 }
 
 absl::StatusOr<c10::IValue> Interpreter::Run(const std::vector<c10::IValue>& inputs,
-                                             ValueObserver* observer) const {
+                                             ValueObserver* observer, RunProfile* profile) const {
   using namespace internal_interpreter;
   RETURN_IF_ERROR(built_);
+  const Clock::time_point start = profile ? Clock::now() : Clock::time_point();
   const std::vector<int>& graph_inputs = graph_.inputs();
   if (inputs.size() != graph_inputs.size()) {
     return absl::InvalidArgumentError(absl::StrCat("model takes ", graph_inputs.size(),
@@ -158,6 +171,7 @@ absl::StatusOr<c10::IValue> Interpreter::Run(const std::vector<c10::IValue>& inp
   }
   RunState state;
   state.observer = observer;
+  state.profile = profile;
   state.may_overwrite = observer == nullptr || !observer->RetainsValues();
   state.env.resize(graph_.values.size());
   try {
@@ -178,6 +192,10 @@ absl::StatusOr<c10::IValue> Interpreter::Run(const std::vector<c10::IValue>& inp
     return absl::InvalidArgumentError(absl::StrCat("preparing the run: ", FirstLine(e.what())));
   }
   if (observer && observer->Finished()) return c10::IValue();
+  if (profile) {
+    profile->setup_seconds += Seconds(start, Clock::now());
+    ++profile->runs;
+  }
 
   ASSIGN_OR_RETURN(const bool completed, RunSteps(*steps_, state));
   if (!completed) return c10::IValue();
@@ -192,8 +210,11 @@ absl::StatusOr<bool> Interpreter::RunSteps(const Steps& steps, RunState& state) 
   using namespace internal_interpreter;
   std::vector<c10::IValue>& env = state.env;
   ValueObserver* observer = state.observer;
+  RunProfile* profile = state.profile;
   for (const Step& step : steps) {
     const Node& n = *step.node;
+    Clock::time_point t0, t1;
+    if (profile) t0 = Clock::now();
     try {
       if (!step.blocks.empty()) {
         bool finished = false;
@@ -207,7 +228,8 @@ absl::StatusOr<bool> Interpreter::RunSteps(const Steps& steps, RunState& state) 
         const bool inplace = step.inplace && state.may_overwrite;
         // A bypassed node's output aliases its input, which the observer may then
         // overwrite: only when no one else reads that input.
-        if (observer && inplace && n.kind == OpKind::kRelu && observer->Bypasses(n)) {
+        if (observer && inplace && (n.kind == OpKind::kRelu || n.kind == OpKind::kClip) &&
+            observer->Bypasses(n)) {
           env[n.outputs[0]] = stack[0];
         } else if (n.outputs.size() == 1 && step.def && step.def->run &&
                    step.def->run(n, stack, inplace, out)) {
@@ -222,6 +244,7 @@ absl::StatusOr<bool> Interpreter::RunSteps(const Steps& steps, RunState& state) 
           for (size_t k = 0; k < n.outputs.size(); ++k) env[n.outputs[k]] = std::move(stack[first + k]);
         }
       }
+      if (profile) t1 = Clock::now();
       if (observer) {
         for (int out : n.outputs) observer->OnValue(graph_.values[out], env[out]);
       }
@@ -231,6 +254,16 @@ absl::StatusOr<bool> Interpreter::RunSteps(const Steps& steps, RunState& state) 
       return absl::InvalidArgumentError(absl::StrCat(Where(n), FirstLine(e.what())));
     }
     if (observer && observer->Finished()) return false;
+    if (profile) {
+      const Clock::time_point t2 = Clock::now();
+      for (int v : step.release) env[v] = c10::IValue();
+      RunProfile::Op& op = profile->by_op[n.op];
+      ++op.calls;
+      // A control-flow node's time is its blocks', which their own nodes report.
+      if (step.blocks.empty()) op.op_seconds += Seconds(t0, t1) + Seconds(t2, Clock::now());
+      op.observer_seconds += Seconds(t1, t2);
+      continue;
+    }
     for (int v : step.release) env[v] = c10::IValue();
   }
   return true;

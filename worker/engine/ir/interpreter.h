@@ -4,7 +4,9 @@
 #pragma once
 
 #include <functional>
+#include <map>
 #include <memory>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -60,6 +62,20 @@ class ValueCapture : public ValueObserver {
   at::Tensor seen_;
 };
 
+/// Where runs spend their time, per op: the op's own time and the observer's time on
+/// the op's outputs (quantization, calibration statistics). Sums over every run it is
+/// given to; a profiled run reads the clock twice per node.
+struct RunProfile {
+  struct Op {
+    int64_t calls = 0;
+    double op_seconds = 0.0;        // the op, and freeing the values it read last
+    double observer_seconds = 0.0;  // the observer on its outputs
+  };
+  std::map<std::string, Op> by_op;  // by op name ("aten::_convolution")
+  double setup_seconds = 0.0;       // parameters and inputs, before the first op
+  int runs = 0;
+};
+
 class Interpreter {
  public:
   /// `graph` must outlive the interpreter. A graph edited later needs a new interpreter.
@@ -72,8 +88,10 @@ class Interpreter {
   /// Runs the model. Returns the single output, or a tuple for several.
   /// Errors (shape mismatch, wrong input count, an op or observer throwing) name the
   /// failing node and op.
+  /// `profile`, when given, gets the run's time per op added to it.
   absl::StatusOr<c10::IValue> Run(const std::vector<c10::IValue>& inputs,
-                                  ValueObserver* observer = nullptr) const;
+                                  ValueObserver* observer = nullptr,
+                                  RunProfile* profile = nullptr) const;
 
   /// Convenience: one tensor in, one tensor out.
   absl::StatusOr<at::Tensor> Forward(const at::Tensor& input,

@@ -3,12 +3,158 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <mutex>
+#include <vector>
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define QOPT_AVX2_DISPATCH 1
+#endif
 
 #include "absl/strings/str_cat.h"
 
 namespace qopt {
+namespace internal_histogram {
+
+// Per thread, counts go to one histogram per vector lane (kLanes of them), summed at the
+// end: a run of equal values (a ReLU's zeros) would otherwise make every increment wait
+// for the one before it on the same counter. Counters are 32-bit, so a thread bins at
+// most kBlock values between merges.
+constexpr int kLanes = 8;
+constexpr int64_t kBlock = int64_t{1} << 30;
+
+struct Block {
+  float lo, per_unit, last;
+  int bins;
+  uint32_t* lanes;  // kLanes * bins
+  float mn, mx;     // of the finite values
+  bool bad;         // a value that is not finite
+};
+
+void Scalar(const float* x, int64_t n, Block& b) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = x[i];
+    if (!std::isfinite(v)) {
+      b.bad = true;
+      continue;
+    }
+    b.mn = v < b.mn ? v : b.mn;
+    b.mx = v > b.mx ? v : b.mx;
+    float f = (v - b.lo) * b.per_unit;
+    f = f > 0.0f ? f : 0.0f;
+    f = f < b.last ? f : b.last;
+    ++b.lanes[static_cast<int>(f)];
+  }
+}
+
+#if defined(__SSE2__)
+void Sse2(const float* x, int64_t n, Block& b) {
+  const __m128 v_lo = _mm_set1_ps(b.lo), v_per_unit = _mm_set1_ps(b.per_unit), v_last = _mm_set1_ps(b.last),
+               v_zero = _mm_setzero_ps();
+  __m128 v_mn = _mm_set1_ps(b.mn), v_mx = _mm_set1_ps(b.mx), v_bad = _mm_setzero_ps();
+  alignas(16) int32_t index[4];
+  const int bins = b.bins;
+  uint32_t* h = b.lanes;
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const __m128 v = _mm_loadu_ps(x + i);
+    const __m128 d = _mm_sub_ps(v, v);  // NaN where v is not finite
+    v_bad = _mm_or_ps(v_bad, _mm_cmpunord_ps(d, d));
+    v_mn = _mm_min_ps(v, v_mn);  // NaN keeps the second operand
+    v_mx = _mm_max_ps(v, v_mx);
+    __m128 f = _mm_mul_ps(_mm_sub_ps(v, v_lo), v_per_unit);
+    f = _mm_min_ps(_mm_max_ps(f, v_zero), v_last);  // NaN becomes 0 in max
+    _mm_store_si128(reinterpret_cast<__m128i*>(index), _mm_cvttps_epi32(f));
+    ++h[index[0]];
+    ++h[bins + index[1]];
+    ++h[2 * bins + index[2]];
+    ++h[3 * bins + index[3]];
+  }
+  alignas(16) float lanes[4];
+  _mm_store_ps(lanes, v_mn);
+  b.mn = std::min({lanes[0], lanes[1], lanes[2], lanes[3]});
+  _mm_store_ps(lanes, v_mx);
+  b.mx = std::max({lanes[0], lanes[1], lanes[2], lanes[3]});
+  b.bad = b.bad || _mm_movemask_ps(v_bad) != 0;
+  Scalar(x + i, n - i, b);
+}
+#endif
+
+#if defined(QOPT_AVX2_DISPATCH)
+// Sse2 eight values at a time, on CPUs with AVX2 (the build targets plain x86-64).
+__attribute__((target("avx2"))) void Avx2(const float* x, int64_t n, Block& b) {
+  const __m256 v_lo = _mm256_set1_ps(b.lo), v_per_unit = _mm256_set1_ps(b.per_unit),
+               v_last = _mm256_set1_ps(b.last), v_zero = _mm256_setzero_ps();
+  __m256 v_mn = _mm256_set1_ps(b.mn), v_mx = _mm256_set1_ps(b.mx), v_bad = _mm256_setzero_ps();
+  alignas(32) int32_t index[8];
+  const int bins = b.bins;
+  uint32_t* h = b.lanes;
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 v = _mm256_loadu_ps(x + i);
+    const __m256 d = _mm256_sub_ps(v, v);
+    v_bad = _mm256_or_ps(v_bad, _mm256_cmp_ps(d, d, _CMP_UNORD_Q));
+    v_mn = _mm256_min_ps(v, v_mn);
+    v_mx = _mm256_max_ps(v, v_mx);
+    __m256 f = _mm256_mul_ps(_mm256_sub_ps(v, v_lo), v_per_unit);
+    f = _mm256_min_ps(_mm256_max_ps(f, v_zero), v_last);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(index), _mm256_cvttps_epi32(f));
+    for (int k = 0; k < 8; ++k) ++h[k * bins + index[k]];
+  }
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, v_mn);
+  for (float l : lanes) b.mn = std::min(b.mn, l);
+  _mm256_store_ps(lanes, v_mx);
+  for (float l : lanes) b.mx = std::max(b.mx, l);
+  b.bad = b.bad || _mm256_movemask_ps(v_bad) != 0;
+  Scalar(x + i, n - i, b);
+}
+#endif
+
+void CountBlock(const float* x, int64_t n, Block& b) {
+#if defined(QOPT_AVX2_DISPATCH)
+  static const bool avx2 = __builtin_cpu_supports("avx2");
+  if (avx2) return Avx2(x, n, b);
+#endif
+#if defined(__SSE2__)
+  Sse2(x, n, b);
+#else
+  Scalar(x, n, b);
+#endif
+}
+
+bool CountBins(const float* x, int64_t n, float lo, float hi, int bins, double* counts) {
+  std::vector<double> sum(bins, 0.0);
+  bool outside = false;
+  std::mutex merge;
+  at::parallel_for(0, n, 1 << 16, [&](int64_t begin, int64_t end) {
+    std::vector<uint32_t> lanes(static_cast<size_t>(kLanes) * bins);
+    Block b{lo, static_cast<float>(bins) / (hi - lo), static_cast<float>(bins - 1), bins, lanes.data(),
+            std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity(), false};
+    std::vector<double> local(bins, 0.0);
+    for (int64_t from = begin; from < end; from += kBlock) {
+      std::fill(lanes.begin(), lanes.end(), 0u);
+      CountBlock(x + from, std::min(end - from, kBlock), b);
+      for (int k = 0; k < kLanes; ++k) {
+        for (int i = 0; i < bins; ++i) local[i] += lanes[static_cast<size_t>(k) * bins + i];
+      }
+    }
+    std::lock_guard<std::mutex> lock(merge);
+    outside = outside || b.bad || b.mn < lo || b.mx > hi;
+    for (int i = 0; i < bins; ++i) sum[i] += local[i];
+  });
+  if (outside) return false;
+  for (int i = 0; i < bins; ++i) counts[i] += sum[i];
+  return true;
+}
+
+}  // namespace internal_histogram
 
 std::string_view AimetQuantScheme(CalibrationMethod m) {
   switch (m) {
@@ -40,6 +186,15 @@ void Histogram::Rebin(double lo, double hi) {
 void Histogram::Update(const at::Tensor& x) {
   if (x.numel() == 0) return;
   at::Tensor flat = x.detach().reshape({-1}).to(at::kFloat);
+  const bool cpu = flat.device().is_cpu();
+  if (cpu) flat = flat.contiguous();
+  // Most batches fall within the range seen so far: one pass bins them and checks that.
+  if (cpu && total_ > 0.0 &&
+      internal_histogram::CountBins(flat.data_ptr<float>(), flat.numel(), static_cast<float>(lo_),
+                                    static_cast<float>(hi_), kBins, counts_.data())) {
+    total_ += static_cast<double>(flat.numel());
+    return;
+  }
   auto [mn_t, mx_t] = at::aminmax(flat);
   double mn = mn_t.item<double>(), mx = mx_t.item<double>();
   if (!std::isfinite(mn) || !std::isfinite(mx)) {
@@ -55,9 +210,17 @@ void Histogram::Update(const at::Tensor& x) {
   } else if (mn < lo_ || mx > hi_) {
     Rebin(std::min(mn, lo_), std::max(mx, hi_));
   }
-  at::Tensor h = at::histc(flat, kBins, lo_, hi_).to(at::kCPU).to(at::kDouble);
-  const double* p = h.data_ptr<double>();
-  for (int i = 0; i < kBins; ++i) counts_[i] += p[i];
+  if (cpu) {
+    // The range holds every value now: lo_ and hi_ are the float extremes seen (or hi_
+    // is widened), so their float roundings still hold them.
+    TORCH_CHECK(internal_histogram::CountBins(flat.data_ptr<float>(), flat.numel(), static_cast<float>(lo_),
+                                              static_cast<float>(hi_), kBins, counts_.data()),
+                "histogram: a value outside the range [", lo_, ", ", hi_, "] just computed from it");
+  } else {
+    at::Tensor h = at::histc(flat, kBins, lo_, hi_).to(at::kCPU).to(at::kDouble);
+    const double* p = h.data_ptr<double>();
+    for (int i = 0; i < kBins; ++i) counts_[i] += p[i];
+  }
   total_ += static_cast<double>(flat.numel());
 }
 

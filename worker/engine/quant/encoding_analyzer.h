@@ -20,6 +20,13 @@ namespace qopt {
 /// AIMET's quant_scheme string for the encodings file ("post_training_tf_enhanced").
 std::string_view AimetQuantScheme(CalibrationMethod m);
 
+namespace internal_histogram {
+/// Adds to counts[0, bins) how many of x[0, n) fall in each of `bins` equal bins over
+/// [lo, hi] (hi in the last), as at::histc bins them, in one parallel pass. Returns false,
+/// counts untouched, when a value is outside [lo, hi] or not finite.
+bool CountBins(const float* x, int64_t n, float lo, float hi, int bins, double* counts);
+}  // namespace internal_histogram
+
 /// Histogram of every value seen, over a range that grows as batches arrive
 /// (old counts are re-binned when it does).
 class Histogram {

@@ -317,7 +317,7 @@ absl::Status QuantSim::RefreshParam(int value_id) {
 
 absl::Status QuantSim::ObserveBatch(const std::vector<c10::IValue>& inputs) {
   mode_ = Mode::kCalibrate;
-  auto out = interpreter_.Run(inputs, this);
+  auto out = interpreter_.Run(inputs, this, profile_);
   mode_ = Mode::kSimulate;
   return out.status();
 }
@@ -407,9 +407,9 @@ absl::StatusOr<c10::IValue> QuantSim::Run(const std::vector<c10::IValue>& inputs
 }
 
 absl::StatusOr<c10::IValue> QuantSim::Interpret(const std::vector<c10::IValue>& inputs, ValueObserver* tap) {
-  if (tap == nullptr) return interpreter_.Run(inputs, this);
+  if (tap == nullptr) return interpreter_.Run(inputs, this, profile_);
   internal_quantsim::Tapped tapped(this, tap);
-  return interpreter_.Run(inputs, &tapped);
+  return interpreter_.Run(inputs, &tapped, profile_);
 }
 
 absl::StatusOr<at::Tensor> QuantSim::Forward(const at::Tensor& input) {
@@ -504,16 +504,47 @@ void QuantSim::OnParam(const Value& param, at::Tensor& tensor) {
   }
 }
 
+namespace internal_quantsim {
+
+// The ceiling of a clip node whose floor is 0, both bounds scalar constants (ReLU6,
+// hardtanh(x, 0, c), clamp(x, 0, c)); nullopt for any other.
+std::optional<double> RectifierCeiling(const Graph& g, const Node& n) {
+  if (n.op == "aten::relu6" || n.op == "aten::relu6_") return 6.0;
+  if (n.inputs.size() < 3) return std::nullopt;
+  auto scalar = [&](int vid) -> std::optional<double> {
+    const auto& c = g.values[vid].constant;
+    if (!c) return std::nullopt;
+    if (c->isDouble()) return c->toDouble();
+    if (c->isInt()) return static_cast<double>(c->toInt());
+    return std::nullopt;
+  };
+  const std::optional<double> lo = scalar(n.inputs[1]), hi = scalar(n.inputs[2]);
+  if (!lo || !hi || *lo != 0.0) return std::nullopt;
+  return hi;
+}
+
+}  // namespace internal_quantsim
+
 // quantize(relu(x)) == quantize(x) when the grid's lowest value is zero (offset 0):
-// negatives clamp to zero either way, so the ReLU pass can be skipped.
+// negatives clamp to zero either way, so the ReLU pass can be skipped. The same holds for
+// a clip to [0, c] whose ceiling c is at or above the grid's top level (c / scale rounds
+// to it): values above c land on the top level either way.
 bool QuantSim::Bypasses(const Node& node) const {
-  if (mode_ != Mode::kSimulate || node.kind != OpKind::kRelu || node.outputs.size() != 1) {
+  const bool relu = node.kind == OpKind::kRelu;
+  if (mode_ != Mode::kSimulate || !(relu || node.kind == OpKind::kClip) || node.outputs.size() != 1) {
     return false;
   }
   auto it = act_quantizers_.find(node.outputs[0]);
   if (it == act_quantizers_.end()) return false;
   const Quantizer& q = it->second;
-  return q.enabled() && q.axis() < 0 && q.has_encodings() && q.encodings()[0].offset == 0;
+  if (!q.enabled() || q.axis() >= 0 || !q.has_encodings() || q.encodings()[0].offset != 0) return false;
+  if (relu) return true;
+  const std::optional<double> ceiling = internal_quantsim::RectifierCeiling(graph_, node);
+  if (!ceiling) return false;
+  // As the fake-quantize loop computes the level, with a quarter step to spare.
+  const Encoding& e = q.encodings()[0];
+  const float level = static_cast<float>(*ceiling) * (1.0f / static_cast<float>(e.scale));
+  return level >= static_cast<float>(e.quant_max()) - 0.25f;
 }
 
 void QuantSim::OnValue(const Value& value, c10::IValue& v) {

@@ -119,6 +119,10 @@ class QuantSim : public ValueObserver {
   /// weight, FailedPrecondition when an activation has no statistics (encodings loaded
   /// from a file, or not calibrated yet).
   absl::Status ChangeQuantizer(int value_id, const QuantizerChange& change);
+  /// Adds the time of every later run (calibration, simulated and floating-point passes)
+  /// per op to `profile`; nullptr stops. The profile must outlive its use.
+  void set_profile(RunProfile* profile) { profile_ = profile; }
+
   /// Value id of the activation at `site`, or -1.
   int FindActivation(const std::string& layer, bool is_input, int index) const;
 
@@ -147,6 +151,7 @@ class QuantSim : public ValueObserver {
   std::map<int, at::Tensor> float_refs_;
   std::set<int> non_float_;  // activations calibration saw as integer or bool tensors
   Mode mode_ = Mode::kSimulate;
+  RunProfile* profile_ = nullptr;
 };
 
 }  // namespace qopt
