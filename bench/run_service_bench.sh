@@ -25,3 +25,19 @@ for what in upload download; do
   s=$(sed -n "s/^$what [0-9]* MiB: \([0-9.]*\) s.*/\1/p" "$work/bench.log")
   echo "$what throughput / cp throughput: $(/usr/bin/python3 -c "print('%.3f' % ($cp_s / $s))") (goal >= 0.8)"
 done
+# RECORD=1: the upload and download figures go to bench/results/speed.json as the row
+# {"benchmark": "service", ...}, replacing the last one.
+[ "${RECORD:-0}" = 1 ] || exit 0
+/usr/bin/python3 - "$root/bench/results/speed.json" "$work/bench.log" "$cp_s" "$(nproc)" <<'PY'
+import datetime, json, re, sys
+path, log, cp_s, cores = sys.argv[1], open(sys.argv[2]).read(), float(sys.argv[3]), int(sys.argv[4])
+row = {"benchmark": "service", "model": "512 MiB blob", "cores": cores, "cp_sync_seconds": cp_s,
+       "date": datetime.date.today().isoformat()}
+for what in ("upload", "download"):
+    m = re.search(r"^%s \d+ MiB: ([0-9.]+) s" % what, log, re.M)
+    row[what + "_seconds"] = float(m.group(1))
+    row[what + "_over_cp"] = round(cp_s / float(m.group(1)), 3)
+rows = [r for r in json.load(open(path)) if r.get("benchmark") != "service"]
+json.dump(rows + [row], open(path, "w"), indent=1)
+print("speed.json: service row", row)
+PY
