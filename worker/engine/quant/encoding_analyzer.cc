@@ -87,26 +87,88 @@ void Sse2(const float* x, int64_t n, Block& b) {
 #endif
 
 #if defined(QOPT_AVX2_DISPATCH)
-// Sse2 eight values at a time, on CPUs with AVX2 (the build targets plain x86-64).
-__attribute__((target("avx2"))) void Avx2(const float* x, int64_t n, Block& b) {
+// For each 8-bit mask, the lane order that moves the lanes it sets to the front.
+struct PackOrder {
+  alignas(32) int32_t lanes[256][8];
+  PackOrder() {
+    for (int mask = 0; mask < 256; ++mask) {
+      int k = 0;
+      for (int lane = 0; lane < 8; ++lane) {
+        if (mask >> lane & 1) lanes[mask][k++] = lane;
+      }
+      while (k < 8) lanes[mask][k++] = 0;
+    }
+  }
+};
+
+// Sse2 eight values at a time, on CPUs with AVX2 (the build targets plain x86-64). Values
+// in the first or the last bin (a ReLU's zeros, a clip's ceiling: often half of a tensor)
+// are counted by population count, and only the others are packed into a buffer and
+// counted one by one from there. A chunk with under a quarter of its values in those bins
+// makes the next one count every value directly: packing would only add work.
+__attribute__((target("avx2,popcnt"))) void Avx2(const float* x, int64_t n, Block& b) {
+  static const PackOrder order;
+  constexpr int64_t kChunk = 4096;
   const __m256 v_lo = _mm256_set1_ps(b.lo), v_per_unit = _mm256_set1_ps(b.per_unit),
                v_last = _mm256_set1_ps(b.last), v_zero = _mm256_setzero_ps();
+  const __m256i first_bin = _mm256_setzero_si256(), last_bin = _mm256_set1_epi32(b.bins - 1);
   __m256 v_mn = _mm256_set1_ps(b.mn), v_mx = _mm256_set1_ps(b.mx), v_bad = _mm256_setzero_ps();
-  alignas(32) int32_t index[8];
+  alignas(32) int32_t packed[kChunk + 8];
   const int bins = b.bins;
   uint32_t* h = b.lanes;
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    const __m256 v = _mm256_loadu_ps(x + i);
-    const __m256 d = _mm256_sub_ps(v, v);
-    v_bad = _mm256_or_ps(v_bad, _mm256_cmp_ps(d, d, _CMP_UNORD_Q));
-    v_mn = _mm256_min_ps(v, v_mn);
-    v_mx = _mm256_max_ps(v, v_mx);
-    __m256 f = _mm256_mul_ps(_mm256_sub_ps(v, v_lo), v_per_unit);
-    f = _mm256_min_ps(_mm256_max_ps(f, v_zero), v_last);
-    _mm256_store_si256(reinterpret_cast<__m256i*>(index), _mm256_cvttps_epi32(f));
-    for (int k = 0; k < 8; ++k) ++h[k * bins + index[k]];
+  int64_t in_first = 0, in_last = 0, i = 0;
+  bool pack = true;
+  while (n - i >= 8) {
+    const int64_t end = i + std::min(kChunk, (n - i) & ~int64_t{7});
+    const int64_t values = end - i;
+    int64_t at_ends = 0, kept = 0;
+    for (; i < end; i += 8) {
+      const __m256 v = _mm256_loadu_ps(x + i);
+      const __m256 d = _mm256_sub_ps(v, v);  // NaN where v is not finite
+      v_bad = _mm256_or_ps(v_bad, _mm256_cmp_ps(d, d, _CMP_UNORD_Q));
+      v_mn = _mm256_min_ps(v, v_mn);  // NaN keeps the second operand
+      v_mx = _mm256_max_ps(v, v_mx);
+      __m256 f = _mm256_mul_ps(_mm256_sub_ps(v, v_lo), v_per_unit);
+      f = _mm256_min_ps(_mm256_max_ps(f, v_zero), v_last);  // NaN becomes 0 in max
+      const __m256i index = _mm256_cvttps_epi32(f);
+      const unsigned low = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(index, first_bin)));
+      const unsigned high = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(index, last_bin)));
+      at_ends += __builtin_popcount(low | high);
+      if (pack) {
+        in_first += __builtin_popcount(low);
+        in_last += __builtin_popcount(high & ~low);
+        const unsigned keep = ~(low | high) & 0xFF;
+        const __m256i lanes = _mm256_load_si256(reinterpret_cast<const __m256i*>(order.lanes[keep]));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(packed + kept), _mm256_permutevar8x32_epi32(index, lanes));
+        kept += __builtin_popcount(keep);
+      } else {
+        // Two indices per 64-bit move: a store of the vector and eight 32-bit loads would
+        // stall on store forwarding.
+        const __m128i a = _mm256_castsi256_si128(index), c = _mm256_extracti128_si256(index, 1);
+        const uint64_t p0 = _mm_cvtsi128_si64(a), p1 = _mm_extract_epi64(a, 1);
+        const uint64_t p2 = _mm_cvtsi128_si64(c), p3 = _mm_extract_epi64(c, 1);
+        ++h[static_cast<uint32_t>(p0)];
+        ++h[bins + (p0 >> 32)];
+        ++h[2 * bins + static_cast<uint32_t>(p1)];
+        ++h[3 * bins + (p1 >> 32)];
+        ++h[4 * bins + static_cast<uint32_t>(p2)];
+        ++h[5 * bins + (p2 >> 32)];
+        ++h[6 * bins + static_cast<uint32_t>(p3)];
+        ++h[7 * bins + (p3 >> 32)];
+      }
+    }
+    int64_t j = 0;
+    for (; j + 4 <= kept; j += 4) {
+      ++h[packed[j]];
+      ++h[bins + packed[j + 1]];
+      ++h[2 * bins + packed[j + 2]];
+      ++h[3 * bins + packed[j + 3]];
+    }
+    for (; j < kept; ++j) ++h[packed[j]];
+    pack = 4 * at_ends >= values;
   }
+  h[0] += static_cast<uint32_t>(in_first);
+  h[bins - 1] += static_cast<uint32_t>(in_last);
   alignas(32) float lanes[8];
   _mm256_store_ps(lanes, v_mn);
   for (float l : lanes) b.mn = std::min(b.mn, l);
