@@ -254,17 +254,15 @@ absl::StatusOr<bool> Interpreter::RunSteps(const Steps& steps, RunState& state) 
       return absl::InvalidArgumentError(absl::StrCat(Where(n), FirstLine(e.what())));
     }
     if (observer && observer->Finished()) return false;
+    const Clock::time_point t2 = profile ? Clock::now() : Clock::time_point();
+    for (int v : step.release) env[v] = c10::IValue();
     if (profile) {
-      const Clock::time_point t2 = Clock::now();
-      for (int v : step.release) env[v] = c10::IValue();
       RunProfile::Op& op = profile->by_op[n.op];
       ++op.calls;
       // A control-flow node's time is its blocks', which their own nodes report.
       if (step.blocks.empty()) op.op_seconds += Seconds(t0, t1) + Seconds(t2, Clock::now());
       op.observer_seconds += Seconds(t1, t2);
-      continue;
     }
-    for (int v : step.release) env[v] = c10::IValue();
   }
   return true;
 }
