@@ -23,6 +23,7 @@
 
 #include "qopt/v1/service.grpc.pb.h"
 #include "sha256.h"
+#include "stream_memory.h"
 
 namespace {
 
@@ -174,6 +175,7 @@ std::string Download(qopt::v1::JobService::Stub& jobs, const std::string& job_id
 }  // namespace
 
 int main(int argc, char** argv) {
+  qopt::KeepStreamBuffersForReuse();  // as the CLI does
   std::string server, file, download_to;
   int jobs = 1000, watchers = 200;
   for (int i = 1; i + 1 < argc; i += 2) {

@@ -10,6 +10,7 @@
 #include "commands.h"
 #include "file_text.h"
 #include "errors.h"
+#include "stream_memory.h"
 
 namespace {
 
@@ -60,6 +61,7 @@ void AddRecordCommands(CLI::App& app, qopt::cli::RecordKind kind, Command* comma
 
 int main(int argc, char** argv) {
   using namespace qopt::cli;
+  qopt::KeepStreamBuffersForReuse();  // uploads and downloads stream MiB-sized messages
   CLI::App app{"qopt: submit, follow and fetch model-optimization jobs on a qopt-server"};
   app.footer(
       "Environment:\n"

@@ -1,6 +1,5 @@
 // qopt-server: the job service. Stores jobs in SQLite (WAL) and blobs as content-addressed
 // files under --data-dir, leases jobs to workers, and optionally runs local workers.
-#include <malloc.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
@@ -22,6 +21,7 @@
 #include "api/malformed_request.h"
 #include "api/services.h"
 #include "file_text.h"
+#include "stream_memory.h"
 
 namespace {
 
@@ -61,19 +61,6 @@ bool IsLoopback(const std::string& listen) {
   return host == "127.0.0.1" || host == "localhost" || host == "[::1]" || host == "::1";
 }
 
-// gRPC receives a streamed message into buffers of up to a few MiB and frees them once it
-// is parsed. glibc's defaults hand such buffers back to the kernel (munmap, or trimming an
-// arena with madvise), so the next message faults every page in again: in a 512 MiB upload
-// page faults took a third of the server's CPU on a 2-core VM and doubled the upload's time
-// (perf, bench/results/service.md). Keeping freed memory for reuse ends that; an idle server
-// holds at most kKeepFreedBytes more per malloc arena.
-void KeepFreedMemoryForReuse() {
-  constexpr int kLargestMmapBytes = 32 << 20;  // glibc's own ceiling for its dynamic threshold
-  constexpr int kKeepFreedBytes = 64 << 20;
-  mallopt(M_MMAP_THRESHOLD, kLargestMmapBytes);
-  mallopt(M_TRIM_THRESHOLD, kKeepFreedBytes);
-}
-
 // Removes expired .part files and blobs nothing refers to; logs what it freed.
 void CollectGarbage(qopt::server::Catalog& catalog, int64_t part_max_age_ms) {
   auto collected = catalog.CollectGarbage(part_max_age_ms);
@@ -92,7 +79,7 @@ void CollectGarbage(qopt::server::Catalog& catalog, int64_t part_max_age_ms) {
 
 int main(int argc, char** argv) {
   using namespace qopt::server;
-  KeepFreedMemoryForReuse();
+  qopt::KeepStreamBuffersForReuse();
   CLI::App app{"qopt-server: the qopt job service"};
   std::string listen = "127.0.0.1:50051", data_dir, auth_file, metrics_listen, tls_cert, tls_key,
               worker_binary = DefaultWorkerBinary();
