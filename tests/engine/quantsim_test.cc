@@ -1,6 +1,8 @@
 // QuantSim: placement from configs, calibration, simulated forward on every fixture.
 #include "quant/quantsim.h"
 
+#include <cstdio>
+
 #include <ATen/ATen.h>
 
 #include "data/dataset.h"
@@ -8,6 +10,7 @@
 #include "export/encodings_json.h"
 #include "ir/import.h"
 #include "passes/batch_norm_fold.h"
+#include "passes/cross_layer_equalization.h"
 #include "quant/quantsim_config.h"
 #include "test_util.h"
 
@@ -305,6 +308,61 @@ TEST(QuantSimTest, SkippedRectifiersLeaveTheOutputUnchanged) {
   const at::Tensor x = Batches(2).back() * 3.0;
   KeepsValues keep;
   EXPECT_TRUE(at::equal(*sim->Forward(x), sim->Run({x}, &keep)->toTensor()));
+}
+
+// Cross-layer equalization leaves MobileNetV2's ReLU6s as clamps with a ceiling per
+// channel: one is skipped exactly when its lowest ceiling reaches the grid's top, and the
+// output stays the same to the bit.
+TEST(QuantSimTest, PerChannelClipsAreSkippedOnlyBelowTheirLowestCeiling) {
+  at::NoGradGuard no_grad;
+  Graph g = FoldedGraph("mobilenet_v2.pt");
+  ASSERT_THAT(CrossLayerEqualize(g, CleOptions{/*high_bias_absorption=*/false}), IsOk());
+  QuantSimOptions w8a8;
+  w8a8.per_channel = true;
+  auto sim = Calibrated(g, w8a8);
+  int per_channel = 0, skipped = 0, expected = 0;
+  for (const Node* n : g.LiveNodes()) {
+    if (n->kind != OpKind::kClip || n->Param("clip_max") < 0) continue;
+    const at::Tensor ceiling = g.values[n->Param("clip_max")].constant->toTensor();
+    if (ceiling.numel() < 2) continue;
+    ++per_channel;
+    const Encoding& e = sim->activation_quantizers().at(n->outputs[0]).encodings()[0];
+    const float top = ceiling.min().item<float>() * (1.0f / static_cast<float>(e.scale));
+    expected += e.offset == 0 && top >= static_cast<float>(e.quant_max()) - 0.25f;
+    skipped += sim->Bypasses(*n);
+  }
+  EXPECT_GT(per_channel, 10);
+  EXPECT_EQ(skipped, expected);
+  std::printf("%d of %d per-channel clips skipped as calibrated\n", skipped, per_channel);
+
+  // Calibration puts the grid's top near the highest ceiling, so none is skipped above;
+  // grids set by hand on the first such clip: one ending below its lowest ceiling (skipped),
+  // one ending between the lowest and the highest (kept). Both give the same output as
+  // running every node.
+  const Node* clip = nullptr;
+  for (const Node* n : g.LiveNodes()) {
+    if (!clip && n->kind == OpKind::kClip && n->Param("clip_max") >= 0 &&
+        g.values[n->Param("clip_max")].constant->toTensor().numel() > 1) {
+      clip = n;
+    }
+  }
+  ASSERT_NE(clip, nullptr);
+  const at::Tensor ceiling = g.values[clip->Param("clip_max")].constant->toTensor();
+  const double lowest = ceiling.min().item<double>(), highest = ceiling.max().item<double>();
+  ASSERT_GT(highest, 1.2 * lowest);
+  QuantSpec spec;
+  spec.symmetric = false;
+  const at::Tensor x = Batches(2).back() * 3.0;
+  for (const double top : {0.9 * lowest, 0.5 * (lowest + highest)}) {
+    ASSERT_THAT(sim->SetActivationEncodings(clip->outputs[0], {ComputeEncoding(0.0, top, spec)}, true), IsOk());
+    EXPECT_EQ(sim->Bypasses(*clip), top < lowest) << "grid top " << top << ", ceilings " << lowest << " to " << highest;
+    KeepsValues keep;
+    auto fast = sim->Forward(x);
+    auto full = sim->Run({x}, &keep);
+    ASSERT_THAT(fast, IsOk());
+    ASSERT_THAT(full, IsOk());
+    EXPECT_TRUE(at::equal(*fast, full->toTensor())) << "grid top " << top;
+  }
 }
 
 TEST(QuantSimTest, RunBeforeCalibrationIsAnError) {

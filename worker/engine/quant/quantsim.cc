@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "passes/pass_util.h"
 #include "status.h"
 
 namespace qopt {
@@ -504,31 +505,11 @@ void QuantSim::OnParam(const Value& param, at::Tensor& tensor) {
   }
 }
 
-namespace internal_quantsim {
-
-// The ceiling of a clip node whose floor is 0, both bounds scalar constants (ReLU6,
-// hardtanh(x, 0, c), clamp(x, 0, c)); nullopt for any other.
-std::optional<double> RectifierCeiling(const Graph& g, const Node& n) {
-  if (n.op == "aten::relu6" || n.op == "aten::relu6_") return 6.0;
-  if (n.inputs.size() < 3) return std::nullopt;
-  auto scalar = [&](int vid) -> std::optional<double> {
-    const auto& c = g.values[vid].constant;
-    if (!c) return std::nullopt;
-    if (c->isDouble()) return c->toDouble();
-    if (c->isInt()) return static_cast<double>(c->toInt());
-    return std::nullopt;
-  };
-  const std::optional<double> lo = scalar(n.inputs[1]), hi = scalar(n.inputs[2]);
-  if (!lo || !hi || *lo != 0.0) return std::nullopt;
-  return hi;
-}
-
-}  // namespace internal_quantsim
-
 // quantize(relu(x)) == quantize(x) when the grid's lowest value is zero (offset 0):
 // negatives clamp to zero either way, so the ReLU pass can be skipped. The same holds for
 // a clip to [0, c] whose ceiling c is at or above the grid's top level (c / scale rounds
-// to it): values above c land on the top level either way.
+// to it): values above c land on the top level either way. With a ceiling per channel (a
+// clip cross-layer equalization rescaled) the lowest one decides.
 bool QuantSim::Bypasses(const Node& node) const {
   const bool relu = node.kind == OpKind::kRelu;
   if (mode_ != Mode::kSimulate || !(relu || node.kind == OpKind::kClip) || node.outputs.size() != 1) {
@@ -539,11 +520,12 @@ bool QuantSim::Bypasses(const Node& node) const {
   const Quantizer& q = it->second;
   if (!q.enabled() || q.axis() >= 0 || !q.has_encodings() || q.encodings()[0].offset != 0) return false;
   if (relu) return true;
-  const std::optional<double> ceiling = internal_quantsim::RectifierCeiling(graph_, node);
-  if (!ceiling) return false;
+  const std::optional<ClipRange> clip = ClipBounds(graph_, node);
+  if (!clip || !clip->Rectifies()) return false;
+  const double ceiling = clip->hi.min().item<double>();
   // As the fake-quantize loop computes the level, with a quarter step to spare.
   const Encoding& e = q.encodings()[0];
-  const float level = static_cast<float>(*ceiling) * (1.0f / static_cast<float>(e.scale));
+  const float level = static_cast<float>(ceiling) * (1.0f / static_cast<float>(e.scale));
   return level >= static_cast<float>(e.quant_max()) - 0.25f;
 }
 
