@@ -50,6 +50,7 @@ from onnx import helper, numpy_helper
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "zoo"))
 import fashion_mnist  # noqa: E402
+import ort_int8_reference  # noqa: E402
 
 FMNIST = fashion_mnist.ROOT
 PREPROCESS = {"mean": [fashion_mnist.MEAN], "std": [fashion_mnist.STD]}
@@ -68,14 +69,15 @@ def npy_name(tensor):
     return re.sub(r"[^A-Za-z0-9_.-]", "_", tensor) + ".npy"
 
 
-def run_ort(runner, model_path, x, d, optimize=True):
+def run_ort(runner, model_path, x, d, optimize=True, save_optimized=None):
     """ONNX Runtime's outputs (name -> tensor) for input `x`; without `optimize`, graph
     optimizations are off, so Q / DQ run as the float ops they are defined as instead of
-    being fused into int8 kernels."""
+    being fused into int8 kernels. `save_optimized`: where to write the graph it ran."""
     os.makedirs(d, exist_ok=True)
     np.save(os.path.join(d, "in.npy"), x.numpy())
     r = subprocess.run([os.environ.get("QOPT_NODE", "node"), runner, model_path, d, os.path.join(d, "in.npy"),
-                        "--threads", "2"] + ([] if optimize else ["--no-optimize"]),
+                        "--threads", "2"] + ([] if optimize else ["--no-optimize"]) +
+                       (["--save-optimized", save_optimized] if save_optimized else []),
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if r.returncode != 0:
         raise RuntimeError("run_onnx failed on %s: %s" % (model_path, r.stderr.strip()))
@@ -359,6 +361,21 @@ def check_model(args, name, x, labels, tmp):
     # rounds differently at grid boundaries; those differences grow with depth, so the
     # check there is top-1.
     sim_ort = ort_output(args.runner, os.path.join(out, "model.onnx"), x, tmp, name + "_qdq")
+    # What the int8 kernels ONNX Runtime fused the QDQ pairs into compute, emulated from the
+    # graph it ran: the gap between the simulation and ONNX Runtime is that arithmetic
+    # (int32 bias, requantization, exact accumulation), not the export.
+    optimized = os.path.join(tmp, name + "_optimized.onnx")
+    images = x[:args.kernel_images]
+    ran = run_ort(args.runner, os.path.join(out, "model.onnx"), images, os.path.join(tmp, name + "_kernels"),
+                  save_optimized=optimized)[qdq.graph.output[0].name]
+    kernels = ort_int8_reference.run(onnx.load(optimized), images)
+    off = (kernels - ran).abs() / step
+    check(off.max().item() <= 1.0 + 1e-3,
+          "%s: ONNX Runtime's int8 output (optimizations on) is its kernels' integer arithmetic, emulated in PyTorch "
+          "from the graph it ran, within one output step (max %.3f steps, %.3f%% of values off by half a step or more; "
+          "the simulation is %.0f steps from both)" %
+          (name, off.max().item(), 100 * off.ge(0.5).float().mean().item(),
+           ((kernels - sim_ts[:args.kernel_images]).abs() / step).max().item()))
     top1_sim = (sim_ts.argmax(1) == labels).float().mean().item()
     top1_ort = (sim_ort.argmax(1) == labels).float().mean().item()
     report = json.load(open(os.path.join(out, "report.json")))
@@ -441,6 +458,7 @@ def main():
     p.add_argument("--models", help="default: the zoo, and the fixtures with --fixtures")
     p.add_argument("--images", type=int, default=2000)
     p.add_argument("--node-images", type=int, default=100, help="inputs for the node-by-node checks")
+    p.add_argument("--kernel-images", type=int, default=500, help="inputs for the int8 kernel emulation")
     # MobileNetV2 and GoogLeNet are held to one step node by node, not end to end: a few
     # hundred half-step ties (x / scale in ONNX Runtime, x * (1 / scale) in PyTorch) and
     # accumulation order flip grid values, and their depth spreads those flips to the
