@@ -7,7 +7,10 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${QOPT_BUILD_DIR:-$root/build}
 QOPT_BUILD_TARGETS="qopt-server service_bench" bash "$root/scripts/build.sh" > /dev/null
-work=$(mktemp -d "$root/out/service-bench.XXXXXX" 2>/dev/null || mktemp -d)
+# Under out/ (ignored by git), on the disk the project is on: /tmp may be a RAM disk, where
+# cp + sync would measure memory.
+mkdir -p "$root/out"
+work=$(mktemp -d "$root/out/service-bench.XXXXXX")
 source "$root/scripts/qopt_server.sh"
 trap 'kill $QOPT_SERVER_PID 2>/dev/null || true; rm -rf "$work"' EXIT
 head -c $((512 << 20)) /dev/urandom > "$work/blob.bin"
