@@ -22,6 +22,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "qopt/v1/service.grpc.pb.h"
+#include "durable_file.h"
 #include "sha256.h"
 #include "stream_memory.h"
 
@@ -130,46 +131,27 @@ std::string PutArtifact(qopt::v1::WorkerService::Stub& workers, const qopt::v1::
   return s.ok() ? "" : s.error_message();
 }
 
-// Downloads artifact `name` of `job_id` into `path` as the CLI does (sha256 checked while
-// receiving), then fsyncs it, so the time compares with `cp` + `sync`.
+// Downloads artifact `name` of `job_id` into `path` as the CLI does (DurableFileWriter:
+// sha256 while receiving, fsync, rename), so the time compares with `cp` + `sync`.
 std::string Download(qopt::v1::JobService::Stub& jobs, const std::string& job_id, const std::string& name,
                      const std::string& path, const std::string& sha256) {
-  const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  if (fd < 0) return "cannot write " + path;
+  auto file = qopt::DurableFileWriter::Create(path);
+  if (!file.ok()) return std::string(file.status().message());
   grpc::ClientContext ctx;
   qopt::v1::DownloadArtifactRequest req;
   req.set_job_id(job_id);
   req.set_name(name);
   auto reader = jobs.DownloadArtifact(&ctx, req);
-  qopt::Sha256 hash;
   qopt::v1::Chunk chunk;
-  std::string err;
-  int64_t received = 0, flushed = 0;
-  while (err.empty() && reader->Read(&chunk)) {
-    hash.Update(chunk.data());
-    for (size_t done = 0; done < chunk.data().size();) {
-      const ssize_t n = write(fd, chunk.data().data() + done, chunk.data().size() - done);
-      if (n < 0) {
-        err = "cannot write " + path;
-        break;
-      }
-      done += static_cast<size_t>(n);
-    }
-    // Write back while the rest streams in, as the server does with an upload, so the
-    // fsync at the end finds little left.
-    received += static_cast<int64_t>(chunk.data().size());
-    if (received - flushed >= (8 << 20)) {
-      sync_file_range(fd, flushed, received - flushed, SYNC_FILE_RANGE_WRITE);
-      flushed = received;
-    }
-  }
-  if (!err.empty()) ctx.TryCancel();
+  absl::Status written;
+  while (written.ok() && reader->Read(&chunk)) written = (*file)->Append(chunk.data());
+  if (!written.ok()) ctx.TryCancel();
   grpc::Status s = reader->Finish();
-  if (err.empty() && !s.ok()) err = s.error_message();
-  if (err.empty() && fsync(fd) != 0) err = "cannot fsync " + path;
-  close(fd);
-  if (err.empty() && hash.HexDigest() != sha256) err = "downloaded bytes do not match the artifact's sha256";
-  return err;
+  if (!written.ok()) return std::string(written.message());
+  if (!s.ok()) return s.error_message();
+  if ((*file)->Digest().sha256 != sha256) return "downloaded bytes do not match the artifact's sha256";
+  absl::Status committed = (*file)->Commit();
+  return committed.ok() ? "" : std::string(committed.message());
 }
 
 }  // namespace

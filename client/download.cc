@@ -1,9 +1,10 @@
 #include "download.h"
 
 #include <filesystem>
-#include <fstream>
+#include <memory>
 
 #include "absl/strings/str_cat.h"
+#include "durable_file.h"
 #include "errors.h"
 #include "file_name.h"
 #include "job_format.h"
@@ -31,56 +32,34 @@ absl::StatusOr<v1::Artifact> FindArtifact(Connection& connection, const std::str
   return absl::NotFoundError(absl::StrCat("job ", job_id, " has no artifact ", name));
 }
 
-// Fills `partial`; returns the received bytes' sha256.
-absl::StatusOr<FileDigest> Receive(Connection& connection, const std::string& job_id,
-                                   const std::string& name, const std::string& partial) {
-  std::ofstream out(partial, std::ios::binary | std::ios::trunc);
-  if (!out) return UsageError(absl::StrCat("cannot write ", partial));
+// Streams `artifact` into `path` via `path`.partial (see DurableFileWriter), kept only once
+// its size and sha256 match and it is on disk.
+absl::Status Fetch(Connection& connection, const std::string& job_id, const v1::Artifact& artifact,
+                   const std::string& path) {
+  const std::string& name = artifact.name();
+  absl::StatusOr<std::unique_ptr<DurableFileWriter>> file = DurableFileWriter::Create(path);
+  if (!file.ok()) return UsageError(std::string(file.status().message()));
   v1::DownloadArtifactRequest request;
   request.set_job_id(job_id);
   request.set_name(name);
   auto context = connection.StreamContext();
   auto reader = connection.jobs().DownloadArtifact(context.get(), request);
-  Sha256 hash;
-  FileDigest received;
   v1::Chunk chunk;
   while (reader->Read(&chunk)) {
-    out.write(chunk.data().data(), static_cast<std::streamsize>(chunk.data().size()));
-    if (!out) {
+    if (absl::Status s = (*file)->Append(chunk.data()); !s.ok()) {
       context->TryCancel();
       static_cast<void>(reader->Finish());  // the local write error is the one to report
-      return absl::ResourceExhaustedError(absl::StrCat("cannot write ", partial));
+      return s;
     }
-    hash.Update(chunk.data());
-    received.size += static_cast<int64_t>(chunk.data().size());
   }
   RETURN_IF_ERROR(FromGrpc(reader->Finish()));
-  out.close();
-  if (!out) return absl::ResourceExhaustedError(absl::StrCat("cannot write ", partial));
-  received.sha256 = hash.HexDigest();
-  return received;
-}
-
-// Streams `artifact` into `path` via `path`.partial, renamed once size and sha256 match.
-absl::Status Fetch(Connection& connection, const std::string& job_id, const v1::Artifact& artifact,
-                   const std::string& path) {
-  const std::string& name = artifact.name();
-  const std::string partial = path + ".partial";
-  absl::StatusOr<FileDigest> received = Receive(connection, job_id, name, partial);
-  std::error_code ec;
-  if (!received.ok()) {
-    std::filesystem::remove(partial, ec);
-    return received.status();
-  }
-  if (received->sha256 != artifact.sha256() || received->size != artifact.size()) {
-    std::filesystem::remove(partial, ec);
-    return absl::DataLossError(absl::StrCat(name, ": received ", received->size, " bytes with sha256 ",
-                                            received->sha256, ", expected ", artifact.size(),
+  const FileDigest received = (*file)->Digest();
+  if (received.sha256 != artifact.sha256() || received.size != artifact.size()) {
+    return absl::DataLossError(absl::StrCat(name, ": received ", received.size, " bytes with sha256 ",
+                                            received.sha256, ", expected ", artifact.size(),
                                             " bytes with sha256 ", artifact.sha256()));
   }
-  std::filesystem::rename(partial, path, ec);
-  if (ec) return UsageError(absl::StrCat("cannot rename ", partial, " to ", path, ": ", ec.message()));
-  return absl::OkStatus();
+  return (*file)->Commit();
 }
 
 }  // namespace

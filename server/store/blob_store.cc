@@ -11,6 +11,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "durable_file.h"
 #include "status.h"
 
 namespace qopt::server {
@@ -150,26 +151,8 @@ absl::Status BlobUpload::Write(const std::string& bytes) {
   if (offset_ + static_cast<int64_t>(bytes.size()) > size_) {
     return absl::InvalidArgumentError(absl::StrCat("upload exceeds its declared size of ", size_, " bytes"));
   }
-  // Hash and write in slices small enough to stay in the CPU cache between the two
-  // passes: one pass over a whole 1 MiB chunk each measured 2-3x slower (bench/).
-  constexpr size_t kSlice = 64 << 10;
-  for (size_t at = 0; at < bytes.size(); at += kSlice) {
-    const size_t len = std::min(kSlice, bytes.size() - at);
-    hasher_->Update(absl::string_view(bytes.data() + at, len));
-    size_t done = 0;
-    while (done < len) {
-      const ssize_t n = write(fd_, bytes.data() + at + done, len - done);
-      if (n < 0) return absl::InternalError(absl::StrCat("cannot write blob ", sha256_, " to disk"));
-      done += static_cast<size_t>(n);
-    }
-  }
-  offset_ += static_cast<int64_t>(bytes.size());
-  // Start writing back what has arrived so far, so the disk works while the rest
-  // streams in and the fsync in Seal() finds little left to do.
-  constexpr int64_t kWriteBehind = 8 << 20;
-  if (offset_ - flushed_ >= kWriteBehind) {
-    sync_file_range(fd_, flushed_, offset_ - flushed_, SYNC_FILE_RANGE_WRITE);
-    flushed_ = offset_;
+  if (!HashAndWrite(fd_, bytes, *hasher_, offset_, flushed_).ok()) {
+    return absl::InternalError(absl::StrCat("cannot write blob ", sha256_, " to disk"));
   }
   return absl::OkStatus();
 }

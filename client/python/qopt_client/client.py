@@ -336,7 +336,7 @@ class Client:
 
     def _fetch(self, job_id, artifact, dest):
         """Streams `artifact` to dest via dest + ".partial", renamed once size and sha256
-        match; returns dest."""
+        match and it is on disk (fsync); returns dest."""
         _check_plain_file_name(artifact.name)
         name = artifact.name
         partial = dest + ".partial"
@@ -348,11 +348,14 @@ class Client:
                     out.write(chunk.data)
                     digest.update(chunk.data)
                     size += len(chunk.data)
+                out.flush()
+                os.fsync(out.fileno())  # on disk before it takes the final name
             if size != artifact.size or digest.hexdigest() != artifact.sha256:
                 raise QoptError("DATA_LOSS", (
                     f"{name}: received {size} bytes with sha256 {digest.hexdigest()}, "
                     f"expected {artifact.size} bytes with sha256 {artifact.sha256}"))
             os.replace(partial, dest)
+            _fsync_directory(os.path.dirname(os.path.abspath(dest)))
         except OSError as error:
             _remove_quietly(partial)
             raise QoptError("INVALID_ARGUMENT",
@@ -378,6 +381,20 @@ def _check_plain_file_name(name):
         why = "it contains a control character"
     if why:
         raise QoptError("INVALID_ARGUMENT", f"artifact {name!r} is not a plain file name: {why}")
+
+
+def _fsync_directory(path):
+    """Makes a rename in `path` durable (best effort: some file systems refuse)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _remove_quietly(path):
