@@ -7,9 +7,6 @@
 //
 //   service_bench --server HOST:PORT --file BIG_FILE [--download-to PATH] [--jobs 1000]
 //                 [--watchers 200]
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <atomic>
 #include <chrono>

@@ -56,6 +56,16 @@ absl::Status DurableFileWriter::Append(absl::string_view bytes) {
   return absl::OkStatus();
 }
 
+void SyncFolderOf(const std::string& path) {
+  std::filesystem::path dir = std::filesystem::path(path).parent_path();
+  if (dir.empty()) dir = ".";
+  const int fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd >= 0) {
+    fsync(fd);
+    close(fd);
+  }
+}
+
 FileDigest DurableFileWriter::Digest() { return FileDigest{hash_.HexDigest(), written_}; }
 
 absl::Status DurableFileWriter::Commit() {
@@ -68,14 +78,7 @@ absl::Status DurableFileWriter::Commit() {
   std::filesystem::rename(partial_, path_, ec);
   if (ec) return absl::InvalidArgumentError(absl::StrCat("cannot rename ", partial_, " to ", path_, ": ", ec.message()));
   committed_ = true;
-  // The rename is durable once the directory entry is.
-  std::filesystem::path dir = std::filesystem::path(path_).parent_path();
-  if (dir.empty()) dir = ".";
-  const int dfd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    fsync(dfd);
-    close(dfd);
-  }
+  SyncFolderOf(path_);
   return absl::OkStatus();
 }
 

@@ -24,6 +24,10 @@ namespace qopt {
 [[nodiscard]] absl::Status HashAndWrite(int fd, absl::string_view bytes, Sha256& hash, int64_t& written,
                                         int64_t& flushed);
 
+/// Makes a rename into `path`'s folder durable: fsyncs the folder (best effort, as some
+/// file systems refuse).
+void SyncFolderOf(const std::string& path);
+
 class DurableFileWriter {
  public:
   /// Creates (or truncates) `path`.partial. InvalidArgument when it cannot be created.

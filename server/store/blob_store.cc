@@ -186,12 +186,7 @@ absl::Status BlobUpload::Publish() {
   fs::rename(part_path_, final_path_, ec);
   if (ec) return absl::InternalError(absl::StrCat("cannot publish blob ", sha256_, ": ", ec.message()));
   sealed_ = false;
-  // The rename is durable once the directory entry is.
-  const int dir = open(fs::path(final_path_).parent_path().c_str(), O_RDONLY | O_DIRECTORY);
-  if (dir >= 0) {
-    fsync(dir);
-    close(dir);
-  }
+  SyncFolderOf(final_path_);  // the rename is durable once the directory entry is
   return absl::OkStatus();
 }
 

@@ -51,6 +51,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, os.path.join(ROOT, "zoo"))
 import fashion_mnist  # noqa: E402
 import ort_int8_reference  # noqa: E402
+from ort_int8_reference import attr  # noqa: E402
 
 FMNIST = fashion_mnist.ROOT
 PREPROCESS = {"mean": [fashion_mnist.MEAN], "std": [fashion_mnist.STD]}
@@ -94,13 +95,6 @@ def ort_output(runner, model_path, x, tmp, tag, optimize=True):
 
 # ONNX's ops as defined, in PyTorch, with qopt's simulation arithmetic for QuantizeLinear
 # (x * (1 / scale), rounded half to even). Each takes the node and its input tensors.
-def _attr(node, name, default=None):
-    for a in node.attribute:
-        if a.name == name:
-            return helper.get_attribute_value(a)
-    return default
-
-
 def _broadcast(t, axis, rank):
     if t.dim() == 0:
         return t
@@ -115,33 +109,33 @@ def _quantize(n, x, s, z):
 
 
 def _dequantize(n, q, s, z):
-    axis = _attr(n, "axis", 1)
+    axis = attr(n, "axis", 1)
     return (q.float() - _broadcast(z.float(), axis, q.dim())) * _broadcast(s.float(), axis, q.dim())
 
 
 def _conv(n, x, w, b=None):
-    pads = _attr(n, "pads")
-    kw = dict(stride=_attr(n, "strides"), padding=pads[:len(pads) // 2], dilation=_attr(n, "dilations"),
-              groups=_attr(n, "group", 1))
+    pads = attr(n, "pads")
+    kw = dict(stride=attr(n, "strides"), padding=pads[:len(pads) // 2], dilation=attr(n, "dilations"),
+              groups=attr(n, "group", 1))
     if n.op_type == "ConvTranspose":
-        return F.conv_transpose2d(x, w, b, output_padding=_attr(n, "output_padding", [0, 0]), **kw)
+        return F.conv_transpose2d(x, w, b, output_padding=attr(n, "output_padding", [0, 0]), **kw)
     return F.conv2d(x, w, b, **kw)
 
 
 def _pool(n, x):
-    pads = _attr(n, "pads")
-    kw = dict(kernel_size=_attr(n, "kernel_shape"), stride=_attr(n, "strides"), padding=pads[:2],
-              ceil_mode=bool(_attr(n, "ceil_mode", 0)))
+    pads = attr(n, "pads")
+    kw = dict(kernel_size=attr(n, "kernel_shape"), stride=attr(n, "strides"), padding=pads[:2],
+              ceil_mode=bool(attr(n, "ceil_mode", 0)))
     if n.op_type == "MaxPool":
-        return F.max_pool2d(x, dilation=_attr(n, "dilations", [1, 1]), **kw)
-    return F.avg_pool2d(x, count_include_pad=bool(_attr(n, "count_include_pad", 0)), **kw)
+        return F.max_pool2d(x, dilation=attr(n, "dilations", [1, 1]), **kw)
+    return F.avg_pool2d(x, count_include_pad=bool(attr(n, "count_include_pad", 0)), **kw)
 
 
 def _resize(n, x, roi, scales):
-    mode = _attr(n, "mode").decode()
+    mode = attr(n, "mode").decode()
     if mode == "nearest":
         return F.interpolate(x, scale_factor=scales[2:].tolist(), mode="nearest")
-    corners = _attr(n, "coordinate_transformation_mode").decode() == "align_corners"
+    corners = attr(n, "coordinate_transformation_mode").decode() == "align_corners"
     return F.interpolate(x, scale_factor=scales[2:].tolist(), mode="bilinear", align_corners=corners)
 
 
@@ -165,31 +159,25 @@ ONNX_OPS = {
     "MaxPool": _pool,
     "AveragePool": _pool,
     "GlobalAveragePool": lambda n, x: x.mean((2, 3), keepdim=True),
-    "ReduceMean": lambda n, x: x.mean(_attr(n, "axes"), keepdim=bool(_attr(n, "keepdims", 1))),
-    "Flatten": lambda n, x: x.flatten(_attr(n, "axis", 1)),
+    "ReduceMean": lambda n, x: x.mean(attr(n, "axes"), keepdim=bool(attr(n, "keepdims", 1))),
+    "Flatten": lambda n, x: x.flatten(attr(n, "axis", 1)),
     "Reshape": _reshape,
     "Identity": lambda n, x: x,
     "Sigmoid": lambda n, x: torch.sigmoid(x),
     "Tanh": lambda n, x: torch.tanh(x),
     "HardSwish": lambda n, x: F.hardswish(x),
     "HardSigmoid": lambda n, x: F.hardsigmoid(x),
-    "Softmax": lambda n, x: torch.softmax(x, _attr(n, "axis")),
-    "Concat": lambda n, *xs: torch.cat(xs, _attr(n, "axis")),
-    "Split": lambda n, x, sizes: torch.split(x, sizes.tolist(), _attr(n, "axis")),
-    "Transpose": lambda n, x: x.permute(_attr(n, "perm")),
+    "Softmax": lambda n, x: torch.softmax(x, attr(n, "axis")),
+    "Concat": lambda n, *xs: torch.cat(xs, attr(n, "axis")),
+    "Split": lambda n, x, sizes: torch.split(x, sizes.tolist(), attr(n, "axis")),
+    "Transpose": lambda n, x: x.permute(attr(n, "perm")),
     "Resize": _resize,
-    "BatchNormalization": lambda n, x, w, b, m, v: F.batch_norm(x, m, v, w, b, False, 0.0, _attr(n, "epsilon")),
-    "LayerNormalization": lambda n, x, w, b: F.layer_norm(x, x.shape[_attr(n, "axis"):], w, b, _attr(n, "epsilon")),
+    "BatchNormalization": lambda n, x, w, b, m, v: F.batch_norm(x, m, v, w, b, False, 0.0, attr(n, "epsilon")),
+    "LayerNormalization": lambda n, x, w, b: F.layer_norm(x, x.shape[attr(n, "axis"):], w, b, attr(n, "epsilon")),
     "MatMul": lambda n, a, b: torch.matmul(a, b),
     "Erf": lambda n, x: torch.erf(x),
-    "DepthToSpace": lambda n, x: F.pixel_shuffle(x, _attr(n, "blocksize")),
+    "DepthToSpace": lambda n, x: F.pixel_shuffle(x, attr(n, "blocksize")),
 }
-
-
-def _quantize_as_onnx(n, x, s, z):
-    """QuantizeLinear as ONNX defines it: x / scale."""
-    lo, hi = (0, 255) if z.dtype == torch.uint8 else (-128, 127)
-    return torch.clamp(torch.round(x / s.float()) + z.float(), lo, hi).to(z.dtype)
 
 
 def run_node(node, inputs, ops=None):
@@ -351,7 +339,7 @@ def check_model(args, name, x, labels, tmp):
     if not exact:
         # Whether ONNX's x / scale in place of the simulation's x * (1 / scale) would close
         # the gap: it does not, as the convolutions' accumulation order spreads flips too.
-        as_onnx = execute_in_torch(qdq, x, dict(ONNX_OPS, QuantizeLinear=_quantize_as_onnx))
+        as_onnx = execute_in_torch(qdq, x, dict(ONNX_OPS, QuantizeLinear=ort_int8_reference.quantize))
         print("     %s: the QDQ graph in PyTorch with QuantizeLinear's x / scale is %.3f output steps from ONNX "
               "Runtime (optimizations off) and %.3f from the simulation" %
               (name, ((as_onnx - reference).abs() / step).max().item(), steps_from_sim(as_onnx)), flush=True)

@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from onnx import helper, numpy_helper
 
 
-def _attr(node, name, default=None):
+def attr(node, name, default=None):
+    """Attribute `name` of an ONNX node, or `default`."""
     return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), default)
 
 
@@ -47,27 +48,28 @@ def _per_axis(t, axis, rank):
     return t.reshape(shape)
 
 
-def _quantize(n, x, s, z):
+def quantize(n, x, s, z):
+    """QuantizeLinear as ONNX defines it: x / scale, rounded half to even."""
     lo, hi = _range(z.dtype)
     zp = int(z)
     return (torch.round(torch.clamp(x / _f32(s), lo - zp, hi - zp)) + zp).to(z.dtype)
 
 
 def _dequantize(n, q, s, z):
-    axis = _attr(n, "axis", 1)
+    axis = attr(n, "axis", 1)
     return (q.to(torch.int32) - _per_axis(z.to(torch.int32), axis, q.dim())).to(torch.float32) * \
         _per_axis(_f32(s), axis, q.dim())
 
 
 def _qlinear_conv(n, x, xs, xz, w, ws, wz, ys, yz, bias=None):
-    channels_last = _attr(n, "channels_last", 0)
+    channels_last = attr(n, "channels_last", 0)
     if channels_last:
         x = x.permute(0, 3, 1, 2)
     xd = x.to(torch.float64) - float(xz)  # float64 holds every int8 product sum exactly
     wd = w.to(torch.float64) - _per_axis(wz.to(torch.float64), 0, w.dim())
-    pads = _attr(n, "pads", [0] * 4)
-    acc = F.conv2d(xd, wd, None, stride=_attr(n, "strides", [1, 1]), padding=pads[:len(pads) // 2],
-                   dilation=_attr(n, "dilations", [1, 1]), groups=_attr(n, "group", 1)).round().to(torch.int64)
+    pads = attr(n, "pads", [0] * 4)
+    acc = F.conv2d(xd, wd, None, stride=attr(n, "strides", [1, 1]), padding=pads[:len(pads) // 2],
+                   dilation=attr(n, "dilations", [1, 1]), groups=attr(n, "group", 1)).round().to(torch.int64)
     if bias is not None:
         acc = acc + bias.to(torch.int64).reshape(1, -1, 1, 1)
     scale = (_f32(xs) * _f32(ws) / _f32(ys)).reshape(1, -1, 1, 1)
@@ -76,10 +78,10 @@ def _qlinear_conv(n, x, xs, xz, w, ws, wz, ys, yz, bias=None):
 
 
 def _qgemm(n, a, a_s, a_z, b, b_s, b_z, bias=None, y_s=None, y_z=None):
-    if _attr(n, "transA", 0) or _attr(n, "alpha", 1.0) != 1.0 or y_s is None:
+    if attr(n, "transA", 0) or attr(n, "alpha", 1.0) != 1.0 or y_s is None:
         raise ValueError("no int8 reference for QGemm %s with transA, alpha or a float output" % n.name)
     w = b.to(torch.float64)
-    w = w if _attr(n, "transB", 0) else w.t()
+    w = w if attr(n, "transB", 0) else w.t()
     w = w - _per_axis(b_z.to(torch.float64), 0, 2)
     acc = F.linear(a.to(torch.float64) - float(a_z), w).round().to(torch.int64)
     if bias is not None:
@@ -101,7 +103,7 @@ def _qlinear_add(n, a, a_s, a_z, b, b_s, b_z, c_s, c_z):
 
 
 def _qlinear_global_average_pool(n, x, xs, xz, ys, yz):
-    dims = (1, 2) if _attr(n, "channels_last", 0) else (2, 3)
+    dims = (1, 2) if attr(n, "channels_last", 0) else (2, 3)
     size = x.shape[dims[0]] * x.shape[dims[1]]
     acc = x.to(torch.int64).sum(dims, keepdim=True) - int(xz) * size
     return _requantize(acc, _f32(xs) / (_f32(ys) * float(size)), int(yz), yz.dtype)
@@ -110,14 +112,14 @@ def _qlinear_global_average_pool(n, x, xs, xz, ys, yz):
 def _max_pool(n, x, channels_last=False):
     if channels_last:
         x = x.permute(0, 3, 1, 2)
-    pads = _attr(n, "pads", [0, 0, 0, 0])
-    y = F.max_pool2d(x.to(torch.float32), _attr(n, "kernel_shape"), _attr(n, "strides"), pads[:2],
-                     dilation=_attr(n, "dilations", [1, 1]), ceil_mode=bool(_attr(n, "ceil_mode", 0))).to(x.dtype)
+    pads = attr(n, "pads", [0, 0, 0, 0])
+    y = F.max_pool2d(x.to(torch.float32), attr(n, "kernel_shape"), attr(n, "strides"), pads[:2],
+                     dilation=attr(n, "dilations", [1, 1]), ceil_mode=bool(attr(n, "ceil_mode", 0))).to(x.dtype)
     return y.permute(0, 2, 3, 1).contiguous() if channels_last else y
 
 
 OPS = {
-    "QuantizeLinear": _quantize,
+    "QuantizeLinear": quantize,
     "DequantizeLinear": _dequantize,
     "QLinearConv": _qlinear_conv,
     "QLinearAdd": _qlinear_add,
@@ -125,10 +127,10 @@ OPS = {
     "QLinearGlobalAveragePool": _qlinear_global_average_pool,
     "MaxPool": _max_pool,
     "NhwcMaxPool": lambda n, x: _max_pool(n, x, channels_last=True),
-    "Transpose": lambda n, x: x.permute(*_attr(n, "perm")).contiguous(),
-    "Flatten": lambda n, x: x.flatten(_attr(n, "axis", 1)),
+    "Transpose": lambda n, x: x.permute(*attr(n, "perm")).contiguous(),
+    "Flatten": lambda n, x: x.flatten(attr(n, "axis", 1)),
     "Relu": lambda n, x: torch.relu(x),
-    "Gemm": lambda n, a, b, c=None: F.linear(a, b if _attr(n, "transB", 0) else b.t(), c),
+    "Gemm": lambda n, a, b, c=None: F.linear(a, b if attr(n, "transB", 0) else b.t(), c),
 }
 
 
