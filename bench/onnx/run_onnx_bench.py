@@ -19,7 +19,10 @@ export (model.onnx: QDQ, model.pt: TorchScript with fake quant, encodings). Then
     fused into int8 kernels where ORT can); ort_fp32_top1: float.onnx in ORT;
   - max |ORT - simulation| in steps of the output encoding, with optimizations on and off
     (off: Q/DQ run as the float ops the standard defines);
-  - op counts of the graphs ORT runs after optimization (run_onnx.js --save-optimized).
+  - op counts of the graphs ORT runs after optimization (run_onnx.js --save-optimized);
+  - the same job with quantization.kernels onnxruntime_int8 (the simulation computing
+    conv, add and pooling with ORT's int8 kernels' arithmetic): its top-1, and its max
+    |ORT - simulation| (optimizations on) in output steps and share of differing outputs.
 Timing: float.onnx and each variant's model.onnx in the same run, rounds interleaved (the
 order rotates and flips between rounds) so machine noise hits all alike; each round is
 one ORT session per graph and batch size; the first run of a session and the next
@@ -101,13 +104,16 @@ def ort_outputs(model, x, tmp, tag, threads, optimize=True, save_optimized=None)
     return torch.cat(outs)
 
 
-def run_job(worker, name, config, out, tmp, threads):
+def run_job(worker, name, config, out, tmp, threads, kernels=None):
     """One qopt job for zoo model `name` with quantsim config file `config` (None: the
-    built-in default); returns the evaluate step's figures and the job's seconds."""
+    built-in default) and the simulation's `kernels` (None: fake_quant); returns the
+    evaluate step's figures and the job's seconds."""
     data = lambda images, **extra: dict({"path": FMNIST + "/" + images, "preprocess": PREPROCESS}, **extra)
     quantization = {"per_channel": True}
     if config:
         quantization["config_path"] = config
+    if kernels:
+        quantization["kernels"] = kernels
     recipe = {
         "name": "onnx_bench_" + name, "model": {"path": os.path.join(ROOT, "zoo", name + ".pt")},
         "calibration_data": data("train-images-idx3-ubyte.gz", max_samples=CALIBRATION_IMAGES, batch_size=64),
@@ -167,10 +173,17 @@ def top1(y, labels):
     return round((y.argmax(1) == labels).float().mean().item(), 4)
 
 
-def int8_accuracy(args, tag, out, x, labels, tmp):
-    """The simulation (model.pt) against model.onnx in ORT, optimizations on and off."""
+def simulated(out, x):
+    """The job's simulation: its exported model.pt run by PyTorch."""
     with torch.no_grad():
-        sim = torch.cat([torch.jit.load(os.path.join(out, "model.pt"))(x[i:i + 500]) for i in range(0, len(x), 500)])
+        return torch.cat([torch.jit.load(os.path.join(out, "model.pt"))(x[i:i + 500]) for i in range(0, len(x), 500)])
+
+
+def int8_accuracy(args, tag, out, x, labels, tmp, kernels_out):
+    """The simulation (model.pt) against model.onnx in ORT, optimizations on and off; and
+    the simulation with ONNX Runtime's int8 kernels (the job in `kernels_out`) against ORT."""
+    sim = simulated(out, x)
+    kernels_sim = simulated(kernels_out, x)
     optimized = os.path.join(tmp, tag + "_model.optimized.onnx")
     ort = ort_outputs(os.path.join(out, "model.onnx"), x, tmp, tag + "_int8", args.threads, save_optimized=optimized)
     ort_off = ort_outputs(os.path.join(out, "model.onnx"), x, tmp, tag + "_int8_off", args.threads, optimize=False)
@@ -183,6 +196,11 @@ def int8_accuracy(args, tag, out, x, labels, tmp):
         "outputs_off_by_half_step_or_more_optimizations_off": round(
             (ort_off - sim).abs().ge(step / 2).float().mean().item(), 4),
         "top1_agreement_ort_vs_sim": round((ort.argmax(1) == sim.argmax(1)).float().mean().item(), 4),
+        "sim_int8_kernels_top1": top1(kernels_sim, labels),
+        "max_abs_diff_in_output_steps_int8_kernels": round(((ort - kernels_sim).abs() / step).max().item(), 3),
+        "outputs_differing_int8_kernels": round((ort - kernels_sim).abs().gt(step / 1000).float().mean().item(), 6),
+        "model_onnx_same_with_int8_kernels": same_bytes(os.path.join(out, "model.onnx"),
+                                                        os.path.join(kernels_out, "model.onnx")),
         "output_step": step,
         "optimized_int8_ops": op_counts(optimized), "exported_int8_ops": op_counts(os.path.join(out, "model.onnx")),
         "float_convs_left": float_conv_activations(optimized),
@@ -266,6 +284,8 @@ def bench_model(args, name, variants, x, labels, tmp):
     for variant in variants:
         outs[variant] = os.path.join(tmp, "%s_%s" % (name, variant))
         evaluated, job_seconds = run_job(args.worker, name, VARIANTS[variant], outs[variant], tmp, args.threads)
+        run_job(args.worker, name, VARIANTS[variant], outs[variant] + "_int8_kernels", tmp, args.threads,
+                kernels="onnxruntime_int8")
         config = VARIANTS[variant]
         rows.append({"model": name, "variant": variant,
                      "quantsim_config": os.path.relpath(config, ROOT) if config else "built-in default",
@@ -278,7 +298,7 @@ def bench_model(args, name, variants, x, labels, tmp):
     for row, variant in zip(rows, variants):
         out = outs[variant]
         tag = "%s_%s" % (name, variant)
-        row.update(int8_accuracy(args, tag, out, x, labels, tmp))
+        row.update(int8_accuracy(args, tag, out, x, labels, tmp, out + "_int8_kernels"))
         row.update(fp32)
         row["float_onnx_same_as_%s" % variants[0]] = same_bytes(os.path.join(out, "float.onnx"),
                                                                os.path.join(first, "float.onnx"))
@@ -454,6 +474,14 @@ def write_md(path, rows, args, load_start, load_end, seconds):
                      "images." % (r["model"], variant_label(r["variant"]), 100 * r["outputs_off_by_half_step_or_more"],
                                   100 * r["outputs_off_by_half_step_or_more_optimizations_off"],
                                   100 * r["top1_agreement_ort_vs_sim"]) for r in rows]
+    lines += ["", "With `quantization.kernels: onnxruntime_int8` (the simulation computing conv, add and pooling as "
+              "ORT's int8 kernels do; same model.onnx), ORT's output with optimizations on against that simulation:", "",
+              "| model | variant | simulation top-1 | ORT int8 top-1 | max \\|ORT - sim\\| (output steps) | "
+              "output values that differ | model.onnx the same file |", "|---|---|---|---|---|---|---|"]
+    lines += ["| %s | %s | %.2f | %.2f | %.2f | %.4f%% | %s |" % (
+        r["model"], variant_label(r["variant"]), 100 * r["sim_int8_kernels_top1"], 100 * r["ort_top1"],
+        r["max_abs_diff_in_output_steps_int8_kernels"], 100 * r["outputs_differing_int8_kernels"],
+        "yes" if r["model_onnx_same_with_int8_kernels"] else "no") for r in rows]
     lines += ["", "Medians of %d timed runs at batch 1 and %d at batch 64 per model and graph, in %d interleaved rounds "
               "(FP32 and %d int8 graphs; the order rotates each round and flips every %d rounds; one session per "
               "round; the first %d runs of a session untimed at batch 1, %d at batch 64)." % (

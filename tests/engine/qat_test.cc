@@ -542,6 +542,27 @@ TEST(QatStepTest, OneEpochWinsBackW3A3AccuracyOnFashionMnist) {
   EXPECT_TRUE(said_what_trains && said_epoch);
 }
 
+// The simulation of ONNX Runtime's int8 kernels rounds inside layers: qat refuses it by
+// name, and an unknown kernels setting is refused before anything runs.
+TEST(QatStepTest, RefusesTheInt8KernelSimulation) {
+  TempDir dir;
+  RunOptions options;
+  options.out_dir = dir.File("out");
+  std::string json = QatRecipe(R"({"epochs": 1, "max_steps_per_epoch": 1})");
+  const std::string fake_quant = R"("per_channel": true})";
+  const size_t at = json.find(fake_quant);
+  ASSERT_NE(at, std::string::npos);
+  std::string int8 = json;
+  int8.replace(at, fake_quant.size(), R"("per_channel": true, "kernels": "onnxruntime_int8"})");
+  EXPECT_THAT(RunJson(int8, options), StatusIs(absl::StatusCode::kFailedPrecondition,
+                                               HasSubstr("qat: quantization.kernels onnxruntime_int8 rounds")));
+  std::string unknown = json;
+  unknown.replace(at, fake_quant.size(), R"("per_channel": true, "kernels": "int4"})");
+  options.out_dir = dir.File("out2");
+  EXPECT_THAT(RunJson(unknown, options),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("quantization.kernels: unknown kernels 'int4'")));
+}
+
 TEST(QatStepTest, CancelStopsTrainingWithinASecond) {
   TempDir dir;
   RunOptions options;

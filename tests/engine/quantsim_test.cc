@@ -4,10 +4,12 @@
 #include <cstdio>
 
 #include <ATen/ATen.h>
+#include <torch/script.h>
 
 #include "data/dataset.h"
 #include "data/tensor_file.h"
 #include "export/encodings_json.h"
+#include "export/torchscript_export.h"
 #include "ir/import.h"
 #include "passes/batch_norm_fold.h"
 #include "passes/cross_layer_equalization.h"
@@ -363,6 +365,91 @@ TEST(QuantSimTest, PerChannelClipsAreSkippedOnlyBelowTheirLowestCeiling) {
     ASSERT_THAT(full, IsOk());
     EXPECT_TRUE(at::equal(*fast, full->toTensor())) << "grid top " << top;
   }
+}
+
+// With kernels = kOnnxRuntimeInt8 every conv, add and global average pool of ResNet18
+// between 8-bit grids runs as an int8 kernel. A conv's output is its integer arithmetic,
+// recomputed here in int64 from the layer's quantized input and weight: exact
+// accumulation, the bias rounded to int32 at input scale x weight scale, requantization
+// by float32(x_scale * w_scale) / y_scale, rounded half to even. The exported TorchScript
+// model computes the same, bit for bit, in stock LibTorch.
+TEST(QuantSimTest, OnnxRuntimeInt8KernelsAreTheKernelsIntegerArithmetic) {
+  at::NoGradGuard no_grad;
+  const Graph g = FoldedGraph("resnet18.pt");
+  QuantSimOptions o;
+  o.per_channel = true;
+  o.kernels = QuantSimOptions::Kernels::kOnnxRuntimeInt8;
+  auto sim = Calibrated(g, o);
+  const std::map<int, IntegerKernel> kernels = sim->IntegerKernels();
+  std::map<IntegerKernel::Kind, int> kinds;
+  for (const auto& [id, k] : kernels) ++kinds[k.kind];
+  int convs = 0, adds = 0;
+  for (const Node* n : g.LiveNodes()) {
+    convs += n->kind == OpKind::kConv;
+    adds += n->kind == OpKind::kAdd;
+  }
+  EXPECT_EQ(kinds[IntegerKernel::Kind::kConv], convs);
+  EXPECT_EQ(kinds[IntegerKernel::Kind::kAdd], adds);
+  EXPECT_EQ(kinds[IntegerKernel::Kind::kGlobalAveragePool], 1);
+  EXPECT_GT(convs, 10);
+
+  const at::Tensor x = Batches(1)[0];
+  int checked = 0;
+  for (const auto& [id, k] : kernels) {
+    const Node& n = g.nodes[id];
+    if (k.kind != IntegerKernel::Kind::kConv || (checked++ % 4) != 0) continue;
+    ValueCapture input(n.inputs[0]), output(k.output_value);
+    ASSERT_THAT(sim->Run({x}, &input), IsOk());
+    ASSERT_THAT(sim->Run({x}, &output), IsOk());
+    const at::Tensor in = input.Take(), got = output.Take();
+    ASSERT_TRUE(in.defined() && got.defined()) << n.name;
+
+    const Quantizer& wq = sim->param_quantizers().at(n.Param("weight"));
+    const at::Tensor w = g.values[n.Param("weight")].constant->toTensor();
+    const int64_t out_channels = w.size(0), kh = w.size(2), kw = w.size(3);
+    std::vector<float> w_scales;
+    for (const Encoding& e : wq.encodings()) w_scales.push_back(static_cast<float>(e.scale));
+    const at::Tensor w_int = at::round(wq.Apply(w) / at::tensor(w_scales).view({-1, 1, 1, 1})).to(at::kLong);
+    const at::Tensor x_int = at::round(in * k.inputs[0].inv_scale).to(at::kLong);
+    const auto stride = g.values[n.inputs[3]].constant->toIntVector();
+    const auto padding = g.values[n.inputs[4]].constant->toIntVector();
+    // im2col copies values, so float64 columns hold the integers exactly; the products
+    // and sums are int64.
+    const at::Tensor cols = at::im2col(x_int.to(at::kDouble), {kh, kw}, {1, 1}, padding, stride).to(at::kLong);
+    at::Tensor acc = at::matmul(w_int.reshape({out_channels, -1}), cols);  // [N, O, L]
+    const float sx = k.inputs[0].scale, sy = k.output.scale;
+    const at::Tensor b = g.values[n.Param("bias")].constant->toTensor();
+    std::vector<int64_t> bias(out_channels);
+    std::vector<float> multiplier(out_channels);
+    for (int64_t c = 0; c < out_channels; ++c) {
+      const float bias_scale = sx * w_scales[c];
+      bias[c] = static_cast<int64_t>(std::nearbyint(b[c].item<float>() / bias_scale));
+      multiplier[c] = bias_scale / sy;
+    }
+    acc = acc + at::tensor(bias).view({1, -1, 1});
+    at::Tensor v = acc.to(at::kFloat) * at::tensor(multiplier).view({1, -1, 1});
+    v = at::round(at::clamp(v, -k.output.zero_point, 255 - k.output.zero_point));
+    const at::Tensor expected = (v * sy).view(got.sizes());
+    EXPECT_TRUE(at::equal(got, expected)) << n.name << ": " << (got - expected).abs().max().item<double>() / sy
+                                          << " output steps apart";
+  }
+  EXPECT_GE(checked, convs);
+
+  // The fake-quantize simulation differs on a few values; the exported file follows the
+  // kernels.
+  const at::Tensor int8 = *sim->Forward(x);
+  QuantSimOptions fake = o;
+  fake.kernels = QuantSimOptions::Kernels::kFakeQuant;
+  auto fake_sim = Calibrated(g, fake);
+  const at::Tensor fake_quant = *fake_sim->Forward(x);
+  EXPECT_FALSE(at::equal(int8, fake_quant));
+  std::printf("int8 kernels vs fake-quant output: %.4f%% of values differ\n",
+              100.0 * int8.ne(fake_quant).to(at::kFloat).mean().item<double>());
+  ::qopt::testing::TempDir dir;
+  ASSERT_THAT(ExportTorchScript(g, sim.get(), dir.File("model.pt")), IsOk());
+  torch::jit::Module m = torch::jit::load(dir.File("model.pt"));
+  const at::Tensor file = m.forward({x}).toTensor();
+  EXPECT_TRUE(at::equal(file, int8)) << "max diff " << (file - int8).abs().max().item<double>();
 }
 
 TEST(QuantSimTest, RunBeforeCalibrationIsAnError) {

@@ -231,13 +231,36 @@ class Writer {
       fallbacks.push_back(absl::StrCat("activation ", name, ": ", e.bitwidth, "-bit grid of ", e.num_steps + 1,
                                        " values written as Clip to its range + uint8 QuantizeLinear/DequantizeLinear (exact)"));
     }
+    return QuantizePair(e, name, quantized_input);
+  }
+
+  // QuantizeLinear + DequantizeLinear of tensor `input` onto encoding `e`'s uint8 grid,
+  // named after `name`; the dequantized tensor's name.
+  std::string QuantizePair(const Encoding& e, const std::string& name, const std::string& input) {
     const std::string s = Initializer(name + "_scale", at::tensor(static_cast<float>(e.scale)).reshape({}));
     // uint8: qopt's grid 0..num_steps with zero point -offset, as it stands.
     const std::string z =
         Initializer(name + "_zero_point", at::tensor(static_cast<uint8_t>(e.zero_point()), at::kByte).reshape({}));
-    Add("QuantizeLinear", name + "_quantize", {quantized_input, s, z}, {name + "_quantized"});
+    Add("QuantizeLinear", name + "_quantize", {input, s, z}, {name + "_quantized"});
     Add("DequantizeLinear", name + "_dequantize", {name + "_quantized", s, z}, {name + "_dequantized"});
     return name + "_dequantized";
+  }
+
+  // The pieces of a Split whose input sits on an 8-bit activation grid are quantized onto
+  // that grid again: exact (each value is already on it), and ONNX Runtime, which moves a
+  // DequantizeLinear across reshapes and transposes but not across Split, then sees
+  // DequantizeLinear before the layers that read the pieces and runs them as int8
+  // kernels (QLinearConv, QLinearConcat) instead of in float.
+  void RequantizePieces(int input, std::vector<std::string>& pieces) {
+    if (sim_ == nullptr) return;
+    const int source = sim_->GridSource(input);
+    if (source < 0) return;
+    const Quantizer& q = sim_->activation_quantizers().at(source);
+    if (!q.enabled() || !q.has_encodings() || q.encodings().front().num_steps != 255) return;
+    for (std::string& piece : pieces) {
+      activation_encodings[piece] = json::array({EncodingToJson(q.encodings().front())});
+      piece = QuantizePair(q.encodings().front(), piece, piece);
+    }
   }
 
   // Constant arguments of an op.
@@ -376,6 +399,7 @@ class Writer {
       for (size_t k = 0; k < sizes.size(); ++k) pieces.push_back(absl::StrCat(n.name, ".", k));
       const std::string split = Initializer(n.name + "_sizes", at::tensor(sizes, at::kLong));
       IntAttr(Add("Split", n.name, {x, split}, pieces), "axis", dim);
+      RequantizePieces(n.inputs[0], pieces);
       lists_[n.outputs[0]] = std::move(pieces);
       return absl::OkStatus();
     }

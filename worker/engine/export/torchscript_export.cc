@@ -79,6 +79,7 @@ class Writer {
  public:
   Writer(const Graph& graph, const QuantSim* sim, ModuleTree& tree, torch::jit::Graph& g, JitValue* self)
       : graph_(graph), sim_(sim), tree_(tree), g_(g), self_(self) {
+    if (sim_) kernels_ = sim_->IntegerKernels();
     for (const Node* n : graph_.LiveNodes()) {
       for (int in : n->inputs) ++uses_[in];
       for (const Block& b : n->blocks) {
@@ -110,8 +111,11 @@ class Writer {
       if (n.removed) continue;
       std::vector<JitValue*> inputs;
       for (int in : n.inputs) inputs.push_back(ValueFor(in));
+      auto kernel_it = kernels_.find(id);
+      const IntegerKernel* kernel = kernel_it == kernels_.end() ? nullptr : &kernel_it->second;
+      JitValue* pool_size = kernel ? PrepareKernel(n, *kernel, inputs) : nullptr;
       torch::jit::Node* jn = nullptr;
-      if (InPlace(n)) {
+      if (InPlace(n) && !kernel) {
         jn = CreateJitNode(g_, n.op + "_", inputs, n.outputs.size());
         if (jn->maybeSchema() == nullptr) {  // no in-place overload for these arguments
           jn->destroy();
@@ -119,7 +123,9 @@ class Writer {
         }
       }
       if (jn == nullptr) jn = CreateJitNode(g_, n.op, inputs, n.outputs.size());
-      for (size_t k = 0; k < n.outputs.size(); ++k) jn->output(k)->setType(graph_.values[n.outputs[k]].type);
+      for (size_t k = 0; k < n.outputs.size(); ++k) {
+        jn->output(k)->setType(kernel ? c10::TensorType::get() : graph_.values[n.outputs[k]].type);
+      }
       for (const Block& b : n.blocks) {
         torch::jit::Block* jb = jn->addBlock();
         for (int in : b.inputs) mapped_[in] = jb->addInput()->setType(graph_.values[in].type);
@@ -129,7 +135,8 @@ class Writer {
       }
       torch::jit::WithInsertPoint after(jn->next());
       for (size_t k = 0; k < n.outputs.size(); ++k) {
-        mapped_[n.outputs[k]] = QuantizeActivation(n.outputs[k], jn->output(k));
+        JitValue* out = kernel ? FinishKernel(n, *kernel, jn->output(k), pool_size) : jn->output(k);
+        mapped_[n.outputs[k]] = QuantizeActivation(n.outputs[k], out);
       }
     }
   }
@@ -139,6 +146,80 @@ class Writer {
   }
 
  private:
+  JitValue* Op(const char* op, std::vector<torch::jit::NamedValue> args) {
+    return g_.insert(c10::Symbol::fromQualString(op), args);
+  }
+  JitValue* To(JitValue* v, at::ScalarType type) { return Op("aten::to", {v, static_cast<int64_t>(type)}); }
+  JitValue* Tensor(const at::Tensor& t) { return g_.insertConstant(t); }
+
+  // The ops of quant/integer_kernels.cc, in the same order on the same operands, so the
+  // file computes the simulation's integer kernels bit for bit.
+  JitValue* GridIntegers(JitValue* x, const UInt8Grid& grid) {
+    return To(Op("aten::round", {Op("aten::mul", {x, static_cast<double>(grid.inv_scale)})}), at::kDouble);
+  }
+
+  JitValue* Requantize(JitValue* acc, JitValue* multiplier, const UInt8Grid& grid) {
+    JitValue* v = Op("aten::mul", {To(acc, at::kFloat), multiplier});
+    v = Op("aten::clamp", {v, -grid.zero_point, 255 - grid.zero_point});
+    return Op("aten::mul", {Op("aten::round", {v}), static_cast<double>(grid.scale)});
+  }
+
+  // Replaces the node's inputs as PrepareKernelInputs does; for a pool, returns its
+  // window's element count.
+  JitValue* PrepareKernel(const Node& n, const IntegerKernel& k, std::vector<JitValue*>& inputs) {
+    switch (k.kind) {
+      case IntegerKernel::Kind::kConv: {
+        const auto [owner, attr] = SplitAttr(graph_.values[n.Param("weight")].name);
+        torch::jit::Module m = tree_.Get(owner);
+        m.register_buffer(attr + "_integers", k.weight);
+        m.register_buffer(attr + "_requantize_multiplier", k.multiplier.view({1, -1, 1, 1}));
+        if (k.bias.defined()) m.register_buffer("bias_int32", k.bias.view({1, -1, 1, 1}));
+        inputs[0] = GridIntegers(inputs[0], k.inputs[0]);
+        inputs[1] = GetAttrChain(g_, self_, owner, attr + "_integers");
+        inputs[2] = g_.insertConstant(c10::IValue());
+        return nullptr;
+      }
+      case IntegerKernel::Kind::kAdd: {
+        const UInt8Grid& a = k.inputs[0];
+        const UInt8Grid& b = k.inputs[1];
+        inputs[0] = Op("aten::mul", {Op("aten::add", {GridIntegers(inputs[0], a), a.zero_point}),
+                                     static_cast<double>(k.ratio_a)});
+        JitValue* vb = Op("aten::mul", {Op("aten::add", {GridIntegers(inputs[1], b), b.zero_point}),
+                                        static_cast<double>(k.ratio_b)});
+        inputs[1] = To(To(Op("aten::add", {vb, static_cast<double>(k.fixed)}), at::kFloat), at::kDouble);
+        return nullptr;
+      }
+      case IntegerKernel::Kind::kGlobalAveragePool: {
+        JitValue* size = Op("aten::mul", {Op("aten::size", {inputs[0], int64_t{2}}), Op("aten::size", {inputs[0], int64_t{3}})});
+        inputs[0] = GridIntegers(inputs[0], k.inputs[0]);
+        return size;
+      }
+    }
+    return nullptr;
+  }
+
+  JitValue* FinishKernel(const Node& n, const IntegerKernel& k, JitValue* raw, JitValue* pool_size) {
+    switch (k.kind) {
+      case IntegerKernel::Kind::kConv: {
+        const auto [owner, attr] = SplitAttr(graph_.values[n.Param("weight")].name);
+        JitValue* acc = k.bias.defined() ? Op("aten::add", {raw, GetAttrChain(g_, self_, owner, "bias_int32")}) : raw;
+        return Requantize(acc, GetAttrChain(g_, self_, owner, attr + "_requantize_multiplier"), k.output);
+      }
+      case IntegerKernel::Kind::kAdd: {
+        JitValue* v = Op("aten::clamp", {Op("aten::round", {To(raw, at::kFloat)}), int64_t{0}, int64_t{255}});
+        return Op("aten::mul", {Op("aten::sub", {v, k.output.zero_point}), static_cast<double>(k.output.scale)});
+      }
+      case IntegerKernel::Kind::kGlobalAveragePool: {
+        JitValue* acc = Op("aten::round", {Op("aten::mul", {raw, pool_size})});
+        JitValue* multiplier = Op("aten::div", {Tensor(at::scalar_tensor(k.inputs[0].scale, at::kFloat)),
+                                                Op("aten::mul", {Tensor(at::scalar_tensor(k.output.scale, at::kFloat)),
+                                                                 pool_size})});
+        return Requantize(acc, multiplier, k.output);
+      }
+    }
+    return raw;
+  }
+
   JitValue* FakeQuantize(JitValue* v, const Quantizer& q, const std::string& owner, const std::string& attr) {
     const Encoding& e = q.encodings().front();
     if (q.axis() < 0) {
@@ -178,6 +259,12 @@ class Writer {
     if (!sim_) return v;
     auto it = sim_->activation_quantizers().find(vid);
     if (it == sim_->activation_quantizers().end() || !it->second.has_encodings() || !it->second.enabled()) return v;
+    if (const std::optional<UInt8Grid> grid = sim_->QuantizeLinearGrid(vid)) {
+      // QuantizeLinear (quant/integer_kernels.cc): x / scale, clamped, rounded, dequantized.
+      JitValue* q = Op("aten::clamp", {Op("aten::div", {v, static_cast<double>(grid->scale)}), -grid->zero_point,
+                                       255 - grid->zero_point});
+      return Op("aten::mul", {Op("aten::round", {q}), static_cast<double>(grid->scale)});
+    }
     return FakeQuantize(v, it->second, "", "");
   }
 
@@ -211,6 +298,7 @@ class Writer {
   JitValue* self_;
   std::map<int, JitValue*> mapped_;
   std::map<int, int> uses_;  // value id -> number of reads by live nodes and block outputs
+  std::map<int, IntegerKernel> kernels_;  // the simulation's integer kernels, by node id
 };
 
 }  // namespace internal_export

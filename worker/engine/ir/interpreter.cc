@@ -224,6 +224,7 @@ absl::StatusOr<bool> Interpreter::RunSteps(const Steps& steps, RunState& state) 
         Stack& stack = state.stack;
         stack.clear();
         for (int in : n.inputs) stack.push_back(env[in]);
+        if (observer) observer->OnInputs(n, stack);
         c10::IValue out;
         const bool inplace = step.inplace && state.may_overwrite;
         // A bypassed node's output aliases its input, which the observer may then

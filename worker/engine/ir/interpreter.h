@@ -30,6 +30,9 @@ class ValueObserver {
   virtual ~ValueObserver() = default;
   /// A parameter about to be read by its layer; may be replaced (e.g. quantized).
   virtual void OnParam(const Value& /*param*/, at::Tensor& /*tensor*/) {}
+  /// The inputs of `node` (not control flow), right before it runs; may replace them (a
+  /// simulation that computes the node as an integer kernel does).
+  virtual void OnInputs(const Node& /*node*/, std::vector<c10::IValue>& /*inputs*/) {}
   /// A model input or a node output, right after it is produced.
   virtual void OnValue(const Value& /*value*/, c10::IValue& /*v*/) {}
   /// Whether the observer keeps references to the tensors it sees. If not, the

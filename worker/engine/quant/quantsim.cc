@@ -1,7 +1,10 @@
 #include "quant/quantsim.h"
 
 #include <algorithm>
+#include <cfloat>
+#include <cmath>
 #include <set>
+#include <stdexcept>
 
 #include <ATen/ATen.h>
 
@@ -313,6 +316,7 @@ absl::Status QuantSim::UpdateParam(int value_id) {
 absl::Status QuantSim::RefreshParam(int value_id) {
   const Quantizer& q = param_quantizers_.at(value_id);
   quantized_params_[value_id] = q.Apply(graph_.values[value_id].constant->toTensor());
+  integer_weights_.erase(value_id);
   return absl::OkStatus();
 }
 
@@ -353,6 +357,7 @@ class Tapped : public ValueObserver {
     sim_->OnParam(param, tensor);
     tap_->OnParam(param, tensor);
   }
+  void OnInputs(const Node& node, std::vector<c10::IValue>& inputs) override { sim_->OnInputs(node, inputs); }
   void OnValue(const Value& value, c10::IValue& v) override {
     sim_->OnValue(value, v);
     tap_->OnValue(value, v);
@@ -404,6 +409,12 @@ absl::StatusOr<c10::IValue> QuantSim::Run(const std::vector<c10::IValue>& inputs
     }
   }
   mode_ = Mode::kSimulate;
+  // Planned per pass: encodings, switches and the graph's biases may have changed since.
+  kernels_ = IntegerKernels();
+  quantize_linear_.clear();
+  for (const auto& [vid, q] : act_quantizers_) {
+    if (std::optional<UInt8Grid> g = QuantizeLinearGrid(vid)) quantize_linear_.emplace(vid, *g);
+  }
   return Interpret(inputs, tap);
 }
 
@@ -529,8 +540,25 @@ bool QuantSim::Bypasses(const Node& node) const {
   return level >= static_cast<float>(e.quant_max()) - 0.25f;
 }
 
+void QuantSim::OnInputs(const Node& node, std::vector<c10::IValue>& inputs) {
+  if (mode_ != Mode::kSimulate || kernels_.empty()) return;
+  auto it = kernels_.find(node.id);
+  if (it == kernels_.end()) return;
+  const at::Tensor& x = inputs[0].toTensor();
+  if (it->second.kind != IntegerKernel::Kind::kAdd && x.dim() != 4) {
+    throw std::invalid_argument(absl::StrCat("the int8 kernel simulation takes 4-d inputs, got ", x.dim(), "-d"));
+  }
+  if (it->second.kind == IntegerKernel::Kind::kGlobalAveragePool) pool_sizes_[node.id] = x.size(2) * x.size(3);
+  PrepareKernelInputs(it->second, inputs);
+}
+
 void QuantSim::OnValue(const Value& value, c10::IValue& v) {
   if (mode_ == Mode::kFloat) return;
+  if (mode_ == Mode::kSimulate && !kernels_.empty() && value.producer >= 0) {
+    if (auto k = kernels_.find(value.producer); k != kernels_.end()) {
+      v = FinishKernel(k->second, v.toTensor(), pool_sizes_[value.producer]);
+    }
+  }
   auto it = act_quantizers_.find(value.id);
   if (it == act_quantizers_.end() || !v.isTensor()) return;
   // A value whose dtype was not known at placement may turn out not to be floating point.
@@ -540,6 +568,8 @@ void QuantSim::OnValue(const Value& value, c10::IValue& v) {
   }
   if (mode_ == Mode::kCalibrate) {
     it->second.Observe(v.toTensor());
+  } else if (auto g = quantize_linear_.find(value.id); g != quantize_linear_.end()) {
+    v = QuantizeLinear(v.toTensor(), g->second);
   } else {
     // The raw output is replaced right here, so no one else can see it: a fresh tensor
     // from a compute op may be quantized in place. Model inputs belong to the caller.
@@ -547,6 +577,167 @@ void QuantSim::OnValue(const Value& value, c10::IValue& v) {
                        ProducesFreshTensor(graph_.nodes[value.producer].kind);
     v = it->second.Apply(v.toTensor(), owned);
   }
+}
+
+}  // namespace qopt
+
+namespace qopt {
+
+std::optional<UInt8Grid> QuantSim::ActivationGrid(int value_id) const {
+  auto it = act_quantizers_.find(value_id);
+  if (it == act_quantizers_.end()) return std::nullopt;
+  const Quantizer& q = it->second;
+  if (!q.enabled() || !q.has_encodings() || q.axis() >= 0) return std::nullopt;
+  const Encoding& e = q.encodings()[0];
+  // Exactly uint8's grid: smaller grids are exported with a Clip before the pair, which
+  // keeps ONNX Runtime from fusing the layer.
+  if (e.bitwidth != 8 || e.num_steps != 255 || e.offset > 0 || e.offset < -255) return std::nullopt;
+  UInt8Grid g;
+  g.scale = static_cast<float>(e.scale);
+  g.inv_scale = 1.0f / g.scale;
+  g.zero_point = -e.offset;
+  return g;
+}
+
+std::optional<UInt8Grid> QuantSim::QuantizeLinearGrid(int value_id) const {
+  if (options_.kernels != QuantSimOptions::Kernels::kOnnxRuntimeInt8) return std::nullopt;
+  return ActivationGrid(value_id);
+}
+
+int QuantSim::GridSource(int value_id) const {
+  static const std::set<std::string> kMoves = {
+      "aten::max_pool2d", "aten::contiguous", "aten::detach", "aten::clone", "aten::transpose", "aten::permute",
+      "aten::t", "aten::chunk", "aten::split", "aten::split_with_sizes", "prim::ListUnpack"};
+  for (;;) {
+    if (act_quantizers_.count(value_id)) return value_id;
+    const Value& v = graph_.values[value_id];
+    if (v.producer < 0) return -1;
+    const Node& p = graph_.nodes[v.producer];
+    const bool moves = p.kind == OpKind::kFlatten || p.kind == OpKind::kDropout || kMoves.count(p.op) > 0;
+    if (!moves || p.parent >= 0 || p.inputs.empty()) return -1;
+    value_id = p.inputs[0];
+  }
+}
+
+// ONNX Runtime moves a DequantizeLinear across the ops GridSource follows (the ONNX
+// export requantizes Split's pieces on their grid, where it would not).
+std::optional<UInt8Grid> QuantSim::InputGrid(int value_id) const {
+  const int source = GridSource(value_id);
+  return source < 0 ? std::nullopt : ActivationGrid(source);
+}
+
+// ONNX Runtime removes a ReLU before a QuantizeLinear whose zero point is the grid's
+// bottom, and a Clip whose bounds hold the QuantizeLinear's whole range (within float
+// epsilon); the layer before it then fuses with the QuantizeLinear.
+int QuantSim::KernelOutput(const Node& n) const {
+  if (n.outputs.size() != 1) return -1;
+  const int out = n.outputs[0];
+  if (act_quantizers_.count(out)) return ActivationGrid(out) ? out : -1;
+  const std::vector<int>& readers = graph_.values[out].consumers;
+  if (readers.size() != 1 || graph_.IsReturned(out)) return -1;
+  const Node& next = graph_.nodes[readers[0]];
+  if ((next.kind != OpKind::kRelu && next.kind != OpKind::kClip) || next.removed || next.outputs.size() != 1) {
+    return -1;
+  }
+  const std::optional<UInt8Grid> grid = ActivationGrid(next.outputs[0]);
+  if (!grid) return -1;
+  if (next.kind == OpKind::kRelu) return grid->zero_point == 0 ? next.outputs[0] : -1;
+  const std::optional<ClipRange> clip = ClipBounds(graph_, next);
+  if (!clip || clip->lo.numel() != 1 || clip->hi.numel() != 1) return -1;
+  const float lo = static_cast<float>(clip->lo.item<double>());
+  const float hi = static_cast<float>(clip->hi.item<double>());
+  const float lower = grid->scale * static_cast<float>(0 - grid->zero_point);
+  const float upper = grid->scale * static_cast<float>(255 - grid->zero_point);
+  return FLT_EPSILON < lo - lower || FLT_EPSILON < upper - hi ? -1 : next.outputs[0];
+}
+
+std::optional<IntegerKernel> QuantSim::PlanKernel(const Node& n) const {
+  if (n.parent >= 0 || n.removed || n.outputs.size() != 1) return std::nullopt;
+  IntegerKernel k;
+  auto constant = [&](size_t i) -> const c10::IValue* {
+    return i < n.inputs.size() && graph_.values[n.inputs[i]].constant ? &*graph_.values[n.inputs[i]].constant : nullptr;
+  };
+  if (n.kind == OpKind::kConv) {
+    k.kind = IntegerKernel::Kind::kConv;
+    if (n.op != "aten::_convolution" && n.op != "aten::conv2d") return std::nullopt;
+    const c10::IValue* padding = constant(4);
+    if (!padding || !padding->isIntList()) return std::nullopt;
+  } else if (n.kind == OpKind::kAdd) {
+    k.kind = IntegerKernel::Kind::kAdd;
+    const c10::IValue* alpha = constant(2);
+    if (n.inputs.size() != 3 || constant(0) || constant(1) || !alpha || alpha->toScalar().toDouble() != 1.0) {
+      return std::nullopt;
+    }
+  } else if (n.op == "aten::adaptive_avg_pool2d") {
+    k.kind = IntegerKernel::Kind::kGlobalAveragePool;
+    const c10::IValue* size = constant(1);
+    if (!size || !size->isIntList() || size->toIntVector() != std::vector<int64_t>{1, 1}) return std::nullopt;
+  } else {
+    return std::nullopt;
+  }
+  const size_t operands = k.kind == IntegerKernel::Kind::kAdd ? 2 : 1;
+  for (size_t i = 0; i < operands; ++i) {
+    std::optional<UInt8Grid> g = InputGrid(n.inputs[i]);
+    if (!g) return std::nullopt;
+    k.inputs.push_back(*g);
+  }
+  k.output_value = KernelOutput(n);
+  if (k.output_value < 0) return std::nullopt;
+  k.output = *ActivationGrid(k.output_value);
+  const UInt8Grid& in = k.inputs[0];
+  if (k.kind == IntegerKernel::Kind::kAdd) {
+    const UInt8Grid& b = k.inputs[1];
+    k.ratio_a = in.scale / k.output.scale;
+    k.ratio_b = b.scale / k.output.scale;
+    const float from_a = k.ratio_a * static_cast<float>(in.zero_point);
+    const float from_b = k.ratio_b * static_cast<float>(b.zero_point);
+    const float sum = from_a + from_b;
+    k.fixed = static_cast<float>(k.output.zero_point) - sum;
+    return k;
+  }
+  if (k.kind != IntegerKernel::Kind::kConv) return k;
+
+  const int weight = n.Param("weight");
+  auto wq = param_quantizers_.find(weight);
+  if (weight < 0 || weight != n.inputs[1] || wq == param_quantizers_.end() || !wq->second.enabled() ||
+      !wq->second.has_encodings() || wq->second.spec().bitwidth > 8) {
+    return std::nullopt;
+  }
+  const int bias = n.Param("bias");
+  if (auto bq = param_quantizers_.find(bias); bias >= 0 && bq != param_quantizers_.end() && bq->second.enabled()) {
+    return std::nullopt;
+  }
+  const at::Tensor& w = quantized_params_.at(weight);
+  if (w.dim() != 4) return std::nullopt;
+  const std::vector<Encoding>& enc = wq->second.encodings();
+  const int64_t channels = w.size(0);
+  std::vector<float> w_scales(channels);
+  for (int64_t c = 0; c < channels; ++c) w_scales[c] = static_cast<float>(enc[enc.size() == 1 ? 0 : c].scale);
+  at::Tensor& integers = integer_weights_[weight];
+  if (!integers.defined()) {
+    integers = at::round(w.div(at::tensor(w_scales, at::kFloat).view({-1, 1, 1, 1}))).to(at::kDouble);
+  }
+  k.weight = integers;
+  std::vector<float> multiplier(channels);
+  std::vector<double> bias_int32(channels);
+  const at::Tensor b = bias >= 0 ? graph_.values[bias].constant->toTensor().to(at::kFloat).contiguous() : at::Tensor();
+  for (int64_t c = 0; c < channels; ++c) {
+    const float bias_scale = in.scale * w_scales[c];
+    multiplier[c] = bias_scale / k.output.scale;
+    if (b.defined()) bias_int32[c] = std::nearbyint(b.data_ptr<float>()[c] / bias_scale);
+  }
+  k.multiplier = at::tensor(multiplier, at::kFloat);
+  if (b.defined()) k.bias = at::tensor(bias_int32, at::kDouble);
+  return k;
+}
+
+std::map<int, IntegerKernel> QuantSim::IntegerKernels() const {
+  std::map<int, IntegerKernel> kernels;
+  if (options_.kernels != QuantSimOptions::Kernels::kOnnxRuntimeInt8) return kernels;
+  for (const Node* n : graph_.LiveNodes()) {
+    if (std::optional<IntegerKernel> k = PlanKernel(*n)) kernels.emplace(n->id, std::move(*k));
+  }
+  return kernels;
 }
 
 }  // namespace qopt

@@ -14,6 +14,7 @@
 #include "absl/status/statusor.h"
 #include "ir/graph.h"
 #include "ir/interpreter.h"
+#include "quant/integer_kernels.h"
 #include "quant/quantizer.h"
 #include "quant/quantsim_config.h"
 
@@ -30,6 +31,15 @@ struct QuantSimOptions {
   QuantSimConfig config = QuantSimConfig::Default();
   /// Layers left in floating point (no parameter or output quantizers).
   std::vector<std::string> exclude_layers;
+  /// How the simulated pass computes quantized layers.
+  enum class Kernels {
+    /// Float arithmetic on quantize-dequantized values (AIMET's simulation).
+    kFakeQuant,
+    /// Conv, add and global average pool between 8-bit grids as ONNX Runtime's CPU int8
+    /// kernels compute them (quant/integer_kernels.h); every other op as kFakeQuant.
+    kOnnxRuntimeInt8,
+  };
+  Kernels kernels = Kernels::kFakeQuant;
 
   absl::Status Validate() const;
 };
@@ -123,11 +133,30 @@ class QuantSim : public ValueObserver {
   /// per op to `profile`; nullptr stops. The profile must outlive its use.
   void set_profile(RunProfile* profile) { profile_ = profile; }
 
+  /// The nodes the simulated pass computes as integer kernels (Kernels::kOnnxRuntimeInt8),
+  /// by node id, with the current encodings; empty with kFakeQuant. A node qualifies where
+  /// ONNX Runtime fuses the exported QDQ graph into an int8 kernel: its inputs on 8-bit
+  /// per-tensor grids (directly or through max-pooling and reshapes), its weight
+  /// quantized to at most 8 bits and its bias not quantized, and its output quantized to an
+  /// 8-bit grid, directly or after a ReLU or clip ONNX Runtime folds into that grid.
+  std::map<int, IntegerKernel> IntegerKernels() const;
+  /// With Kernels::kOnnxRuntimeInt8, the 8-bit grid on which activation `value_id` is
+  /// quantized as ONNX's QuantizeLinear does (x / scale; ONNX Runtime's QuantizeLinear,
+  /// QLinearConcat and lookup tables), instead of the fake-quantize op's x * (1 / scale);
+  /// nullopt for other quantizers and with kFakeQuant.
+  std::optional<UInt8Grid> QuantizeLinearGrid(int value_id) const;
+
+  /// The value whose activation quantizer puts `value_id` on its grid: itself, or the
+  /// value it was moved from by ops that keep values (reshapes, transposes, max-pooling,
+  /// splitting, ...); -1 when there is none.
+  int GridSource(int value_id) const;
+
   /// Value id of the activation at `site`, or -1.
   int FindActivation(const std::string& layer, bool is_input, int index) const;
 
   // ValueObserver
   void OnParam(const Value& param, at::Tensor& tensor) override;
+  void OnInputs(const Node& node, std::vector<c10::IValue>& inputs) override;
   void OnValue(const Value& value, c10::IValue& v) override;
   bool RetainsValues() const override { return false; }
   bool Bypasses(const Node& node) const override;
@@ -139,6 +168,12 @@ class QuantSim : public ValueObserver {
   absl::Status RefreshParam(int value_id);
   /// The interpreter over `inputs` with the sim as observer, and `tap` after it if given.
   absl::StatusOr<c10::IValue> Interpret(const std::vector<c10::IValue>& inputs, ValueObserver* tap);
+  // Integer kernels: the 8-bit grid of an activation, or of a value that only moves one;
+  // the value whose grid a node's kernel output takes (-1: none); the node's kernel.
+  std::optional<UInt8Grid> ActivationGrid(int value_id) const;
+  std::optional<UInt8Grid> InputGrid(int value_id) const;
+  int KernelOutput(const Node& n) const;
+  std::optional<IntegerKernel> PlanKernel(const Node& n) const;
 
   enum class Mode { kFloat, kCalibrate, kSimulate };
   const Graph& graph_;
@@ -151,6 +186,10 @@ class QuantSim : public ValueObserver {
   std::map<int, at::Tensor> float_refs_;
   std::set<int> non_float_;  // activations calibration saw as integer or bool tensors
   Mode mode_ = Mode::kSimulate;
+  std::map<int, IntegerKernel> kernels_;       // this simulated pass's, by node id
+  std::map<int, UInt8Grid> quantize_linear_;   // this pass's QuantizeLinearGrid, by value id
+  std::map<int, int64_t> pool_sizes_;          // elements per window of a pool kernel's input, this pass
+  mutable std::map<int, at::Tensor> integer_weights_;  // by weight value id, until it changes
   RunProfile* profile_ = nullptr;
 };
 

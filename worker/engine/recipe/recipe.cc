@@ -61,6 +61,12 @@ absl::StatusOr<QuantSimOptions> QuantSimOptionsFromRecipe(const v1::Recipe& reci
     ASSIGN_OR_RETURN(o.config, LoadQuantSimConfig(q.config_path()));
   }
   o.exclude_layers.assign(q.exclude_layers().begin(), q.exclude_layers().end());
+  if (q.kernels() == "onnxruntime_int8") {
+    o.kernels = QuantSimOptions::Kernels::kOnnxRuntimeInt8;
+  } else if (!q.kernels().empty() && q.kernels() != "fake_quant") {
+    return absl::InvalidArgumentError(absl::StrCat("quantization.kernels: unknown kernels '", q.kernels(),
+                                                   "' (fake_quant or onnxruntime_int8)"));
+  }
   RETURN_IF_ERROR(Annotate(o.Validate(), "quantization"));
   return o;
 }

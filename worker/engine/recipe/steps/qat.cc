@@ -35,6 +35,11 @@ std::string WhatTrains(const QatSummary& s, RangeLearning mode) {
 
 absl::Status RunQatStep(const v1::Step& step, RunContext& run) {
   const v1::QatStep& q = step.qat();
+  if (run.sim && run.sim->options().kernels != QuantSimOptions::Kernels::kFakeQuant) {
+    return absl::FailedPreconditionError(
+        "qat: quantization.kernels onnxruntime_int8 rounds inside conv and add, which passes no gradient; "
+        "train with the default fake_quant kernels (the export writes the same model.onnx either way)");
+  }
   for (const Node* n : run.graph->LiveNodes()) {
     if (n->kind == OpKind::kBatchNorm) {
       // fold_batch_norm left it: no conv or linear before it to fold into.
