@@ -579,10 +579,6 @@ void QuantSim::OnValue(const Value& value, c10::IValue& v) {
   }
 }
 
-}  // namespace qopt
-
-namespace qopt {
-
 std::optional<UInt8Grid> QuantSim::ActivationGrid(int value_id) const {
   auto it = act_quantizers_.find(value_id);
   if (it == act_quantizers_.end()) return std::nullopt;
