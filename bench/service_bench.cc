@@ -141,7 +141,7 @@ std::string Download(qopt::v1::JobService::Stub& jobs, const std::string& job_id
   auto reader = jobs.DownloadArtifact(&ctx, req);
   qopt::v1::Chunk chunk;
   absl::Status written;
-  while (written.ok() && reader->Read(&chunk)) written = (*file)->Append(chunk.data());
+  while (written.ok() && reader->Read(&chunk)) written = (*file)->Append(std::move(*chunk.mutable_data()));
   if (!written.ok()) ctx.TryCancel();
   grpc::Status s = reader->Finish();
   if (!written.ok()) return std::string(written.message());

@@ -46,7 +46,7 @@ absl::Status Fetch(Connection& connection, const std::string& job_id, const v1::
   auto reader = connection.jobs().DownloadArtifact(context.get(), request);
   v1::Chunk chunk;
   while (reader->Read(&chunk)) {
-    if (absl::Status s = (*file)->Append(chunk.data()); !s.ok()) {
+    if (absl::Status s = (*file)->Append(std::move(*chunk.mutable_data())); !s.ok()) {
       context->TryCancel();
       static_cast<void>(reader->Finish());  // the local write error is the one to report
       return s;

@@ -11,6 +11,68 @@
 
 namespace qopt {
 
+namespace {
+constexpr int64_t kSyncStep = 32 << 20;
+}  // namespace
+
+ReceivedFile::ReceivedFile(int fd, int64_t offset) : fd_(fd), written_(offset), synced_(offset), queued_(offset) {}
+
+ReceivedFile::~ReceivedFile() {
+  StopSyncing();
+  if (fd_ >= 0) close(fd_);
+}
+
+absl::Status ReceivedFile::Append(std::string bytes) {
+  for (size_t done = 0; done < bytes.size();) {
+    const ssize_t n = write(fd_, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return absl::ResourceExhaustedError(std::strerror(errno));
+    done += static_cast<size_t>(n);
+  }
+  written_ += static_cast<int64_t>(bytes.size());
+  hash_.Update(std::move(bytes));
+  std::lock_guard<std::mutex> lock(mu_);
+  queued_ = written_;
+  if (queued_ - synced_ >= kSyncStep) {
+    if (!syncer_.joinable()) syncer_ = std::thread([this] { SyncBehind(); });
+    changed_.notify_one();
+  }
+  return absl::OkStatus();
+}
+
+void ReceivedFile::SyncBehind() {
+  std::unique_lock<std::mutex> lock(mu_);
+  for (;;) {
+    changed_.wait(lock, [&] { return stop_ || queued_ - synced_ >= kSyncStep; });
+    if (stop_) return;
+    const int64_t upto = queued_;
+    lock.unlock();
+    const int failed = fdatasync(fd_) == 0 ? 0 : errno;
+    lock.lock();
+    synced_ = upto;
+    if (failed != 0 && sync_errno_ == 0) sync_errno_ = failed;
+  }
+}
+
+void ReceivedFile::StopSyncing() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  changed_.notify_all();
+  if (syncer_.joinable()) syncer_.join();
+}
+
+absl::Status ReceivedFile::Sync() {
+  StopSyncing();
+  int failed = fsync(fd_) == 0 ? 0 : errno;
+  if (failed == 0) failed = sync_errno_;
+  close(fd_);
+  fd_ = -1;
+  if (failed != 0) return absl::ResourceExhaustedError(std::strerror(failed));
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::unique_ptr<DurableFileWriter>> DurableFileWriter::Create(const std::string& path) {
   const std::string partial = path + ".partial";
   const int fd = open(partial.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -19,39 +81,17 @@ absl::StatusOr<std::unique_ptr<DurableFileWriter>> DurableFileWriter::Create(con
 }
 
 DurableFileWriter::DurableFileWriter(std::string path, int fd)
-    : path_(std::move(path)), partial_(path_ + ".partial"), fd_(fd) {}
+    : path_(std::move(path)), partial_(path_ + ".partial"), file_(fd, 0) {}
 
 DurableFileWriter::~DurableFileWriter() {
-  if (fd_ >= 0) close(fd_);
   if (!committed_) {
     std::error_code ec;
     std::filesystem::remove(partial_, ec);
   }
 }
 
-absl::Status HashAndWrite(int fd, absl::string_view bytes, Sha256& hash, int64_t& written, int64_t& flushed) {
-  constexpr size_t kSlice = 64 << 10;
-  for (size_t at = 0; at < bytes.size(); at += kSlice) {
-    const absl::string_view slice = bytes.substr(at, kSlice);
-    hash.Update(slice);
-    for (size_t done = 0; done < slice.size();) {
-      const ssize_t n = write(fd, slice.data() + done, slice.size() - done);
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) return absl::ResourceExhaustedError(std::strerror(errno));
-      done += static_cast<size_t>(n);
-    }
-  }
-  written += static_cast<int64_t>(bytes.size());
-  constexpr int64_t kWriteBehind = 8 << 20;
-  if (written - flushed >= kWriteBehind) {
-    sync_file_range(fd, flushed, written - flushed, SYNC_FILE_RANGE_WRITE);
-    flushed = written;
-  }
-  return absl::OkStatus();
-}
-
-absl::Status DurableFileWriter::Append(absl::string_view bytes) {
-  absl::Status s = HashAndWrite(fd_, bytes, hash_, written_, flushed_);
+absl::Status DurableFileWriter::Append(std::string bytes) {
+  absl::Status s = file_.Append(std::move(bytes));
   if (!s.ok()) return absl::ResourceExhaustedError(absl::StrCat("cannot write ", partial_, ": ", s.message()));
   return absl::OkStatus();
 }
@@ -66,14 +106,12 @@ void SyncFolderOf(const std::string& path) {
   }
 }
 
-FileDigest DurableFileWriter::Digest() { return FileDigest{hash_.HexDigest(), written_}; }
+FileDigest DurableFileWriter::Digest() { return FileDigest{file_.HexDigest(), file_.size()}; }
 
 absl::Status DurableFileWriter::Commit() {
-  if (fsync(fd_) != 0) {
-    return absl::ResourceExhaustedError(absl::StrCat("cannot write ", partial_, " to disk: ", std::strerror(errno)));
+  if (absl::Status s = file_.Sync(); !s.ok()) {
+    return absl::ResourceExhaustedError(absl::StrCat("cannot write ", partial_, " to disk: ", s.message()));
   }
-  close(fd_);
-  fd_ = -1;
   std::error_code ec;
   std::filesystem::rename(partial_, path_, ec);
   if (ec) return absl::InvalidArgumentError(absl::StrCat("cannot rename ", partial_, " to ", path_, ": ", ec.message()));

@@ -38,6 +38,52 @@ std::string Sha256::HexDigest() {
   return hex;
 }
 
+PipelinedSha256::PipelinedSha256() : thread_([this] { HashQueued(); }) {}
+
+PipelinedSha256::~PipelinedSha256() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  changed_.notify_all();
+  thread_.join();
+}
+
+void PipelinedSha256::Update(std::string bytes) {
+  constexpr size_t kMaxQueued = 4 << 20;
+  if (bytes.empty()) return;
+  std::unique_lock<std::mutex> lock(mu_);
+  changed_.wait(lock, [&] { return queued_bytes_ <= kMaxQueued; });
+  queued_bytes_ += bytes.size();
+  queue_.push_back(std::move(bytes));
+  changed_.notify_all();
+}
+
+std::string PipelinedSha256::HexDigest() {
+  std::unique_lock<std::mutex> lock(mu_);
+  changed_.wait(lock, [&] { return queue_.empty() && !hashing_; });
+  return hash_.HexDigest();
+}
+
+void PipelinedSha256::HashQueued() {
+  std::unique_lock<std::mutex> lock(mu_);
+  for (;;) {
+    changed_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+    if (stop_) return;
+    std::string bytes = std::move(queue_.front());
+    queue_.pop_front();
+    hashing_ = true;
+    lock.unlock();
+    hash_.Update(bytes);
+    const size_t hashed = bytes.size();
+    bytes = std::string();  // freed outside the lock
+    lock.lock();
+    hashing_ = false;
+    queued_bytes_ -= hashed;
+    changed_.notify_all();
+  }
+}
+
 absl::StatusOr<FileDigest> Sha256File(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return absl::InvalidArgumentError(absl::StrCat("cannot read ", path));

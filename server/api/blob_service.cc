@@ -121,8 +121,9 @@ grpc::Status BlobServiceImpl::Upload(grpc::ServerContext* ctx,
     if (msg.chunk().size() > kMaxChunk) {
       return {grpc::StatusCode::INVALID_ARGUMENT, "upload chunks must be at most 1 MiB"};
     }
-    if (absl::Status s = (*upload)->Write(msg.chunk()); !s.ok()) return ToGrpc(s);
-    metrics_->BytesIn(static_cast<int64_t>(msg.chunk().size()));
+    const int64_t bytes = static_cast<int64_t>(msg.chunk().size());
+    if (absl::Status s = (*upload)->Write(std::move(*msg.mutable_chunk())); !s.ok()) return ToGrpc(s);
+    metrics_->BytesIn(bytes);
   }
   if (watch.timed_out()) return idled();
   if (ctx->IsCancelled()) return {grpc::StatusCode::CANCELLED, "upload cancelled; resume it later"};

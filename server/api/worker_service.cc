@@ -23,8 +23,9 @@ grpc::Status ReceiveChunks(grpc::ServerContext* ctx, grpc::ServerReader<Request>
     if (!msg.has_chunk()) {
       return fail({grpc::StatusCode::INVALID_ARGUMENT, absl::StrCat("only the first ", what, " message is a header")});
     }
-    if (absl::Status s = upload.Write(msg.chunk()); !s.ok()) return fail(ToGrpc(s));
-    metrics->BytesIn(static_cast<int64_t>(msg.chunk().size()));
+    const int64_t bytes = static_cast<int64_t>(msg.chunk().size());
+    if (absl::Status s = upload.Write(std::move(*msg.mutable_chunk())); !s.ok()) return fail(ToGrpc(s));
+    metrics->BytesIn(bytes);
   }
   if (watch.timed_out()) return fail({grpc::StatusCode::CANCELLED, absl::StrCat(what, " upload idle; send it again")});
   if (ctx->IsCancelled()) return fail({grpc::StatusCode::CANCELLED, absl::StrCat(what, " upload cancelled")});

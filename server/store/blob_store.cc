@@ -123,48 +123,42 @@ absl::StatusOr<std::unique_ptr<BlobUpload>> BlobStore::Begin(const std::string& 
   up->size_ = size;
   up->part_path_ = PartPath(sha256, owner);
   up->final_path_ = Path(sha256);
-  up->hasher_ = std::make_unique<Sha256>();
-  up->fd_ = open(up->part_path_.c_str(), O_WRONLY | O_CREAT | (offset == 0 ? O_TRUNC : O_APPEND), 0644);
+  const int fd = open(up->part_path_.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | (offset == 0 ? O_TRUNC : O_APPEND), 0644);
   // Errors reach callers: they name the blob, never the server's files.
-  if (up->fd_ < 0) return absl::InternalError(absl::StrCat("cannot open the partial file of blob ", sha256));
+  if (fd < 0) return absl::InternalError(absl::StrCat("cannot open the partial file of blob ", sha256));
   // A resumed upload is fresh again: garbage collection expires parts by their mtime.
-  futimens(up->fd_, nullptr);
+  futimens(fd, nullptr);
+  up->file_ = std::make_unique<ReceivedFile>(fd, offset);
   if (offset > 0) {
     // Resuming: the hash must cover the bytes already on disk.
     std::ifstream in(up->part_path_, std::ios::binary);
     std::vector<char> buf(1 << 20);
     while (in) {
       in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
-      up->hasher_->Update(absl::string_view(buf.data(), static_cast<size_t>(in.gcount())));
+      up->file_->Rehash(std::string(buf.data(), static_cast<size_t>(in.gcount())));
     }
   }
-  up->offset_ = offset;
-  up->flushed_ = offset;
   return up;
 }
 
-BlobUpload::~BlobUpload() {
-  if (fd_ >= 0) close(fd_);
-}
+BlobUpload::~BlobUpload() = default;
 
-absl::Status BlobUpload::Write(const std::string& bytes) {
-  if (offset_ + static_cast<int64_t>(bytes.size()) > size_) {
+absl::Status BlobUpload::Write(std::string bytes) {
+  if (offset() + static_cast<int64_t>(bytes.size()) > size_) {
     return absl::InvalidArgumentError(absl::StrCat("upload exceeds its declared size of ", size_, " bytes"));
   }
-  if (!HashAndWrite(fd_, bytes, *hasher_, offset_, flushed_).ok()) {
+  if (!file_->Append(std::move(bytes)).ok()) {
     return absl::InternalError(absl::StrCat("cannot write blob ", sha256_, " to disk"));
   }
   return absl::OkStatus();
 }
 
 absl::Status BlobUpload::Seal() {
-  if (offset_ != size_) {
-    return absl::InvalidArgumentError(absl::StrCat("upload ended at ", offset_, " of ", size_, " bytes"));
+  if (offset() != size_) {
+    return absl::InvalidArgumentError(absl::StrCat("upload ended at ", offset(), " of ", size_, " bytes"));
   }
-  if (fsync(fd_) != 0) return absl::InternalError(absl::StrCat("cannot make blob ", sha256_, " durable (fsync)"));
-  close(fd_);
-  fd_ = -1;
-  const std::string actual = hasher_->HexDigest();
+  if (!file_->Sync().ok()) return absl::InternalError(absl::StrCat("cannot make blob ", sha256_, " durable (fsync)"));
+  const std::string actual = file_->HexDigest();
   if (actual != sha256_) {
     Discard();
     return absl::InvalidArgumentError(absl::StrCat("sha256 mismatch: declared ", sha256_, ", received ", actual));

@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "sha256.h"
+#include "durable_file.h"
 
 namespace qopt::server {
 
@@ -23,8 +23,8 @@ class BlobStore;
 class BlobUpload {
  public:
   ~BlobUpload();
-  absl::Status Write(const std::string& bytes);
-  int64_t offset() const { return offset_; }
+  absl::Status Write(std::string bytes);
+  int64_t offset() const { return file_->size(); }
   int64_t size() const { return size_; }
   /// Verifies size and sha256 and makes the bytes durable (fsync). InvalidArgument on
   /// mismatch (the partial data is discarded).
@@ -39,11 +39,9 @@ class BlobUpload {
   friend class BlobStore;
   BlobUpload() = default;
   std::string sha256_, part_path_, final_path_;
-  int64_t size_ = 0, offset_ = 0;
-  int64_t flushed_ = 0;  // bytes handed to the disk with sync_file_range
-  int fd_ = -1;
+  int64_t size_ = 0;
   bool sealed_ = false;
-  std::unique_ptr<Sha256> hasher_;
+  std::unique_ptr<ReceivedFile> file_;
 };
 
 class BlobStore {

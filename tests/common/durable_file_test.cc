@@ -42,7 +42,7 @@ TEST_F(DurableFileTest, CommitPutsTheWholeFileUnderItsNameWithItsHash) {
   ASSERT_TRUE(file.ok()) << file.status();
   EXPECT_FALSE(fs::exists(path)) << "nothing under the final name before Commit";
   for (size_t at = 0; at < bytes.size(); at += 777777) {
-    ASSERT_TRUE((*file)->Append(absl::string_view(bytes).substr(at, 777777)).ok());
+    ASSERT_TRUE((*file)->Append(bytes.substr(at, 777777)).ok());
   }
   const FileDigest digest = (*file)->Digest();
   ASSERT_TRUE((*file)->Commit().ok());
@@ -54,6 +54,45 @@ TEST_F(DurableFileTest, CommitPutsTheWholeFileUnderItsNameWithItsHash) {
   file->reset();
   EXPECT_FALSE(fs::exists(dir_ / "model.onnx.partial"));
   EXPECT_TRUE(fs::exists(path)) << "a committed file stays";
+}
+
+TEST_F(DurableFileTest, AFileOfManySyncStepsIsWholeAndHashedInOrder) {
+  // 70 MiB: the background sync runs twice while pieces arrive, and the hashing thread's
+  // queue fills (4 MiB) and drains many times. Pieces differ, so an order mix-up shows.
+  const fs::path path = dir_ / "blob.bin";
+  auto file = DurableFileWriter::Create(path.string());
+  ASSERT_TRUE(file.ok()) << file.status();
+  Sha256 expected;
+  int64_t size = 0;
+  for (int i = 0; i < 70 * 4; ++i) {
+    std::string piece(256 << 10, static_cast<char>(i));
+    piece[i % piece.size()] = 'x';
+    expected.Update(piece);
+    size += static_cast<int64_t>(piece.size());
+    ASSERT_TRUE((*file)->Append(std::move(piece)).ok());
+  }
+  const FileDigest digest = (*file)->Digest();
+  EXPECT_EQ(digest.sha256, expected.HexDigest());
+  EXPECT_EQ(digest.size, size);
+  ASSERT_TRUE((*file)->Commit().ok());
+  auto on_disk = Sha256File(path.string());
+  ASSERT_TRUE(on_disk.ok());
+  EXPECT_EQ(on_disk->sha256, digest.sha256);
+  EXPECT_EQ(on_disk->size, size);
+}
+
+TEST_F(DurableFileTest, PipelinedHashEqualsTheHashOfTheWholeStream) {
+  std::string all;
+  PipelinedSha256 pipelined;
+  for (int i = 0; i < 3000; ++i) {
+    std::string piece(1 + (i * 7919) % 9000, static_cast<char>('a' + i % 26));
+    all += piece;
+    pipelined.Update(std::move(piece));
+  }
+  pipelined.Update(std::string());  // an empty piece changes nothing
+  Sha256 whole;
+  whole.Update(all);
+  EXPECT_EQ(pipelined.HexDigest(), whole.HexDigest());
 }
 
 TEST_F(DurableFileTest, AnAbandonedFileLeavesNothingAndKeepsAnEarlierOne) {
