@@ -22,7 +22,8 @@ struct ServerLimits {
   int64_t max_upload_bytes = int64_t{8} << 30;
   int max_lease_wait_ms = 30000;
   /// Upload streams one tenant, and all tenants together, may have open at once (each
-  /// holds a thread and a file descriptor).
+  /// holds a file descriptor and up to three threads: the handler's, the hashing one and,
+  /// past 32 MiB, the one syncing behind the writes).
   int max_uploads_per_tenant = 8;
   int max_uploads = 256;
   /// Highest job priority a tenant may ask for; higher is INVALID_ARGUMENT.
