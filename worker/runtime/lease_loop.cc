@@ -27,6 +27,7 @@
 #include "recipe/recipe.h"
 #include "recipe/runner.h"
 #include "runtime/checkpoint_uploader.h"
+#include "runtime/job_file.h"
 #include "sandbox/job_process.h"
 #include "recipe_files.h"
 #include "sha256.h"
@@ -147,7 +148,15 @@ class Worker {
     return absl::OkStatus();
   }
 
+  // Sends artifact `name`, a file the job's sandboxed process wrote (see JobFile).
+  // FAILED_PRECONDITION when the file is refused.
   grpc::Status PutArtifact(const v1::LeaseResponse& lease, const std::string& path, const std::string& name) {
+    absl::StatusOr<std::unique_ptr<JobFile>> file = JobFile::Open(path, absl::StrCat("artifact ", name));
+    absl::StatusOr<FileDigest> digest = file.ok() ? (*file)->Digest() : file.status();
+    if (absl::IsFailedPrecondition(digest.status())) {
+      return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, std::string(digest.status().message()));
+    }
+    if (!digest.ok()) return grpc::Status(grpc::StatusCode::INTERNAL, std::string(digest.status().message()));
     grpc::ClientContext ctx;
     Context(&ctx, 600000);
     v1::PutArtifactResponse resp;
@@ -156,72 +165,38 @@ class Worker {
     msg.set_job_id(lease.job_id());
     msg.set_lease_id(lease.lease_id());
     msg.mutable_header()->set_name(name);
-    auto digest = Sha256File(path);
-    if (!digest.ok()) return grpc::Status(grpc::StatusCode::INTERNAL, std::string(digest.status().message()));
     msg.mutable_header()->set_sha256(digest->sha256);
     msg.mutable_header()->set_size(digest->size);
-    writer->Write(msg);
-    std::ifstream in(path, std::ios::binary);
-    std::string buf(1 << 20, '\0');
-    while (in) {
-      in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
-      if (in.gcount() <= 0) break;
-      v1::PutArtifactRequest chunk;
-      chunk.set_chunk(buf.data(), static_cast<size_t>(in.gcount()));
-      if (!writer->Write(chunk)) break;
+    if (writer->Write(msg)) {
+      (*file)->SendChunks(digest->size, [&](absl::string_view bytes) {
+        v1::PutArtifactRequest chunk;
+        chunk.set_chunk(bytes.data(), bytes.size());
+        return writer->Write(chunk);
+      });
     }
     writer->WritesDone();
     return writer->Finish();
   }
 
-  // Sends the job's checkpoint: a file its sandboxed child wrote, so untrusted. It is
-  // opened without following a link and must be a plain file with no other name (not a
-  // link to a file the child could not read itself); the server checks its size and hash.
+  // Sends the job's checkpoint (see JobFile); the server checks its size and hash.
   absl::Status PutCheckpoint(const v1::LeaseResponse& lease, const std::string& path, grpc::ClientContext* ctx,
                              const std::atomic<bool>& stop) {
-    const int fd = open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-    if (fd < 0) return absl::NotFoundError(absl::StrCat("cannot open the checkpoint: ", std::strerror(errno)));
-    struct CloseFd {
-      int fd;
-      ~CloseFd() { close(fd); }
-    } close_fd{fd};
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1) {
-      return absl::InvalidArgumentError("the checkpoint is not a plain file of the job's own");
-    }
-    std::string buf(1 << 20, '\0');
-    // Reads the file from `offset` into buf; what pread returned.
-    const auto read_at = [&](int64_t offset) {
-      for (;;) {
-        const ssize_t n = pread(fd, buf.data(), buf.size(), offset);
-        if (n >= 0 || errno != EINTR) return n;
-      }
-    };
-    Sha256 hash;
-    int64_t size = 0;
-    for (ssize_t n; !stop && (n = read_at(size)) != 0; size += n) {
-      if (n < 0) return absl::InternalError(absl::StrCat("cannot read the checkpoint: ", std::strerror(errno)));
-      hash.Update(absl::string_view(buf.data(), static_cast<size_t>(n)));
-    }
-    if (stop) return absl::CancelledError("the job ended");
+    ASSIGN_OR_RETURN(std::unique_ptr<JobFile> file, JobFile::Open(path, "checkpoint"));
+    ASSIGN_OR_RETURN(FileDigest digest, file->Digest(&stop));
     Context(ctx, 600000);
     v1::Empty empty;
     auto writer = stub_->PutCheckpoint(ctx, &empty);
     v1::PutCheckpointRequest msg;
     msg.set_job_id(lease.job_id());
     msg.set_lease_id(lease.lease_id());
-    msg.mutable_header()->set_sha256(hash.HexDigest());
-    msg.mutable_header()->set_size(size);
-    // Should the child rewrite the file in place meanwhile, the server sees other bytes
-    // than the hash says and refuses them.
-    bool sending = writer->Write(msg);
-    for (int64_t offset = 0; sending && offset < size;) {
-      const ssize_t n = read_at(offset);
-      if (n <= 0) break;
-      v1::PutCheckpointRequest chunk;
-      chunk.set_chunk(buf.data(), static_cast<size_t>(std::min<int64_t>(n, size - offset)));
-      sending = writer->Write(chunk);
-      offset += n;
+    msg.mutable_header()->set_sha256(digest.sha256);
+    msg.mutable_header()->set_size(digest.size);
+    if (writer->Write(msg)) {
+      file->SendChunks(digest.size, [&](absl::string_view bytes) {
+        v1::PutCheckpointRequest chunk;
+        chunk.set_chunk(bytes.data(), bytes.size());
+        return writer->Write(chunk);
+      });
     }
     writer->WritesDone();
     return ToAbsl(writer->Finish(), "");
@@ -399,25 +374,32 @@ class Worker {
       if (!pending_logs.empty() || !pending_metrics.empty() || !pending_steps.empty()) heartbeat_once(lock);
     }
 
-    if (cancelled) {
-      std::printf("worker %s: job %s cancelled\n", o_.worker_id.c_str(), lease.job_id().c_str());
-    } else if (!summary.ok()) {
+    const auto fail_job = [&](const std::string& error) {
       v1::FailRequest fail;
       fail.set_job_id(lease.job_id());
       fail.set_lease_id(lease.lease_id());
-      fail.set_error(SanitizeUtf8(caller_names(std::string(summary.status().message()))));
+      fail.set_error(SanitizeUtf8(caller_names(error)));
       grpc::ClientContext ctx;
       Context(&ctx, 10000);
       v1::Empty empty;
       stub_->Fail(&ctx, fail, &empty);
       std::printf("worker %s: job %s failed: %s\n", o_.worker_id.c_str(), lease.job_id().c_str(),
                   fail.error().c_str());
-    } else {
-      grpc::Status s = grpc::Status::OK;
+    };
+    grpc::Status s = grpc::Status::OK;
+    if (!cancelled && summary.ok()) {
       for (const auto& name : summary->artifacts) {
         s = PutArtifact(lease, (fs::path(out_dir) / name).string(), name);
         if (!s.ok()) break;
       }
+    }
+    if (cancelled) {
+      std::printf("worker %s: job %s cancelled\n", o_.worker_id.c_str(), lease.job_id().c_str());
+    } else if (!summary.ok()) {
+      fail_job(std::string(summary.status().message()));
+    } else if (s.error_code() == grpc::StatusCode::FAILED_PRECONDITION) {
+      fail_job(s.error_message());  // an artifact the worker refuses to read
+    } else {
       grpc::ClientContext ctx;
       Context(&ctx, 10000);
       v1::Empty empty;
