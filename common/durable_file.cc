@@ -15,7 +15,7 @@ namespace {
 constexpr int64_t kSyncStep = 32 << 20;
 }  // namespace
 
-ReceivedFile::ReceivedFile(int fd, int64_t offset) : fd_(fd), written_(offset), synced_(offset), queued_(offset) {}
+ReceivedFile::ReceivedFile(int fd, int64_t offset) : fd_(fd), written_(offset), synced_(offset) {}
 
 ReceivedFile::~ReceivedFile() {
   StopSyncing();
@@ -29,11 +29,11 @@ absl::Status ReceivedFile::Append(std::string bytes) {
     if (n < 0) return absl::ResourceExhaustedError(std::strerror(errno));
     done += static_cast<size_t>(n);
   }
-  written_ += static_cast<int64_t>(bytes.size());
+  const int64_t size = static_cast<int64_t>(bytes.size());
   hash_.Update(std::move(bytes));
   std::lock_guard<std::mutex> lock(mu_);
-  queued_ = written_;
-  if (queued_ - synced_ >= kSyncStep) {
+  written_ += size;
+  if (written_ - synced_ >= kSyncStep) {
     if (!syncer_.joinable()) syncer_ = std::thread([this] { SyncBehind(); });
     changed_.notify_one();
   }
@@ -43,9 +43,9 @@ absl::Status ReceivedFile::Append(std::string bytes) {
 void ReceivedFile::SyncBehind() {
   std::unique_lock<std::mutex> lock(mu_);
   for (;;) {
-    changed_.wait(lock, [&] { return stop_ || queued_ - synced_ >= kSyncStep; });
+    changed_.wait(lock, [&] { return stop_ || written_ - synced_ >= kSyncStep; });
     if (stop_) return;
-    const int64_t upto = queued_;
+    const int64_t upto = written_;
     lock.unlock();
     const int failed = fdatasync(fd_) == 0 ? 0 : errno;
     lock.lock();

@@ -14,7 +14,6 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/strings/string_view.h"
 #include "sha256.h"
 
 namespace qopt {
@@ -54,12 +53,11 @@ class ReceivedFile {
   void StopSyncing();
 
   int fd_;
-  int64_t written_;
+  int64_t written_;        // changed by Append under mu_, read there by the syncing thread
   PipelinedSha256 hash_;
   std::mutex mu_;
   std::condition_variable changed_;
   int64_t synced_;         // bytes a background fdatasync has covered
-  int64_t queued_;         // bytes written, as the syncing thread sees them
   int sync_errno_ = 0;     // the first background fdatasync failure
   bool stop_ = false;
   std::thread syncer_;     // started at the first 32 MiB
