@@ -485,7 +485,8 @@ def main():
     p.add_argument("worker")
     p.add_argument("runner")
     p.add_argument("--fixtures", help="the test fixtures' folder (tests/fixtures/make_fixtures.py)")
-    p.add_argument("--models", help="default: the zoo, and the fixtures with --fixtures")
+    p.add_argument("--models", help="comma-separated zoo and fixture names, 'fixtures' for every fixture, 'settings' "
+                                    "for the fallback and refusal checks; default: all of them (fixtures with --fixtures)")
     p.add_argument("--images", type=int, default=2000)
     p.add_argument("--node-images", type=int, default=100, help="inputs for the node-by-node checks")
     p.add_argument("--kernel-images", type=int, default=500, help="inputs for the int8 kernel emulation")
@@ -497,14 +498,24 @@ def main():
                                               "super_resolution_tiny")
     args = p.parse_args()
     torch.set_num_threads(2)
-    models = args.models.split(",") if args.models else list(ZOO) + (list(FIXTURES) if args.fixtures else [])
+    if args.models:
+        models = []
+        for name in args.models.split(","):
+            models += list(FIXTURES) if name == "fixtures" else [name]
+    else:
+        models = ["settings"] + list(ZOO) + (list(FIXTURES) if args.fixtures else [])
+    unknown = [m for m in models if m != "settings" and m not in ZOO and m not in FIXTURES]
+    if unknown:
+        p.error("unknown model %s: choose from settings, fixtures, %s" % (", ".join(unknown), ", ".join(ZOO + FIXTURES)))
+    if any(m in FIXTURES for m in models) and not args.fixtures:
+        p.error("the fixtures need --fixtures")
     x_zoo, labels = fashion_mnist.load("test")
     x_zoo, labels = x_zoo[:args.images].contiguous(), labels[:args.images]
     with tempfile.TemporaryDirectory() as tmp:
-        if not args.models:
-            check_settings(args, tmp)
         for name in models:
-            if name in ZOO:
+            if name == "settings":
+                check_settings(args, tmp)
+            elif name in ZOO:
                 check_model(args, name, x_zoo, labels, tmp)
             else:
                 x = torch.from_numpy(np.load(os.path.join(args.fixtures, "calib.npy")))
