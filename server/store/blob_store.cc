@@ -132,10 +132,11 @@ absl::StatusOr<std::unique_ptr<BlobUpload>> BlobStore::Begin(const std::string& 
   if (offset > 0) {
     // Resuming: the hash must cover the bytes already on disk.
     std::ifstream in(up->part_path_, std::ios::binary);
-    std::vector<char> buf(1 << 20);
     while (in) {
-      in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
-      up->file_->Rehash(std::string(buf.data(), static_cast<size_t>(in.gcount())));
+      std::string chunk(1 << 20, '\0');
+      in.read(chunk.data(), static_cast<std::streamsize>(chunk.size()));
+      chunk.resize(static_cast<size_t>(in.gcount()));
+      if (!chunk.empty()) up->file_->Rehash(std::move(chunk));
     }
   }
   return up;

@@ -39,6 +39,18 @@ namespace {
 
 namespace fs = std::filesystem;
 
+// Writes `header`, then `file`'s `size` bytes as chunk messages of the same type, until
+// the stream refuses one.
+template <typename Request, typename Writer>
+void SendFile(Writer& writer, const Request& header, JobFile& file, int64_t size) {
+  if (!writer.Write(header)) return;
+  file.SendChunks(size, [&](absl::string_view bytes) {
+    Request chunk;
+    chunk.set_chunk(bytes.data(), bytes.size());
+    return writer.Write(chunk);
+  });
+}
+
 // gRPC and Abseil number their codes alike.
 absl::Status ToAbsl(const grpc::Status& s, const std::string& context) {
   if (s.ok()) return absl::OkStatus();
@@ -167,13 +179,7 @@ class Worker {
     msg.mutable_header()->set_name(name);
     msg.mutable_header()->set_sha256(digest->sha256);
     msg.mutable_header()->set_size(digest->size);
-    if (writer->Write(msg)) {
-      (*file)->SendChunks(digest->size, [&](absl::string_view bytes) {
-        v1::PutArtifactRequest chunk;
-        chunk.set_chunk(bytes.data(), bytes.size());
-        return writer->Write(chunk);
-      });
-    }
+    SendFile(*writer, msg, **file, digest->size);
     writer->WritesDone();
     return writer->Finish();
   }
@@ -191,13 +197,7 @@ class Worker {
     msg.set_lease_id(lease.lease_id());
     msg.mutable_header()->set_sha256(digest.sha256);
     msg.mutable_header()->set_size(digest.size);
-    if (writer->Write(msg)) {
-      file->SendChunks(digest.size, [&](absl::string_view bytes) {
-        v1::PutCheckpointRequest chunk;
-        chunk.set_chunk(bytes.data(), bytes.size());
-        return writer->Write(chunk);
-      });
-    }
+    SendFile(*writer, msg, *file, digest.size);
     writer->WritesDone();
     return ToAbsl(writer->Finish(), "");
   }
