@@ -9,6 +9,10 @@
 //   W8A8 simulated / engine FP32 (folded)  (goal <= 1.05: one elementwise pass per quantizer)
 //   one SQNR calibration batch / FP32      (goal <= 1.2: one histogram update per activation)
 //
+// Then each histogram kernel this CPU runs (scalar, SSE2, AVX2, AVX-512) is timed on the
+// model's ReLU and clip outputs, the tensors calibration bins most, and checked to count
+// as the scalar loop does.
+//
 // --profile runs each engine variant `runs` more times with per-op timing and writes where
 // the time goes as a Markdown table; --json writes the medians and ratios as one JSON
 // object (bench/run_engine_bench.sh puts it in bench/results/speed.json).
@@ -20,6 +24,7 @@
 #include <map>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include <ATen/ATen.h>
@@ -30,6 +35,7 @@
 #include "ir/import.h"
 #include "ir/interpreter.h"
 #include "passes/batch_norm_fold.h"
+#include "quant/encoding_analyzer.h"
 #include "quant/quantsim.h"
 #include "recipe/process_memory.h"
 
@@ -43,6 +49,63 @@ struct Profiled {
   std::string name;
   qopt::RunProfile profile;
 };
+
+// The outputs of the model's ReLUs and clips, the activations whose histograms take most
+// of a calibration batch, from one FP32 run.
+class RectifierOutputs : public qopt::ValueObserver {
+ public:
+  explicit RectifierOutputs(const qopt::Graph& graph) : graph_(graph) {}
+  void OnValue(const qopt::Value& value, c10::IValue& v) override {
+    if (value.producer < 0 || !v.isTensor()) return;
+    const qopt::OpKind kind = graph_.nodes[value.producer].kind;
+    if (kind == qopt::OpKind::kRelu || kind == qopt::OpKind::kClip) tensors.push_back(v.toTensor().contiguous());
+  }
+  bool RetainsValues() const override { return true; }
+  std::vector<at::Tensor> tensors;
+
+ private:
+  const qopt::Graph& graph_;
+};
+
+// Each histogram kernel this CPU runs, timed on `tensors` (each binned over its own
+// range, as calibration's first pass does), runs interleaved; every kernel must give the
+// scalar loop's counts. Milliseconds per pass over all of them, median, by kernel name.
+std::vector<std::pair<std::string, double>> TimeHistogramKernels(const std::vector<at::Tensor>& tensors, int runs) {
+  using qopt::internal_histogram::Kernel;
+  const std::vector<Kernel> kernels = qopt::internal_histogram::SupportedKernels();
+  constexpr int kBins = qopt::Histogram::kBins;
+  std::vector<std::pair<float, float>> ranges;
+  for (const at::Tensor& t : tensors) {
+    const float lo = t.min().item<float>();
+    ranges.emplace_back(lo, std::max(t.max().item<float>(), lo + 1e-6f));
+  }
+  std::vector<std::vector<double>> seconds(kernels.size()), first;
+  for (int r = 0; r < runs; ++r) {
+    for (size_t k = 0; k < kernels.size(); ++k) {
+      std::vector<std::vector<double>> counts(tensors.size(), std::vector<double>(kBins, 0.0));
+      bool counted = true;
+      const auto t0 = std::chrono::steady_clock::now();
+      for (size_t i = 0; i < tensors.size(); ++i) {
+        counted &= qopt::internal_histogram::CountBinsWith(kernels[k], tensors[i].data_ptr<float>(),
+                                                           tensors[i].numel(), ranges[i].first, ranges[i].second,
+                                                           kBins, counts[i].data());
+      }
+      seconds[k].push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+      if (first.empty()) first = counts;
+      if (!counted || counts != first) {
+        std::fprintf(stderr, "error: the %s histogram kernel %s\n",
+                     std::string(qopt::internal_histogram::KernelName(kernels[k])).c_str(),
+                     counted ? "counts differently from the scalar loop" : "refused values within their range");
+        std::exit(1);
+      }
+    }
+  }
+  std::vector<std::pair<std::string, double>> out;
+  for (size_t k = 0; k < kernels.size(); ++k) {
+    out.emplace_back(std::string(qopt::internal_histogram::KernelName(kernels[k])), Median(seconds[k]));
+  }
+  return out;
+}
 
 // Where the time of each variant goes, one row per op, heaviest first in FP32.
 std::string ProfileTable(const std::string& model, const std::vector<Profiled>& variants) {
@@ -182,6 +245,19 @@ int main(int argc, char** argv) {
   std::printf("  W8A8 simulated / Module::forward        %.3f\n", w8 / module_fwd);
   std::printf("  SQNR calibration batch / FP32 (folded)  %.3f  (goal <= 1.2)\n", calib / folded_fp32);
 
+  RectifierOutputs rectifiers(folded);
+  Check(engine_folded.Run({x}, &rectifiers).status());
+  int64_t rectifier_values = 0;
+  for (const at::Tensor& t : rectifiers.tensors) rectifier_values += t.numel();
+  const auto kernel_ms = TimeHistogramKernels(rectifiers.tensors, runs);
+  std::printf("histogram kernels over the %zu ReLU / clip outputs (%.1f M values), %d threads\n",
+              rectifiers.tensors.size(), 1e-6 * static_cast<double>(rectifier_values), threads);
+  for (const auto& [name, sec] : kernel_ms) {
+    std::printf("  %-8s %8.2f ms  %.3f ns per value  x%.2f the scalar loop's speed\n", name.c_str(), 1e3 * sec,
+                1e9 * sec / static_cast<double>(rectifier_values), kernel_ms.front().second / sec);
+  }
+  rectifiers.tensors.clear();
+
   std::string model = path.substr(path.find_last_of('/') + 1);
   model = model.substr(0, model.rfind(".pt"));
   if (!json_path.empty()) {
@@ -196,7 +272,16 @@ int main(int argc, char** argv) {
                   model.c_str(), batch, size, threads, cores, runs, 1e3 * module_fwd, 1e3 * fp32,
                   1e3 * folded_fp32, 1e3 * w8, 1e3 * calib, fp32 / module_fwd, w8 / folded_fp32,
                   calib / folded_fp32);
-    json << row;
+    std::string line = row;
+    std::string kernels = ", \"histogram_kernel_ms\": {";
+    for (size_t k = 0; k < kernel_ms.size(); ++k) {
+      char entry[64];
+      std::snprintf(entry, sizeof(entry), "%s\"%s\": %.2f", k ? ", " : "", kernel_ms[k].first.c_str(),
+                    1e3 * kernel_ms[k].second);
+      kernels += entry;
+    }
+    line.insert(line.rfind('}'), kernels + "}");
+    json << line;
     if (!json) {
       std::fprintf(stderr, "error: cannot write %s\n", json_path.c_str());
       return 1;

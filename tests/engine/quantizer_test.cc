@@ -3,6 +3,8 @@
 #include "quant/quantizer.h"
 
 #include <cmath>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include <ATen/ATen.h>
@@ -233,41 +235,108 @@ TEST(EncodingAnalyzerTest, SqnrAndMseBeatMinMaxOnHeavyTails) {
   EXPECT_LT(QuantNoise(x, mse), 0.5 * QuantNoise(x, minmax));
 }
 
-// The histogram's own counting loop bins as at::histc does: a value on a bin's edge may
-// land one bin apart (a multiplication where histc divides), nothing more.
+// The histogram's own counting loops (each one this CPU runs: scalar, SSE2, AVX2,
+// AVX-512) bin as at::histc does: a value on a bin's edge may land one bin apart (a
+// multiplication where histc divides), nothing more; every kernel gives the same counts.
 TEST(EncodingAnalyzerTest, HistogramBinsAsHistc) {
   at::manual_seed(5);
   const at::Tensor normal = at::randn({1 << 20});
   const at::Tensor relu = at::randn({1 << 20}).relu();  // half of it one value
-  for (const at::Tensor& x : {normal, relu, normal.slice(0, 0, 1001)}) {
+  const at::Tensor relu6 = (at::randn({1 << 20}) * 3).clamp(0, 6);  // both ends
+  const std::vector<internal_histogram::Kernel> kernels = internal_histogram::SupportedKernels();
+  ASSERT_EQ(kernels.front(), internal_histogram::Kernel::kScalar);
+  for (const at::Tensor& x : {normal, relu, relu6, normal.slice(0, 0, 1001), normal.slice(0, 3, 30)}) {
     const float lo = x.min().item<float>(), hi = x.max().item<float>();
-    std::vector<double> counts(Histogram::kBins, 0.0);
-    ASSERT_TRUE(internal_histogram::CountBins(x.data_ptr<float>(), x.numel(), lo, hi, Histogram::kBins, counts.data()));
     const at::Tensor expected = at::histc(x, Histogram::kBins, lo, hi).to(at::kDouble);
-    double total = 0.0, moved = 0.0;
-    for (int b = 0; b < Histogram::kBins; ++b) {
-      total += counts[b];
-      moved += std::abs(counts[b] - expected[b].item<double>());
-    }
-    EXPECT_EQ(total, static_cast<double>(x.numel()));
-    EXPECT_LE(moved, 1e-4 * static_cast<double>(x.numel())) << x.numel() << " values";
-    EXPECT_EQ(counts[0], expected[0].item<double>());
-    EXPECT_EQ(counts[Histogram::kBins - 1], expected[Histogram::kBins - 1].item<double>());
+    std::vector<double> scalar;
+    for (const internal_histogram::Kernel kernel : kernels) {
+      SCOPED_TRACE(std::string(internal_histogram::KernelName(kernel)) + " kernel, " + std::to_string(x.numel()) +
+                   " values");
+      std::vector<double> counts(Histogram::kBins, 0.0);
+      ASSERT_TRUE(internal_histogram::CountBinsWith(kernel, x.data_ptr<float>(), x.numel(), lo, hi, Histogram::kBins,
+                                                    counts.data()));
+      double total = 0.0, moved = 0.0;
+      for (int b = 0; b < Histogram::kBins; ++b) {
+        total += counts[b];
+        moved += std::abs(counts[b] - expected[b].item<double>());
+      }
+      EXPECT_EQ(total, static_cast<double>(x.numel()));
+      EXPECT_LE(moved, 1e-4 * static_cast<double>(x.numel()));
+      EXPECT_EQ(counts[0], expected[0].item<double>());
+      EXPECT_EQ(counts[Histogram::kBins - 1], expected[Histogram::kBins - 1].item<double>());
+      if (scalar.empty()) scalar = counts;
+      EXPECT_EQ(counts, scalar);
 
-    // A value beyond the range, or one that is not a number, anywhere (in the vector loop
-    // or the tail): nothing is counted, so the caller can widen the range and count again.
-    for (const float odd : {hi + 1.0f, lo - 1.0f, NAN, INFINITY}) {
-      for (const int64_t at : {int64_t{0}, x.numel() - 1}) {
-        at::Tensor y = x.clone();
-        y[at] = odd;
-        std::vector<double> untouched(Histogram::kBins, 0.0);
-        EXPECT_FALSE(internal_histogram::CountBins(y.data_ptr<float>(), y.numel(), lo, hi, Histogram::kBins,
-                                                   untouched.data()))
-            << odd << " at " << at;
-        EXPECT_EQ(untouched, std::vector<double>(Histogram::kBins, 0.0));
+      // A value beyond the range, or one that is not a number, anywhere (in the vector
+      // loop or the tail): nothing is counted, so the caller can widen the range and
+      // count again.
+      for (const float odd : {std::nextafter(hi, INFINITY), std::nextafter(lo, -INFINITY), hi + 1.0f, lo - 1.0f, NAN,
+                              INFINITY, -INFINITY}) {
+        for (const int64_t at : {int64_t{0}, x.numel() / 2, x.numel() - 1}) {
+          at::Tensor y = x.clone();
+          y[at] = odd;
+          std::vector<double> untouched(Histogram::kBins, 0.0);
+          EXPECT_FALSE(internal_histogram::CountBinsWith(kernel, y.data_ptr<float>(), y.numel(), lo, hi,
+                                                         Histogram::kBins, untouched.data()))
+              << odd << " at " << at;
+          EXPECT_EQ(untouched, std::vector<double>(Histogram::kBins, 0.0));
+        }
       }
     }
   }
+}
+
+// A clip and its histogram in one pass (every kernel): the tensor is left exactly as
+// at::clamp leaves it (NaN and -0 kept, every bit), and counted as CountBins counts the
+// clamped values; a clamped value outside the histogram's range is refused, counts
+// untouched, the tensor still clamped.
+TEST(EncodingAnalyzerTest, ClampAndCountBinsIsTheClipThenTheHistogram) {
+  at::manual_seed(7);
+  at::Tensor x = at::randn({(1 << 18) + 13}) * 4;
+  x[5] = -0.0f;
+  x[40] = -0.0f;
+  for (const internal_histogram::Kernel kernel : internal_histogram::SupportedKernels()) {
+    SCOPED_TRACE(std::string(internal_histogram::KernelName(kernel)) + " kernel");
+    for (const auto& [clamp_lo, clamp_hi] : {std::pair<float, float>{0.0f, 6.0f}, {0.0f, INFINITY}, {-1.5f, 2.25f}}) {
+      const at::Tensor clipped = x.clamp(clamp_lo, clamp_hi);
+      const float lo = clipped.min().item<float>(), hi = clipped.max().item<float>();
+      std::vector<double> expected(Histogram::kBins, 0.0), counts(Histogram::kBins, 0.0);
+      ASSERT_TRUE(internal_histogram::CountBinsWith(kernel, clipped.data_ptr<float>(), clipped.numel(), lo, hi,
+                                                    Histogram::kBins, expected.data()));
+      at::Tensor y = x.clone();
+      ASSERT_TRUE(internal_histogram::ClampAndCountBinsWith(kernel, y.data_ptr<float>(), y.numel(), clamp_lo,
+                                                            clamp_hi, lo, hi, Histogram::kBins, counts.data()));
+      EXPECT_TRUE(at::equal(y.view(at::kInt), clipped.view(at::kInt))) << clamp_lo << ".." << clamp_hi;
+      EXPECT_EQ(counts, expected);
+
+      // A histogram range narrower than the clip's, and a NaN: refused, still clamped.
+      for (const bool nan : {false, true}) {
+        at::Tensor z = x.clone();
+        if (nan) z[z.numel() - 2] = NAN;
+        const at::Tensor z_clipped = z.clamp(clamp_lo, clamp_hi);
+        std::vector<double> untouched(Histogram::kBins, 0.0);
+        EXPECT_FALSE(internal_histogram::ClampAndCountBinsWith(kernel, z.data_ptr<float>(), z.numel(), clamp_lo,
+                                                               clamp_hi, lo, nan ? hi : hi * 0.5f, Histogram::kBins,
+                                                               untouched.data()));
+        EXPECT_EQ(untouched, std::vector<double>(Histogram::kBins, 0.0));
+        EXPECT_TRUE(at::equal(z.view(at::kInt), z_clipped.view(at::kInt))) << "NaN " << nan;
+      }
+    }
+  }
+
+  // Through the histogram: batches clamped and counted in one pass (the range growing on
+  // the second) end as the clipped batches do.
+  Histogram fused, separate;
+  for (const at::Tensor& batch : {x.slice(0, 0, 100000) * 0.5, x.slice(0, 100000)}) {
+    at::Tensor y = batch.clone();
+    fused.UpdateClamped(y, 0.0, 6.0);
+    separate.Update(batch.clamp(0.0, 6.0));
+    EXPECT_TRUE(at::equal(y, batch.clamp(0.0, 6.0)));
+  }
+  EXPECT_EQ(fused.lo(), separate.lo());
+  EXPECT_EQ(fused.hi(), separate.hi());
+  EXPECT_EQ(fused.total(), separate.total());
+  EXPECT_EQ(fused.counts(), separate.counts());
 }
 
 // Batches inside the range seen so far are counted in one pass; a batch beyond it widens

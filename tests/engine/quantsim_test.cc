@@ -2,6 +2,8 @@
 #include "quant/quantsim.h"
 
 #include <cstdio>
+#include <map>
+#include <string>
 
 #include <ATen/ATen.h>
 #include <torch/script.h>
@@ -310,6 +312,53 @@ TEST(QuantSimTest, SkippedRectifiersLeaveTheOutputUnchanged) {
   const at::Tensor x = Batches(2).back() * 3.0;
   KeepsValues keep;
   EXPECT_TRUE(at::equal(*sim->Forward(x), sim->Run({x}, &keep)->toTensor()));
+}
+
+// Calibration clamps a ReLU's or ReLU6's input as it bins it (one pass, the op skipped):
+// every encoding equals the one from the same quantizers observing the floating-point
+// model's values separately, so downstream layers saw exactly the clipped values.
+TEST(QuantSimTest, CalibrationThatFusesClipsWithTheirHistogramsMatchesSeparateObservation) {
+  at::NoGradGuard no_grad;
+  for (const std::string fixture : {"resnet18.pt", "mobilenet_v2.pt", "dw_separable_relu6.pt"}) {
+    const Graph g = FoldedGraph(fixture);
+    for (const CalibrationMethod method : {CalibrationMethod::kSqnr, CalibrationMethod::kMinMax}) {
+      QuantSimOptions o;
+      o.activation_method = method;
+      auto created = QuantSim::Create(g, o);
+      ASSERT_THAT(created, IsOk());
+      QuantSim& sim = **created;
+      std::map<int, Quantizer> separate = sim.activation_quantizers();
+
+      struct Observer : ValueObserver {
+        std::map<int, Quantizer>* quantizers;
+        void OnValue(const Value& value, c10::IValue& v) override {
+          if (auto it = quantizers->find(value.id); it != quantizers->end() && v.isTensor()) {
+            it->second.Observe(v.toTensor());
+          }
+        }
+        bool RetainsValues() const override { return true; }
+      } observer;
+      observer.quantizers = &separate;
+      Interpreter plain(g);
+      for (const at::Tensor& b : Batches(3)) {
+        const at::Tensor batch = b * 2.0;  // wider than the first batch: the ranges grow
+        ASSERT_THAT(sim.ObserveBatch({batch}), IsOk());
+        ASSERT_THAT(plain.Run({batch}, &observer), IsOk());
+      }
+      ASSERT_THAT(sim.FinishCalibration(), IsOk());
+      int compared = 0;
+      for (const auto& [vid, q] : sim.activation_quantizers()) {
+        ASSERT_THAT(separate.at(vid).ComputeFromStatistics(), IsOk());
+        const Encoding& a = q.encodings().at(0);
+        const Encoding& b = separate.at(vid).encodings().at(0);
+        EXPECT_EQ(a.min, b.min) << fixture << " " << g.values[vid].name;
+        EXPECT_EQ(a.max, b.max) << fixture << " " << g.values[vid].name;
+        EXPECT_EQ(a.scale, b.scale) << fixture << " " << g.values[vid].name;
+        ++compared;
+      }
+      EXPECT_GT(compared, 3) << fixture;
+    }
+  }
 }
 
 // Cross-layer equalization leaves MobileNetV2's ReLU6s as clamps with a ceiling per

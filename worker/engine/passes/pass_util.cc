@@ -62,6 +62,19 @@ std::optional<at::Tensor> Bound(const Graph& g, const Node& n, size_t slot, doub
   return std::nullopt;
 }
 
+// A bound shared by every channel: a number, None (open) or a one-element float tensor.
+std::optional<double> SharedBound(const Graph& g, const Node& n, size_t slot, double open) {
+  if (slot >= n.inputs.size()) return std::nullopt;
+  const auto& c = g.values[n.inputs[slot]].constant;
+  if (!c) return std::nullopt;
+  if (c->isNone()) return open;
+  if (c->isDouble() || c->isInt()) return c->toDouble();
+  if (c->isTensor() && c->toTensor().numel() == 1 && c->toTensor().scalar_type() == at::kFloat) {
+    return c->toTensor().item<double>();
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
 bool ClipRange::Rectifies() const { return lo.numel() > 0 && (lo == 0).all().item<bool>(); }
@@ -75,6 +88,16 @@ std::optional<ClipRange> ClipBounds(const Graph& g, const Node& n) {
   auto lo = Bound(g, n, 1, -kInf), hi = Bound(g, n, 2, kInf);
   if (!lo || !hi) return std::nullopt;
   return ClipRange{*lo, *hi};
+}
+
+std::optional<std::pair<double, double>> SharedClipBounds(const Graph& g, const Node& n) {
+  constexpr double kInf = std::numeric_limits<double>::infinity();
+  if (n.kind == OpKind::kRelu) return std::make_pair(0.0, kInf);
+  if (n.kind != OpKind::kClip) return std::nullopt;
+  if (n.op == "aten::relu6" || n.op == "aten::relu6_") return std::make_pair(0.0, 6.0);
+  const std::optional<double> lo = SharedBound(g, n, 1, -kInf), hi = SharedBound(g, n, 2, kInf);
+  if (!lo || !hi) return std::nullopt;
+  return std::make_pair(*lo, *hi);
 }
 
 absl::StatusOr<int> SetClipCeiling(Graph& g, Node& n, const at::Tensor& hi, int64_t rank) {

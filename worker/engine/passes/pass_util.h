@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -40,6 +41,11 @@ struct ClipRange {
   bool Rectifies() const;
 };
 std::optional<ClipRange> ClipBounds(const Graph& g, const Node& n);
+
+/// The bounds of a ReLU ([0, +inf]) or of a clip whose bounds are each one number (a
+/// scalar, None, or a one-element float tensor), read without building tensors; nullopt
+/// for per-channel bounds and any other node.
+std::optional<std::pair<double, double>> SharedClipBounds(const Graph& g, const Node& n);
 
 /// Makes clip node `n` clip to [0, hi] per channel (`hi`: one value per channel, float64)
 /// as an ordinary `aten::clamp(x, min, max)` with its bounds as the node's parameters

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <limits>
 #include <mutex>
+#include <optional>
 #include <vector>
 
 #include <ATen/ATen.h>
@@ -30,12 +31,22 @@ constexpr int kLanes = 8;
 constexpr int64_t kBlock = int64_t{1} << 30;
 
 struct Block {
-  float lo, per_unit, last;
+  float lo, hi, per_unit, last;
   int bins;
   uint32_t* lanes;  // kLanes * bins
   float mn, mx;     // of the finite values
   bool bad;         // a value that is not finite
 };
+
+// Clamps x[0, n) to [lo, hi] in place as at::clamp does: NaN stays NaN, and a bound is
+// taken only where the value is beyond it (so -0 stays -0 against a bound of 0).
+void Clamp(float* x, int64_t n, float lo, float hi) {
+  for (int64_t i = 0; i < n; ++i) {
+    float v = x[i];
+    v = v < lo ? lo : v;
+    x[i] = v > hi ? hi : v;
+  }
+}
 
 void Scalar(const float* x, int64_t n, Block& b) {
   for (int64_t i = 0; i < n; ++i) {
@@ -179,30 +190,145 @@ __attribute__((target("avx2,popcnt"))) void Avx2(const float* x, int64_t n, Bloc
 }
 #endif
 
-void CountBlock(const float* x, int64_t n, Block& b) {
 #if defined(QOPT_AVX2_DISPATCH)
-  static const bool avx2 = __builtin_cpu_supports("avx2");
-  if (avx2) return Avx2(x, n, b);
+// Avx2 sixteen values at a time, on CPUs with AVX-512: the lanes to count one by one are
+// compressed in a register and stored whole (the next store overwrites the rest), so no
+// table lookup or permute, and values are checked against [lo, hi] by two compares
+// instead of tracking the minimum and maximum. Values in the first or the last bin are
+// counted by population count, whatever their share.
+//
+// With kClamp, each value is first clamped to [clamp_lo, clamp_hi] and written back, a
+// clip and its histogram in one pass over memory (x must then be writable).
+template <bool kClamp>
+__attribute__((target("avx512f,popcnt"))) void Avx512(const float* x, int64_t n, Block& b, float clamp_lo = 0.0f,
+                                                       float clamp_hi = 0.0f) {
+  constexpr int64_t kChunk = 4096;
+  const __m512 v_lo = _mm512_set1_ps(b.lo), v_hi = _mm512_set1_ps(b.hi), v_per_unit = _mm512_set1_ps(b.per_unit);
+  const __m512 v_clamp_lo = _mm512_set1_ps(clamp_lo), v_clamp_hi = _mm512_set1_ps(clamp_hi);
+  const __m512i first_bin = _mm512_setzero_si512(), last_bin = _mm512_set1_epi32(b.bins - 1);
+  alignas(64) int32_t packed[kChunk + 16];
+  const int bins = b.bins;
+  uint32_t* h = b.lanes;
+  unsigned outside = 0;
+  int64_t in_first = 0, in_last = 0, i = 0;
+  while (n - i >= 16) {
+    const int64_t end = i + std::min(kChunk, (n - i) & ~int64_t{15});
+    int64_t kept = 0;
+    for (; i < end; i += 16) {
+      __m512 v = _mm512_loadu_ps(x + i);
+      if constexpr (kClamp) {
+        // max and min return their second operand when either is NaN or both are zeros:
+        // NaN and -0 pass through, as in at::clamp.
+        v = _mm512_min_ps(v_clamp_hi, _mm512_max_ps(v_clamp_lo, v));
+        _mm512_storeu_ps(const_cast<float*>(x) + i, v);
+      }
+      // Below lo, above hi, or not a number (the unordered predicates hold for NaN).
+      outside |= _mm512_cmp_ps_mask(v, v_lo, _CMP_NGE_UQ) | _mm512_cmp_ps_mask(v, v_hi, _CMP_NLE_UQ);
+      // An unsigned minimum clamps to the last bin: v = hi (f = bins), and anything
+      // outside (negative, or NaN's 0x80000000), which is never counted anyway.
+      const __m512i index =
+          _mm512_min_epu32(_mm512_cvttps_epi32(_mm512_mul_ps(_mm512_sub_ps(v, v_lo), v_per_unit)), last_bin);
+      const __mmask16 low = _mm512_cmpeq_epi32_mask(index, first_bin);
+      const __mmask16 high = _mm512_cmpeq_epi32_mask(index, last_bin);
+      const __mmask16 keep = static_cast<__mmask16>(~(low | high));
+      in_first += __builtin_popcount(low);
+      in_last += __builtin_popcount(high);
+      _mm512_storeu_si512(packed + kept, _mm512_maskz_compress_epi32(keep, index));
+      kept += __builtin_popcount(keep);
+    }
+    int64_t j = 0;
+    for (; j + 4 <= kept; j += 4) {
+      ++h[packed[j]];
+      ++h[bins + packed[j + 1]];
+      ++h[2 * bins + packed[j + 2]];
+      ++h[3 * bins + packed[j + 3]];
+    }
+    for (; j < kept; ++j) ++h[packed[j]];
+  }
+  h[0] += static_cast<uint32_t>(in_first);
+  h[bins - 1] += static_cast<uint32_t>(in_last);
+  b.bad = b.bad || outside != 0;
+  if constexpr (kClamp) Clamp(const_cast<float*>(x) + i, n - i, clamp_lo, clamp_hi);
+  Scalar(x + i, n - i, b);
+}
+#endif
+
+void CountBlock(Kernel kernel, const float* x, int64_t n, Block& b) {
+  switch (kernel) {
+#if defined(QOPT_AVX2_DISPATCH)
+    case Kernel::kAvx512: return Avx512<false>(x, n, b);
+    case Kernel::kAvx2: return Avx2(x, n, b);
 #endif
 #if defined(__SSE2__)
-  Sse2(x, n, b);
-#else
-  Scalar(x, n, b);
+    case Kernel::kSse2: return Sse2(x, n, b);
 #endif
+    default: return Scalar(x, n, b);
+  }
+}
+
+std::vector<Kernel> SupportedKernels() {
+  std::vector<Kernel> kernels = {Kernel::kScalar};
+#if defined(__SSE2__)
+  kernels.push_back(Kernel::kSse2);
+#endif
+#if defined(QOPT_AVX2_DISPATCH)
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt")) kernels.push_back(Kernel::kAvx2);
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("popcnt")) kernels.push_back(Kernel::kAvx512);
+#endif
+  return kernels;
+}
+
+std::string_view KernelName(Kernel kernel) {
+  switch (kernel) {
+    case Kernel::kScalar: return "scalar";
+    case Kernel::kSse2: return "sse2";
+    case Kernel::kAvx2: return "avx2";
+    case Kernel::kAvx512: return "avx512";
+  }
+  return "?";
 }
 
 bool CountBins(const float* x, int64_t n, float lo, float hi, int bins, double* counts) {
+  static const Kernel best = SupportedKernels().back();
+  return CountBinsWith(best, x, n, lo, hi, bins, counts);
+}
+
+namespace {
+
+struct ClampTo {
+  float lo, hi;
+};
+
+// CountBinsWith's body; with `clamp`, x's values are clamped first and written back.
+bool Count(Kernel kernel, const float* x, int64_t n, std::optional<ClampTo> clamp, float lo, float hi, int bins,
+           double* counts) {
   std::vector<double> sum(bins, 0.0);
   bool outside = false;
   std::mutex merge;
   at::parallel_for(0, n, 1 << 16, [&](int64_t begin, int64_t end) {
     std::vector<uint32_t> lanes(static_cast<size_t>(kLanes) * bins);
-    Block b{lo, static_cast<float>(bins) / (hi - lo), static_cast<float>(bins - 1), bins, lanes.data(),
+    Block b{lo, hi, static_cast<float>(bins) / (hi - lo), static_cast<float>(bins - 1), bins, lanes.data(),
             std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity(), false};
     std::vector<double> local(bins, 0.0);
     for (int64_t from = begin; from < end; from += kBlock) {
       std::fill(lanes.begin(), lanes.end(), 0u);
-      CountBlock(x + from, std::min(end - from, kBlock), b);
+      const int64_t count = std::min(end - from, kBlock);
+      if (!clamp) {
+        CountBlock(kernel, x + from, count, b);
+#if defined(QOPT_AVX2_DISPATCH)
+      } else if (kernel == Kernel::kAvx512) {
+        Avx512<true>(x + from, count, b, clamp->lo, clamp->hi);
+#endif
+      } else {
+        // Clamped a piece at a time, counted while the piece is still in the cache.
+        constexpr int64_t kPiece = 16384;
+        float* y = const_cast<float*>(x);
+        for (int64_t at = from; at < from + count; at += kPiece) {
+          const int64_t piece = std::min(kPiece, from + count - at);
+          Clamp(y + at, piece, clamp->lo, clamp->hi);
+          CountBlock(kernel, y + at, piece, b);
+        }
+      }
       for (int k = 0; k < kLanes; ++k) {
         for (int i = 0; i < bins; ++i) local[i] += lanes[static_cast<size_t>(k) * bins + i];
       }
@@ -214,6 +340,23 @@ bool CountBins(const float* x, int64_t n, float lo, float hi, int bins, double* 
   if (outside) return false;
   for (int i = 0; i < bins; ++i) counts[i] += sum[i];
   return true;
+}
+
+}  // namespace
+
+bool CountBinsWith(Kernel kernel, const float* x, int64_t n, float lo, float hi, int bins, double* counts) {
+  return Count(kernel, x, n, std::nullopt, lo, hi, bins, counts);
+}
+
+bool ClampAndCountBins(float* x, int64_t n, float clamp_lo, float clamp_hi, float lo, float hi, int bins,
+                       double* counts) {
+  static const Kernel best = SupportedKernels().back();
+  return ClampAndCountBinsWith(best, x, n, clamp_lo, clamp_hi, lo, hi, bins, counts);
+}
+
+bool ClampAndCountBinsWith(Kernel kernel, float* x, int64_t n, float clamp_lo, float clamp_hi, float lo, float hi,
+                           int bins, double* counts) {
+  return Count(kernel, x, n, ClampTo{clamp_lo, clamp_hi}, lo, hi, bins, counts);
 }
 
 }  // namespace internal_histogram
@@ -245,13 +388,15 @@ void Histogram::Rebin(double lo, double hi) {
   hi_ = hi;
 }
 
-void Histogram::Update(const at::Tensor& x) {
+void Histogram::Update(const at::Tensor& x) { Update(x, /*may_fit=*/true); }
+
+void Histogram::Update(const at::Tensor& x, bool may_fit) {
   if (x.numel() == 0) return;
   at::Tensor flat = x.detach().reshape({-1}).to(at::kFloat);
   const bool cpu = flat.device().is_cpu();
   if (cpu) flat = flat.contiguous();
   // Most batches fall within the range seen so far: one pass bins them and checks that.
-  if (cpu && total_ > 0.0 &&
+  if (cpu && total_ > 0.0 && may_fit &&
       internal_histogram::CountBins(flat.data_ptr<float>(), flat.numel(), static_cast<float>(lo_),
                                     static_cast<float>(hi_), kBins, counts_.data())) {
     total_ += static_cast<double>(flat.numel());
@@ -286,6 +431,24 @@ void Histogram::Update(const at::Tensor& x) {
   total_ += static_cast<double>(flat.numel());
 }
 
+void Histogram::UpdateClamped(at::Tensor& x, double clamp_lo, double clamp_hi) {
+  if (x.numel() == 0) return;
+  // The fused pass needs x's own float memory; anything else is clamped, then updated.
+  if (total_ > 0.0 && x.device().is_cpu() && x.scalar_type() == at::kFloat && x.is_contiguous()) {
+    if (internal_histogram::ClampAndCountBins(x.data_ptr<float>(), x.numel(), static_cast<float>(clamp_lo),
+                                              static_cast<float>(clamp_hi), static_cast<float>(lo_),
+                                              static_cast<float>(hi_), kBins, counts_.data())) {
+      total_ += static_cast<double>(x.numel());
+      return;
+    }
+    // Clamped, but beyond the range seen so far: widen it without trying it again.
+    Update(x, /*may_fit=*/false);
+    return;
+  }
+  x.clamp_(clamp_lo, clamp_hi);
+  Update(x);
+}
+
 double Histogram::Quantile(double fraction) const {
   const double target = fraction * total_;
   double acc = 0.0;
@@ -315,6 +478,18 @@ void EncodingAnalyzer::Update(const at::Tensor& x) {
     min_ = histogram_.lo();
     max_ = histogram_.hi();
   }
+  seen_ = true;
+}
+
+void EncodingAnalyzer::UpdateClamped(at::Tensor& x, double clamp_lo, double clamp_hi) {
+  if (method_ == CalibrationMethod::kMinMax || x.numel() == 0) {
+    x.clamp_(clamp_lo, clamp_hi);
+    Update(x);
+    return;
+  }
+  histogram_.UpdateClamped(x, clamp_lo, clamp_hi);
+  min_ = histogram_.lo();
+  max_ = histogram_.hi();
   seen_ = true;
 }
 

@@ -25,6 +25,23 @@ namespace internal_histogram {
 /// [lo, hi] (hi in the last), as at::histc bins them, in one parallel pass. Returns false,
 /// counts untouched, when a value is outside [lo, hi] or not finite.
 bool CountBins(const float* x, int64_t n, float lo, float hi, int bins, double* counts);
+
+/// The counting loops, one per instruction set; CountBins takes the last one this CPU
+/// runs.
+enum class Kernel { kScalar, kSse2, kAvx2, kAvx512 };
+/// The kernels this build and CPU can run, fastest last (kScalar always first).
+std::vector<Kernel> SupportedKernels();
+std::string_view KernelName(Kernel kernel);
+/// CountBins with the given kernel, which must be one SupportedKernels lists.
+bool CountBinsWith(Kernel kernel, const float* x, int64_t n, float lo, float hi, int bins, double* counts);
+
+/// A clip and its histogram in one pass: clamps x[0, n) to [clamp_lo, clamp_hi] in place
+/// as at::clamp does (NaN stays NaN), then counts the clamped values as CountBins does.
+/// x is clamped whatever the result; counts are untouched when it is false.
+bool ClampAndCountBins(float* x, int64_t n, float clamp_lo, float clamp_hi, float lo, float hi, int bins,
+                       double* counts);
+bool ClampAndCountBinsWith(Kernel kernel, float* x, int64_t n, float clamp_lo, float clamp_hi, float lo, float hi,
+                           int bins, double* counts);
 }  // namespace internal_histogram
 
 /// Histogram of every value seen, over a range that grows as batches arrive
@@ -33,6 +50,9 @@ class Histogram {
  public:
   static constexpr int kBins = 512;
   void Update(const at::Tensor& x);
+  /// Clamps `x` to [clamp_lo, clamp_hi] in place, as at::clamp does, and updates with
+  /// the result: on the CPU, in one pass when the values stay within the range seen.
+  void UpdateClamped(at::Tensor& x, double clamp_lo, double clamp_hi);
   bool empty() const { return total_ == 0.0; }
   double lo() const { return lo_; }
   double hi() const { return hi_; }
@@ -43,6 +63,9 @@ class Histogram {
   double Quantile(double fraction) const;
 
  private:
+  /// Update; `may_fit` false skips the pass that bins x within the current range (the
+  /// caller knows a value lies beyond it).
+  void Update(const at::Tensor& x, bool may_fit);
   void Rebin(double lo, double hi);
   double lo_ = 0.0, hi_ = 0.0, total_ = 0.0;
   std::vector<double> counts_;
@@ -53,6 +76,9 @@ class EncodingAnalyzer {
  public:
   EncodingAnalyzer(CalibrationMethod method, double percentile);
   void Update(const at::Tensor& x);
+  /// Clamps `x` in place, as at::clamp does, and updates with the result (see
+  /// Histogram::UpdateClamped).
+  void UpdateClamped(at::Tensor& x, double clamp_lo, double clamp_hi);
   bool has_data() const { return seen_; }
   /// Fails with FailedPrecondition when no data was seen.
   absl::StatusOr<Encoding> Compute(const QuantSpec& spec) const;

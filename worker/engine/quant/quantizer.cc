@@ -16,6 +16,15 @@ void Quantizer::Observe(const at::Tensor& x) {
   analyzer_->Update(x);
 }
 
+void Quantizer::ObserveClamped(at::Tensor& x, double clamp_lo, double clamp_hi) {
+  if (frozen_) {
+    x.clamp_(clamp_lo, clamp_hi);
+    return;
+  }
+  if (!analyzer_) analyzer_.emplace(method_, percentile_);
+  analyzer_->UpdateClamped(x, clamp_lo, clamp_hi);
+}
+
 absl::Status Quantizer::ComputeFromStatistics() {
   if (frozen_) return absl::OkStatus();
   if (!analyzer_ || !analyzer_->has_data()) {

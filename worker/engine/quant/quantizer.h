@@ -36,6 +36,10 @@ class Quantizer {
 
   /// Collects statistics of an activation (per-tensor quantizers only).
   void Observe(const at::Tensor& x);
+  /// Clamps `x` to [clamp_lo, clamp_hi] in place, as at::clamp does, and observes the
+  /// result: a clip and its statistics in one pass where the histogram allows (the
+  /// caller skips the clip). Clamps even when frozen.
+  void ObserveClamped(at::Tensor& x, double clamp_lo, double clamp_hi);
   /// Turns collected statistics into encodings (no-op when frozen).
   absl::Status ComputeFromStatistics();
   /// Encodings straight from a tensor (parameters); no-op when frozen.

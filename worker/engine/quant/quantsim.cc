@@ -521,7 +521,11 @@ void QuantSim::OnParam(const Value& param, at::Tensor& tensor) {
 // a clip to [0, c] whose ceiling c is at or above the grid's top level (c / scale rounds
 // to it): values above c land on the top level either way. With a ceiling per channel (a
 // clip cross-layer equalization rescaled) the lowest one decides.
+//
+// Calibration skips the ReLUs and clips FusedClip takes: OnValue clamps their input in
+// place as it bins it (Quantizer::ObserveClamped), so the values are read once.
 bool QuantSim::Bypasses(const Node& node) const {
+  if (mode_ == Mode::kCalibrate) return fused_clip_ == node.id;
   const bool relu = node.kind == OpKind::kRelu;
   if (mode_ != Mode::kSimulate || !(relu || node.kind == OpKind::kClip) || node.outputs.size() != 1) {
     return false;
@@ -540,7 +544,24 @@ bool QuantSim::Bypasses(const Node& node) const {
   return level >= static_cast<float>(e.quant_max()) - 0.25f;
 }
 
+std::optional<std::pair<double, double>> QuantSim::FusedClip(const Node& node, const c10::IValue& input) const {
+  if ((node.kind != OpKind::kRelu && node.kind != OpKind::kClip) || node.outputs.size() != 1 || !input.isTensor()) {
+    return std::nullopt;
+  }
+  auto it = act_quantizers_.find(node.outputs[0]);
+  if (it == act_quantizers_.end() || it->second.frozen()) return std::nullopt;
+  const at::Tensor& x = input.toTensor();
+  if (x.scalar_type() != at::kFloat || !x.device().is_cpu()) return std::nullopt;
+  return SharedClipBounds(graph_, node);
+}
+
 void QuantSim::OnInputs(const Node& node, std::vector<c10::IValue>& inputs) {
+  if (mode_ == Mode::kCalibrate) {
+    const auto bounds = inputs.empty() ? std::nullopt : FusedClip(node, inputs[0]);
+    fused_clip_ = bounds ? node.id : -1;
+    if (bounds) fused_bounds_ = *bounds;
+    return;
+  }
   if (mode_ != Mode::kSimulate || kernels_.empty()) return;
   auto it = kernels_.find(node.id);
   if (it == kernels_.end()) return;
@@ -561,6 +582,15 @@ void QuantSim::OnValue(const Value& value, c10::IValue& v) {
   }
   auto it = act_quantizers_.find(value.id);
   if (it == act_quantizers_.end() || !v.isTensor()) return;
+  if (mode_ == Mode::kCalibrate && value.producer >= 0 && value.producer == fused_clip_) {
+    // The clip's input (when Bypasses skipped it) or its output (when the interpreter
+    // could not overwrite the input and ran it): clamping either in place gives the
+    // output.
+    fused_clip_ = -1;
+    at::Tensor x = v.toTensor();
+    it->second.ObserveClamped(x, fused_bounds_.first, fused_bounds_.second);
+    return;
+  }
   // A value whose dtype was not known at placement may turn out not to be floating point.
   if (!v.toTensor().is_floating_point()) {
     if (mode_ == Mode::kCalibrate) non_float_.insert(value.id);

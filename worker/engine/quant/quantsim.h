@@ -7,6 +7,7 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <ATen/core/ivalue.h>
@@ -174,6 +175,10 @@ class QuantSim : public ValueObserver {
   std::optional<UInt8Grid> InputGrid(int value_id) const;
   int KernelOutput(const Node& n) const;
   std::optional<IntegerKernel> PlanKernel(const Node& n) const;
+  /// Calibration: the bounds of a ReLU or clip (bounds shared by every channel) whose
+  /// float CPU input can be clamped as its output's statistics are collected, one pass
+  /// instead of two; nullopt when the node runs as usual.
+  std::optional<std::pair<double, double>> FusedClip(const Node& node, const c10::IValue& input) const;
 
   enum class Mode { kFloat, kCalibrate, kSimulate };
   const Graph& graph_;
@@ -191,6 +196,10 @@ class QuantSim : public ValueObserver {
   std::map<int, int64_t> pool_sizes_;          // elements per window of a pool kernel's input, this pass
   mutable std::map<int, at::Tensor> integer_weights_;  // by weight value id, until it changes
   RunProfile* profile_ = nullptr;
+  // Calibration: the node whose inputs OnInputs saw last, if FusedClip took it (Bypasses
+  // then skips it and OnValue clamps and observes its output), and its bounds.
+  int fused_clip_ = -1;
+  std::pair<double, double> fused_bounds_;
 };
 
 }  // namespace qopt
