@@ -98,6 +98,18 @@ void Sse2(const float* x, int64_t n, Block& b) {
 #endif
 
 #if defined(QOPT_AVX2_DISPATCH)
+// Counts the bin indices packed[0, kept), four lanes' histograms in turn.
+inline void CountPacked(const int32_t* packed, int64_t kept, uint32_t* h, int bins) {
+  int64_t j = 0;
+  for (; j + 4 <= kept; j += 4) {
+    ++h[packed[j]];
+    ++h[bins + packed[j + 1]];
+    ++h[2 * bins + packed[j + 2]];
+    ++h[3 * bins + packed[j + 3]];
+  }
+  for (; j < kept; ++j) ++h[packed[j]];
+}
+
 // For each 8-bit mask, the lane order that moves the lanes it sets to the front.
 struct PackOrder {
   alignas(32) int32_t lanes[256][8];
@@ -168,14 +180,7 @@ __attribute__((target("avx2,popcnt"))) void Avx2(const float* x, int64_t n, Bloc
         ++h[7 * bins + (p3 >> 32)];
       }
     }
-    int64_t j = 0;
-    for (; j + 4 <= kept; j += 4) {
-      ++h[packed[j]];
-      ++h[bins + packed[j + 1]];
-      ++h[2 * bins + packed[j + 2]];
-      ++h[3 * bins + packed[j + 3]];
-    }
-    for (; j < kept; ++j) ++h[packed[j]];
+    CountPacked(packed, kept, h, bins);
     pack = 4 * at_ends >= values;
   }
   h[0] += static_cast<uint32_t>(in_first);
@@ -236,14 +241,7 @@ __attribute__((target("avx512f,popcnt"))) void Avx512(const float* x, int64_t n,
       _mm512_storeu_si512(packed + kept, _mm512_maskz_compress_epi32(keep, index));
       kept += __builtin_popcount(keep);
     }
-    int64_t j = 0;
-    for (; j + 4 <= kept; j += 4) {
-      ++h[packed[j]];
-      ++h[bins + packed[j + 1]];
-      ++h[2 * bins + packed[j + 2]];
-      ++h[3 * bins + packed[j + 3]];
-    }
-    for (; j < kept; ++j) ++h[packed[j]];
+    CountPacked(packed, kept, h, bins);
   }
   h[0] += static_cast<uint32_t>(in_first);
   h[bins - 1] += static_cast<uint32_t>(in_last);
