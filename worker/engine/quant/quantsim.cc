@@ -535,9 +535,15 @@ bool QuantSim::Bypasses(const Node& node) const {
   const Quantizer& q = it->second;
   if (!q.enabled() || q.axis() >= 0 || !q.has_encodings() || q.encodings()[0].offset != 0) return false;
   if (relu) return true;
-  const std::optional<ClipRange> clip = ClipBounds(graph_, node);
-  if (!clip || !clip->Rectifies()) return false;
-  const double ceiling = clip->hi.min().item<double>();
+  double ceiling;
+  if (const auto shared = SharedClipBounds(graph_, node)) {  // no tensors built, the usual case
+    if (shared->first != 0.0) return false;
+    ceiling = shared->second;
+  } else {
+    const std::optional<ClipRange> clip = ClipBounds(graph_, node);
+    if (!clip || !clip->Rectifies()) return false;
+    ceiling = clip->hi.min().item<double>();
+  }
   // As the fake-quantize loop computes the level, with a quarter step to spare.
   const Encoding& e = q.encodings()[0];
   const float level = static_cast<float>(ceiling) * (1.0f / static_cast<float>(e.scale));
