@@ -286,9 +286,14 @@ std::string_view KernelName(Kernel kernel) {
   return "?";
 }
 
-bool CountBins(const float* x, int64_t n, float lo, float hi, int bins, double* counts) {
+// The fastest kernel this CPU runs, looked up once.
+Kernel BestKernel() {
   static const Kernel best = SupportedKernels().back();
-  return CountBinsWith(best, x, n, lo, hi, bins, counts);
+  return best;
+}
+
+bool CountBins(const float* x, int64_t n, float lo, float hi, int bins, double* counts) {
+  return CountBinsWith(BestKernel(), x, n, lo, hi, bins, counts);
 }
 
 namespace {
@@ -348,8 +353,7 @@ bool CountBinsWith(Kernel kernel, const float* x, int64_t n, float lo, float hi,
 
 bool ClampAndCountBins(float* x, int64_t n, float clamp_lo, float clamp_hi, float lo, float hi, int bins,
                        double* counts) {
-  static const Kernel best = SupportedKernels().back();
-  return ClampAndCountBinsWith(best, x, n, clamp_lo, clamp_hi, lo, hi, bins, counts);
+  return ClampAndCountBinsWith(BestKernel(), x, n, clamp_lo, clamp_hi, lo, hi, bins, counts);
 }
 
 bool ClampAndCountBinsWith(Kernel kernel, float* x, int64_t n, float clamp_lo, float clamp_hi, float lo, float hi,
