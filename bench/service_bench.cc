@@ -7,6 +7,9 @@
 //
 //   service_bench --server HOST:PORT --file BIG_FILE [--download-to PATH] [--jobs 1000]
 //                 [--watchers 200]
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -17,6 +20,9 @@
 #include <vector>
 
 #include <grpcpp/grpcpp.h>
+
+#include "absl/strings/str_cat.h"
+#include "chunk_messages.h"
 
 #include "qopt/v1/service.grpc.pb.h"
 #include "durable_file.h"
@@ -93,17 +99,24 @@ void WriteFileChunks(const std::string& path, Message& msg, Writer& writer) {
   }
 }
 
-std::string Upload(qopt::v1::BlobService::Stub& blobs, const std::string& path, const std::string& sha, int64_t size) {
+// Uploads the file as the CLI does: chunks read straight into the messages gRPC sends.
+std::string Upload(grpc::Channel& channel, const std::string& path, const std::string& sha, int64_t size) {
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return "cannot open " + path;
   grpc::ClientContext ctx;
   qopt::v1::UploadResponse resp;
-  auto writer = blobs.Upload(&ctx, &resp);
+  auto writer = qopt::OpenWireStream(&channel, absl::StrCat("/", qopt::v1::BlobService::service_full_name(), "/Upload"),
+                                     &ctx, &resp);
   qopt::v1::UploadRequest header;
   header.mutable_header()->set_sha256(sha);
   header.mutable_header()->set_size(size);
-  writer->Write(header);
-  qopt::v1::UploadRequest chunk;
-  WriteFileChunks(path, chunk, *writer);
-  writer->WritesDone();
+  absl::StatusOr<bool> streaming = writer->Write(qopt::WireMessage::Of(header));
+  if (*streaming) {
+    streaming = qopt::WriteChunkMessages(fd, path, qopt::v1::UploadRequest::kChunkFieldNumber, 1 << 20, *writer);
+  }
+  close(fd);
+  if (!streaming.ok()) return std::string(streaming.status().message());
+  if (*streaming) writer->WritesDone();
   grpc::Status s = writer->Finish();
   return s.ok() ? "" : s.error_message();
 }
@@ -172,7 +185,6 @@ int main(int argc, char** argv) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(64 << 20);
   auto channel = grpc::CreateCustomChannel(server, grpc::InsecureChannelCredentials(), args);
-  auto blobs = qopt::v1::BlobService::NewStub(channel);
   auto job_api = qopt::v1::JobService::NewStub(channel);
   auto worker_api = qopt::v1::WorkerService::NewStub(channel);
 
@@ -183,7 +195,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   auto t0 = Clock::now();
-  const std::string err = Upload(*blobs, file, digest->sha256, digest->size);
+  const std::string err = Upload(*channel, file, digest->sha256, digest->size);
   const double upload_s = Seconds(t0);
   if (!err.empty()) {
     std::fprintf(stderr, "error: upload: %s\n", err.c_str());

@@ -28,6 +28,7 @@ class Connection {
   explicit Connection(ClientOptions options);
 
   const ClientOptions& options() const { return options_; }
+  grpc::Channel& channel() { return *channel_; }
   v1::JobService::Stub& jobs() { return *jobs_; }
   v1::BlobService::Stub& blobs() { return *blobs_; }
   v1::ModelService::Stub& models() { return *models_; }

@@ -1,11 +1,14 @@
 #include "upload.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <chrono>
-#include <fstream>
 #include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "chunk_messages.h"
 #include "errors.h"
 #include "status.h"
 
@@ -30,36 +33,38 @@ absl::StatusOr<int64_t> ResumeOffset(Connection& connection, const FileDigest& d
 
 absl::Status SendFrom(Connection& connection, const std::string& path, const FileDigest& digest,
                       int64_t offset) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return UsageError(absl::StrCat("cannot read ", path));
-  in.seekg(offset);
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0 || lseek(fd, offset, SEEK_SET) != offset) {
+    if (fd >= 0) close(fd);
+    return UsageError(absl::StrCat("cannot read ", path));
+  }
+  struct CloseOnExit {
+    int fd;
+    ~CloseOnExit() { close(fd); }
+  } close_on_exit{fd};
 
   auto context = connection.StreamContext();
   v1::UploadResponse response;
-  auto writer = connection.blobs().Upload(context.get(), &response);
+  // Chunks go from read() straight into the messages gRPC sends (chunk_messages.h).
+  auto writer = OpenWireStream(&connection.channel(),
+                               absl::StrCat("/", v1::BlobService::service_full_name(), "/Upload"),
+                               context.get(), &response);
   v1::UploadRequest request;
   auto* header = request.mutable_header();
   header->set_sha256(digest.sha256);
   header->set_size(digest.size);
   header->set_offset(offset);
   // A failed Write means the stream is dead; Finish() then says why.
-  bool open = writer->Write(request);
-  // Read straight into the message: one copy fewer per chunk.
-  std::string* chunk = request.mutable_chunk();
-  while (open && in) {
-    chunk->resize(kUploadChunkBytes);
-    in.read(chunk->data(), static_cast<std::streamsize>(chunk->size()));
-    const std::streamsize n = in.gcount();
-    if (n <= 0) break;
-    chunk->resize(static_cast<size_t>(n));
-    open = writer->Write(request);
+  absl::StatusOr<bool> streaming = writer->Write(WireMessage::Of(request));
+  if (*streaming) {
+    streaming = WriteChunkMessages(fd, path, v1::UploadRequest::kChunkFieldNumber, kUploadChunkBytes, *writer);
   }
-  if (in.bad()) {
+  if (!streaming.ok()) {
     context->TryCancel();
     static_cast<void>(writer->Finish());  // the read error is the one to report
-    return UsageError(absl::StrCat("error reading ", path));
+    return UsageError(streaming.status().message());
   }
-  if (open) writer->WritesDone();
+  if (*streaming) writer->WritesDone();
   RETURN_IF_ERROR(FromGrpc(writer->Finish()));
   if (response.sha256() != digest.sha256) {
     return absl::DataLossError(absl::StrCat("server stored ", response.sha256(), " for ", path,

@@ -80,6 +80,7 @@ void CollectGarbage(qopt::server::Catalog& catalog, int64_t part_max_age_ms) {
 int main(int argc, char** argv) {
   using namespace qopt::server;
   qopt::KeepStreamBuffersForReuse();
+  qopt::GrowHeapForStreams();
   CLI::App app{"qopt-server: the qopt job service"};
   std::string listen = "127.0.0.1:50051", data_dir, auth_file, metrics_listen, tls_cert, tls_key,
               worker_binary = DefaultWorkerBinary();
