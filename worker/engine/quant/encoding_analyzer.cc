@@ -4,7 +4,7 @@
 #include <cmath>
 #include <limits>
 #include <mutex>
-#include <optional>
+#include <type_traits>
 #include <vector>
 
 #include <ATen/ATen.h>
@@ -203,10 +203,10 @@ __attribute__((target("avx2,popcnt"))) void Avx2(const float* x, int64_t n, Bloc
 // counted by population count, whatever their share.
 //
 // With kClamp, each value is first clamped to [clamp_lo, clamp_hi] and written back, a
-// clip and its histogram in one pass over memory (x must then be writable).
+// clip and its histogram in one pass over memory (x is then writable).
 template <bool kClamp>
-__attribute__((target("avx512f,popcnt"))) void Avx512(const float* x, int64_t n, Block& b, float clamp_lo = 0.0f,
-                                                       float clamp_hi = 0.0f) {
+__attribute__((target("avx512f,popcnt"))) void Avx512(std::conditional_t<kClamp, float*, const float*> x, int64_t n,
+                                                       Block& b, float clamp_lo = 0.0f, float clamp_hi = 0.0f) {
   constexpr int64_t kChunk = 4096;
   const __m512 v_lo = _mm512_set1_ps(b.lo), v_hi = _mm512_set1_ps(b.hi), v_per_unit = _mm512_set1_ps(b.per_unit);
   const __m512 v_clamp_lo = _mm512_set1_ps(clamp_lo), v_clamp_hi = _mm512_set1_ps(clamp_hi);
@@ -225,7 +225,7 @@ __attribute__((target("avx512f,popcnt"))) void Avx512(const float* x, int64_t n,
         // max and min return their second operand when either is NaN or both are zeros:
         // NaN and -0 pass through, as in at::clamp.
         v = _mm512_min_ps(v_clamp_hi, _mm512_max_ps(v_clamp_lo, v));
-        _mm512_storeu_ps(const_cast<float*>(x) + i, v);
+        _mm512_storeu_ps(x + i, v);
       }
       // Below lo, above hi, or not a number (the unordered predicates hold for NaN).
       outside |= _mm512_cmp_ps_mask(v, v_lo, _CMP_NGE_UQ) | _mm512_cmp_ps_mask(v, v_hi, _CMP_NLE_UQ);
@@ -246,7 +246,7 @@ __attribute__((target("avx512f,popcnt"))) void Avx512(const float* x, int64_t n,
   h[0] += static_cast<uint32_t>(in_first);
   h[bins - 1] += static_cast<uint32_t>(in_last);
   b.bad = b.bad || outside != 0;
-  if constexpr (kClamp) Clamp(const_cast<float*>(x) + i, n - i, clamp_lo, clamp_hi);
+  if constexpr (kClamp) Clamp(x + i, n - i, clamp_lo, clamp_hi);
   Scalar(x + i, n - i, b);
 }
 #endif
@@ -302,9 +302,11 @@ struct ClampTo {
   float lo, hi;
 };
 
-// CountBinsWith's body; with `clamp`, x's values are clamped first and written back.
-bool Count(Kernel kernel, const float* x, int64_t n, std::optional<ClampTo> clamp, float lo, float hi, int bins,
-           double* counts) {
+// CountBinsWith's body; with kClamp, x's values are clamped to `clamp` first and written
+// back (ClampAndCountBinsWith's).
+template <bool kClamp>
+bool Count(Kernel kernel, std::conditional_t<kClamp, float*, const float*> x, int64_t n, ClampTo clamp, float lo,
+           float hi, int bins, double* counts) {
   std::vector<double> sum(bins, 0.0);
   bool outside = false;
   std::mutex merge;
@@ -316,20 +318,19 @@ bool Count(Kernel kernel, const float* x, int64_t n, std::optional<ClampTo> clam
     for (int64_t from = begin; from < end; from += kBlock) {
       std::fill(lanes.begin(), lanes.end(), 0u);
       const int64_t count = std::min(end - from, kBlock);
-      if (!clamp) {
+      if constexpr (!kClamp) {
         CountBlock(kernel, x + from, count, b);
 #if defined(QOPT_AVX2_DISPATCH)
       } else if (kernel == Kernel::kAvx512) {
-        Avx512<true>(x + from, count, b, clamp->lo, clamp->hi);
+        Avx512<true>(x + from, count, b, clamp.lo, clamp.hi);
 #endif
       } else {
         // Clamped a piece at a time, counted while the piece is still in the cache.
         constexpr int64_t kPiece = 16384;
-        float* y = const_cast<float*>(x);
         for (int64_t at = from; at < from + count; at += kPiece) {
           const int64_t piece = std::min(kPiece, from + count - at);
-          Clamp(y + at, piece, clamp->lo, clamp->hi);
-          CountBlock(kernel, y + at, piece, b);
+          Clamp(x + at, piece, clamp.lo, clamp.hi);
+          CountBlock(kernel, x + at, piece, b);
         }
       }
       for (int k = 0; k < kLanes; ++k) {
@@ -348,7 +349,7 @@ bool Count(Kernel kernel, const float* x, int64_t n, std::optional<ClampTo> clam
 }  // namespace
 
 bool CountBinsWith(Kernel kernel, const float* x, int64_t n, float lo, float hi, int bins, double* counts) {
-  return Count(kernel, x, n, std::nullopt, lo, hi, bins, counts);
+  return Count<false>(kernel, x, n, ClampTo{}, lo, hi, bins, counts);
 }
 
 bool ClampAndCountBins(float* x, int64_t n, float clamp_lo, float clamp_hi, float lo, float hi, int bins,
@@ -358,7 +359,7 @@ bool ClampAndCountBins(float* x, int64_t n, float clamp_lo, float clamp_hi, floa
 
 bool ClampAndCountBinsWith(Kernel kernel, float* x, int64_t n, float clamp_lo, float clamp_hi, float lo, float hi,
                            int bins, double* counts) {
-  return Count(kernel, x, n, ClampTo{clamp_lo, clamp_hi}, lo, hi, bins, counts);
+  return Count<true>(kernel, x, n, ClampTo{clamp_lo, clamp_hi}, lo, hi, bins, counts);
 }
 
 }  // namespace internal_histogram
