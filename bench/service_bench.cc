@@ -110,10 +110,8 @@ std::string Upload(grpc::Channel& channel, const std::string& path, const std::s
   qopt::v1::UploadRequest header;
   header.mutable_header()->set_sha256(sha);
   header.mutable_header()->set_size(size);
-  absl::StatusOr<bool> streaming = writer->Write(qopt::WireMessage::Of(header));
-  if (*streaming) {
-    streaming = qopt::WriteChunkMessages(fd, path, qopt::v1::UploadRequest::kChunkFieldNumber, 1 << 20, *writer);
-  }
+  const absl::StatusOr<bool> streaming =
+      qopt::WriteHeaderAndChunks(*writer, header, fd, path, qopt::v1::UploadRequest::kChunkFieldNumber, 1 << 20);
   close(fd);
   if (!streaming.ok()) return std::string(streaming.status().message());
   if (*streaming) writer->WritesDone();

@@ -55,10 +55,8 @@ absl::Status SendFrom(Connection& connection, const std::string& path, const Fil
   header->set_size(digest.size);
   header->set_offset(offset);
   // A failed Write means the stream is dead; Finish() then says why.
-  absl::StatusOr<bool> streaming = writer->Write(WireMessage::Of(request));
-  if (*streaming) {
-    streaming = WriteChunkMessages(fd, path, v1::UploadRequest::kChunkFieldNumber, kUploadChunkBytes, *writer);
-  }
+  const absl::StatusOr<bool> streaming =
+      WriteHeaderAndChunks(*writer, request, fd, path, v1::UploadRequest::kChunkFieldNumber, kUploadChunkBytes);
   if (!streaming.ok()) {
     context->TryCancel();
     static_cast<void>(writer->Finish());  // the read error is the one to report

@@ -62,8 +62,10 @@ absl::StatusOr<size_t> ReadChunkMessage(int fd, const std::string& path, int fie
   return n;
 }
 
-absl::StatusOr<bool> WriteChunkMessages(int fd, const std::string& path, int field_number, size_t chunk_bytes,
-                                        grpc::ClientWriter<WireMessage>& writer) {
+absl::StatusOr<bool> WriteHeaderAndChunks(grpc::ClientWriter<WireMessage>& writer,
+                                          const google::protobuf::MessageLite& header, int fd,
+                                          const std::string& path, int field_number, size_t chunk_bytes) {
+  if (!writer.Write(WireMessage::Of(header))) return false;
   WireMessage message;
   while (true) {
     absl::StatusOr<size_t> n = ReadChunkMessage(fd, path, field_number, chunk_bytes, &message);

@@ -50,11 +50,12 @@ namespace qopt {
 absl::StatusOr<size_t> ReadChunkMessage(int fd, const std::string& path, int field_number,
                                         size_t max_bytes, WireMessage* out);
 
-/// Writes the rest of `fd` to `writer` as messages of ReadChunkMessage, `chunk_bytes` of
-/// the file each. Returns false when the stream broke first (its Finish() says why); a
-/// failed read is an error naming `path`.
-absl::StatusOr<bool> WriteChunkMessages(int fd, const std::string& path, int field_number, size_t chunk_bytes,
-                                        grpc::ClientWriter<WireMessage>& writer);
+/// An upload's whole request side: writes `header`, then the rest of `fd` as messages of
+/// ReadChunkMessage, `chunk_bytes` of the file each. Returns false when the stream broke
+/// first (its Finish() says why); a failed read is an error naming `path`.
+absl::StatusOr<bool> WriteHeaderAndChunks(grpc::ClientWriter<WireMessage>& writer,
+                                          const google::protobuf::MessageLite& header, int fd,
+                                          const std::string& path, int field_number, size_t chunk_bytes);
 
 /// Opens a client-streaming call `method` ("/package.Service/Method") on `channel` whose
 /// requests are written as WireMessages; the response is a generated message as usual.
