@@ -9,6 +9,8 @@
 //   W8A8 simulated / engine FP32 (folded)  (goal <= 1.05: one elementwise pass per quantizer)
 //   one SQNR calibration batch / FP32      (goal <= 1.2: one histogram update per activation)
 //
+// Each variant's CPU time over its wall time is printed beside it (the cores it kept busy).
+//
 // Then each histogram kernel this CPU runs (scalar, SSE2, AVX2, AVX-512) is timed on the
 // model's ReLU and clip outputs, the tensors calibration bins most, and checked to count
 // as the scalar loop does.
@@ -19,6 +21,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <ctime>
 #include <fstream>
 #include <functional>
 #include <map>
@@ -43,6 +46,12 @@ namespace {
 
 using qopt::bench::Check;
 using qopt::bench::Median;
+
+double ProcessCpuSeconds() {
+  timespec t;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
+}
 
 // One profiled variant: milliseconds per run, per op.
 struct Profiled {
@@ -215,7 +224,11 @@ int main(int argc, char** argv) {
     const char* name;
     std::function<void()> fn;
     std::vector<double> seconds;
+    std::vector<double> cpu_seconds;  // the process's, all threads together
   };
+  // Cores kept busy on average. OpenMP's workers spin while they wait for work, and that
+  // counts as busy: a core left idle by a serial stretch shows only beyond the spin time.
+  const auto CpuOverWall = [](const Variant& v) { return Median(v.cpu_seconds) / Median(v.seconds); };
   std::vector<Variant> variants = {
       {"Module::forward", [&] { module.forward({x}); }, {}},
       {"engine FP32", [&] { Check(engine.Forward(x).status()); }, {}},
@@ -226,15 +239,17 @@ int main(int argc, char** argv) {
   for (auto& v : variants) v.fn();  // warm-up (allocator, oneDNN primitive caches)
   for (int r = 0; r < runs; ++r) {
     for (auto& v : variants) {
+      const double c0 = ProcessCpuSeconds();
       const auto t0 = std::chrono::steady_clock::now();
       v.fn();
       v.seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+      v.cpu_seconds.push_back(ProcessCpuSeconds() - c0);
     }
   }
   std::printf("model %s, batch %d, 3x%dx%d, %d threads, median of %d interleaved runs\n",
               path.c_str(), batch, size, size, threads, runs);
   for (const auto& v : variants) {
-    std::printf("  %-26s %8.1f ms\n", v.name, 1e3 * Median(v.seconds));
+    std::printf("  %-26s %8.1f ms  CPU / wall %.2f\n", v.name, 1e3 * Median(v.seconds), CpuOverWall(v));
   }
   const double module_fwd = Median(variants[0].seconds), fp32 = Median(variants[1].seconds),
                folded_fp32 = Median(variants[2].seconds), w8 = Median(variants[3].seconds),
@@ -280,10 +295,12 @@ int main(int argc, char** argv) {
                   "\"sqnr_calibration_batch_ms\": %.1f, \"engine_fp32_over_module\": %.3f, "
                   "\"w8a8_simulated_over_fp32\": %.3f, \"sqnr_calibration_over_fp32\": %.3f, "
                   "\"w8a8_simulated_over_fp32_per_run_median\": %.3f, "
-                  "\"sqnr_calibration_over_fp32_per_run_median\": %.3f}\n",
+                  "\"sqnr_calibration_over_fp32_per_run_median\": %.3f, "
+                  "\"fp32_folded_cpu_over_wall\": %.2f, \"sqnr_calibration_cpu_over_wall\": %.2f}\n",
                   model.c_str(), batch, size, threads, cores, runs, 1e3 * module_fwd, 1e3 * fp32,
                   1e3 * folded_fp32, 1e3 * w8, 1e3 * calib, fp32 / module_fwd, w8 / folded_fp32,
-                  calib / folded_fp32, w8_paired, calib_paired);
+                  calib / folded_fp32, w8_paired, calib_paired, CpuOverWall(variants[2]),
+                  CpuOverWall(variants[4]));
     std::string line = row;
     std::string kernels = ", \"histogram_kernel_ms\": {";
     for (size_t k = 0; k < kernel_ms.size(); ++k) {
