@@ -2,7 +2,7 @@
 // variant alike: runs are interleaved (A, B, C, D, A, B, ...) and medians compared.
 //
 //   engine_bench MODEL.pt [--batch 16] [--size 224] [--runs 7] [--threads N]
-//                [--profile OUT.md] [--json OUT.json]
+//                [--profile OUT.md] [--json OUT.json] [--histogram-kernel avx2]
 //
 // Ratios printed (lower is better):
 //   engine FP32 / Module::forward          (goal <= 1.05)
@@ -12,8 +12,10 @@
 // Each variant's CPU time over its wall time is printed beside it (the cores it kept busy).
 //
 // Then each histogram kernel this CPU runs (scalar, SSE2, AVX2, AVX-512) is timed on the
-// model's ReLU and clip outputs, the tensors calibration bins most, and checked to count
-// as the scalar loop does.
+// model's ReLU and clip outputs, the tensors calibration bins most, counting alone and with
+// the clip in the same pass, and checked to count as the scalar loop does.
+// --histogram-kernel makes calibration use that kernel instead of the fastest (how a CPU
+// without AVX-512 calibrates).
 //
 // --profile runs each engine variant `runs` more times with per-op timing and writes where
 // the time goes as a Markdown table; --json writes the medians and ratios as one JSON
@@ -77,9 +79,16 @@ class RectifierOutputs : public qopt::ValueObserver {
 };
 
 // Each histogram kernel this CPU runs, timed on `tensors` (each binned over its own
-// range, as calibration's first pass does), runs interleaved; every kernel must give the
-// scalar loop's counts. Milliseconds per pass over all of them, median, by kernel name.
-std::vector<std::pair<std::string, double>> TimeHistogramKernels(const std::vector<at::Tensor>& tensors, int runs) {
+// range, as calibration's first pass does), runs interleaved: counting alone, and a clip
+// with its histogram in one pass (ClampAndCountBinsWith, clipping each tensor to its own
+// range, which leaves it as it is). Every kernel must give the scalar loop's counts both
+// ways. Milliseconds per pass over all of them, medians, by kernel name.
+struct KernelTimes {
+  std::string name;
+  double count_seconds, clip_and_count_seconds;
+};
+
+std::vector<KernelTimes> TimeHistogramKernels(const std::vector<at::Tensor>& tensors, int runs) {
   using qopt::internal_histogram::Kernel;
   const std::vector<Kernel> kernels = qopt::internal_histogram::SupportedKernels();
   constexpr int kBins = qopt::Histogram::kBins;
@@ -88,30 +97,38 @@ std::vector<std::pair<std::string, double>> TimeHistogramKernels(const std::vect
     const float lo = t.min().item<float>();
     ranges.emplace_back(lo, std::max(t.max().item<float>(), lo + 1e-6f));
   }
-  std::vector<std::vector<double>> seconds(kernels.size()), first;
+  std::vector<std::vector<double>> seconds(kernels.size()), clip_seconds(kernels.size()), first;
   for (int r = 0; r < runs; ++r) {
     for (size_t k = 0; k < kernels.size(); ++k) {
-      std::vector<std::vector<double>> counts(tensors.size(), std::vector<double>(kBins, 0.0));
-      bool counted = true;
-      const auto t0 = std::chrono::steady_clock::now();
-      for (size_t i = 0; i < tensors.size(); ++i) {
-        counted &= qopt::internal_histogram::CountBinsWith(kernels[k], tensors[i].data_ptr<float>(),
-                                                           tensors[i].numel(), ranges[i].first, ranges[i].second,
-                                                           kBins, counts[i].data());
-      }
-      seconds[k].push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-      if (first.empty()) first = counts;
-      if (!counted || counts != first) {
-        std::fprintf(stderr, "error: the %s histogram kernel %s\n",
-                     std::string(qopt::internal_histogram::KernelName(kernels[k])).c_str(),
-                     counted ? "counts differently from the scalar loop" : "refused values within their range");
-        std::exit(1);
+      for (const bool clip : {false, true}) {
+        std::vector<std::vector<double>> counts(tensors.size(), std::vector<double>(kBins, 0.0));
+        bool counted = true;
+        const auto t0 = std::chrono::steady_clock::now();
+        for (size_t i = 0; i < tensors.size(); ++i) {
+          const auto [lo, hi] = ranges[i];
+          counted &= clip ? qopt::internal_histogram::ClampAndCountBinsWith(kernels[k], tensors[i].data_ptr<float>(),
+                                                                           tensors[i].numel(), lo, hi, lo, hi, kBins,
+                                                                           counts[i].data())
+                          : qopt::internal_histogram::CountBinsWith(kernels[k], tensors[i].data_ptr<float>(),
+                                                                    tensors[i].numel(), lo, hi, kBins, counts[i].data());
+        }
+        (clip ? clip_seconds : seconds)[k].push_back(
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+        if (first.empty()) first = counts;
+        if (!counted || counts != first) {
+          std::fprintf(stderr, "error: the %s histogram kernel%s %s\n",
+                       std::string(qopt::internal_histogram::KernelName(kernels[k])).c_str(),
+                       clip ? " (with the clip)" : "",
+                       counted ? "counts differently from the scalar loop" : "refused values within their range");
+          std::exit(1);
+        }
       }
     }
   }
-  std::vector<std::pair<std::string, double>> out;
+  std::vector<KernelTimes> out;
   for (size_t k = 0; k < kernels.size(); ++k) {
-    out.emplace_back(std::string(qopt::internal_histogram::KernelName(kernels[k])), Median(seconds[k]));
+    out.push_back({std::string(qopt::internal_histogram::KernelName(kernels[k])), Median(seconds[k]),
+                   Median(clip_seconds[k])});
   }
   return out;
 }
@@ -172,14 +189,14 @@ std::string ProfileTable(const std::string& model, const std::vector<Profiled>& 
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: engine_bench MODEL.pt [--batch N] [--size S] [--runs R] [--threads T]\n");
+    std::fprintf(stderr, "usage: engine_bench MODEL.pt [--batch N] [--size S] [--runs R] [--threads T] [--histogram-kernel NAME]\n");
     return 2;
   }
   const std::string path = argv[1];
   int batch = 16, size = 224, runs = 7;
   const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   int threads = cores;
-  std::string profile_path, json_path;
+  std::string profile_path, json_path, histogram_kernel;
   for (int i = 2; i + 1 < argc; i += 2) {
     const std::string flag = argv[i], value = argv[i + 1];
     if (flag == "--batch") batch = std::stoi(value);
@@ -188,8 +205,21 @@ int main(int argc, char** argv) {
     else if (flag == "--threads") threads = std::stoi(value);
     else if (flag == "--profile") profile_path = value;
     else if (flag == "--json") json_path = value;
+    else if (flag == "--histogram-kernel") histogram_kernel = value;
     else {
       std::fprintf(stderr, "unknown flag %s\n", flag.c_str());
+      return 2;
+    }
+  }
+  if (!histogram_kernel.empty()) {
+    std::string names;
+    for (const auto kernel : qopt::internal_histogram::SupportedKernels()) {
+      const std::string name(qopt::internal_histogram::KernelName(kernel));
+      if (name == histogram_kernel) qopt::internal_histogram::UseKernel(kernel);
+      names += " " + name;
+    }
+    if (qopt::internal_histogram::KernelName(qopt::internal_histogram::CurrentKernel()) != histogram_kernel) {
+      std::fprintf(stderr, "--histogram-kernel %s: this CPU runs%s\n", histogram_kernel.c_str(), names.c_str());
       return 2;
     }
   }
@@ -246,8 +276,9 @@ int main(int argc, char** argv) {
       v.cpu_seconds.push_back(ProcessCpuSeconds() - c0);
     }
   }
-  std::printf("model %s, batch %d, 3x%dx%d, %d threads, median of %d interleaved runs\n",
-              path.c_str(), batch, size, size, threads, runs);
+  const std::string calibration_kernel(qopt::internal_histogram::KernelName(qopt::internal_histogram::CurrentKernel()));
+  std::printf("model %s, batch %d, 3x%dx%d, %d threads, median of %d interleaved runs, %s histogram kernel\n",
+              path.c_str(), batch, size, size, threads, runs, calibration_kernel.c_str());
   for (const auto& v : variants) {
     std::printf("  %-26s %8.1f ms  CPU / wall %.2f\n", v.name, 1e3 * Median(v.seconds), CpuOverWall(v));
   }
@@ -277,9 +308,11 @@ int main(int argc, char** argv) {
   const auto kernel_ms = TimeHistogramKernels(rectifiers.tensors, runs);
   std::printf("histogram kernels over the %zu ReLU / clip outputs (%.1f M values), %d threads\n",
               rectifiers.tensors.size(), 1e-6 * static_cast<double>(rectifier_values), threads);
-  for (const auto& [name, sec] : kernel_ms) {
-    std::printf("  %-8s %8.2f ms  %.3f ns per value  x%.2f the scalar loop's speed\n", name.c_str(), 1e3 * sec,
-                1e9 * sec / static_cast<double>(rectifier_values), kernel_ms.front().second / sec);
+  std::printf("  %-8s %10s %18s %20s\n", "kernel", "count", "ns per value", "clip + count (fused)");
+  for (const KernelTimes& k : kernel_ms) {
+    std::printf("  %-8s %7.2f ms %10.3f (x%5.2f) %11.2f ms\n", k.name.c_str(), 1e3 * k.count_seconds,
+                1e9 * k.count_seconds / static_cast<double>(rectifier_values),
+                kernel_ms.front().count_seconds / k.count_seconds, 1e3 * k.clip_and_count_seconds);
   }
   rectifiers.tensors.clear();
 
@@ -302,12 +335,15 @@ int main(int argc, char** argv) {
                   calib / folded_fp32, w8_paired, calib_paired, CpuOverWall(variants[2]),
                   CpuOverWall(variants[4]));
     std::string line = row;
-    std::string kernels = ", \"histogram_kernel_ms\": {";
-    for (size_t k = 0; k < kernel_ms.size(); ++k) {
-      char entry[64];
-      std::snprintf(entry, sizeof(entry), "%s\"%s\": %.2f", k ? ", " : "", kernel_ms[k].first.c_str(),
-                    1e3 * kernel_ms[k].second);
-      kernels += entry;
+    std::string kernels = ", \"histogram_kernel\": \"" + calibration_kernel + "\"";
+    for (const bool clip : {false, true}) {
+      kernels += clip ? "}, \"histogram_clip_kernel_ms\": {" : ", \"histogram_kernel_ms\": {";
+      for (size_t k = 0; k < kernel_ms.size(); ++k) {
+        char entry[64];
+        std::snprintf(entry, sizeof(entry), "%s\"%s\": %.2f", k ? ", " : "", kernel_ms[k].name.c_str(),
+                      1e3 * (clip ? kernel_ms[k].clip_and_count_seconds : kernel_ms[k].count_seconds));
+        kernels += entry;
+      }
     }
     line.insert(line.rfind('}'), kernels + "}");
     json << line;

@@ -309,10 +309,14 @@ TEST(EncodingAnalyzerTest, ClampAndCountBinsIsTheClipThenTheHistogram) {
       EXPECT_TRUE(at::equal(y.view(at::kInt), clipped.view(at::kInt))) << clamp_lo << ".." << clamp_hi;
       EXPECT_EQ(counts, expected);
 
-      // A histogram range narrower than the clip's, and a NaN: refused, still clamped.
+      // A histogram range narrower than the clip's, and a NaN (in the vector loop and in
+      // the tail): refused, still clamped.
       for (const bool nan : {false, true}) {
         at::Tensor z = x.clone();
-        if (nan) z[z.numel() - 2] = NAN;
+        if (nan) {
+          z[1000] = NAN;
+          z[z.numel() - 2] = NAN;
+        }
         const at::Tensor z_clipped = z.clamp(clamp_lo, clamp_hi);
         std::vector<double> untouched(Histogram::kBins, 0.0);
         EXPECT_FALSE(internal_histogram::ClampAndCountBinsWith(kernel, z.data_ptr<float>(), z.numel(), clamp_lo,
@@ -337,6 +341,35 @@ TEST(EncodingAnalyzerTest, ClampAndCountBinsIsTheClipThenTheHistogram) {
   EXPECT_EQ(fused.hi(), separate.hi());
   EXPECT_EQ(fused.total(), separate.total());
   EXPECT_EQ(fused.counts(), separate.counts());
+}
+
+// UseKernel (engine_bench --histogram-kernel) makes CountBins and ClampAndCountBins run
+// the kernel chosen, as a CPU without the faster ones would, and refuses one this CPU
+// does not run.
+TEST(EncodingAnalyzerTest, UseKernelChoosesTheKernelCountBinsRuns) {
+  at::manual_seed(9);
+  const at::Tensor x = (at::randn({(1 << 16) + 5}) * 3).clamp(0, 6);
+  const float lo = 0.0f, hi = 6.0f;
+  for (const internal_histogram::Kernel kernel : internal_histogram::SupportedKernels()) {
+    SCOPED_TRACE(std::string(internal_histogram::KernelName(kernel)) + " kernel");
+    internal_histogram::UseKernel(kernel);
+    EXPECT_EQ(internal_histogram::CurrentKernel(), kernel);
+    std::vector<double> expected(Histogram::kBins, 0.0), counts(Histogram::kBins, 0.0),
+        clamped(Histogram::kBins, 0.0);
+    ASSERT_TRUE(internal_histogram::CountBinsWith(kernel, x.data_ptr<float>(), x.numel(), lo, hi, Histogram::kBins,
+                                                  expected.data()));
+    ASSERT_TRUE(internal_histogram::CountBins(x.data_ptr<float>(), x.numel(), lo, hi, Histogram::kBins,
+                                              counts.data()));
+    at::Tensor y = x * 2 - 1;
+    ASSERT_TRUE(internal_histogram::ClampAndCountBins(y.data_ptr<float>(), y.numel(), lo, hi, lo, hi,
+                                                      Histogram::kBins, clamped.data()));
+    EXPECT_EQ(counts, expected);
+    EXPECT_TRUE(at::equal(y, (x * 2 - 1).clamp(lo, hi)));
+  }
+  internal_histogram::UseKernel(std::nullopt);
+  EXPECT_EQ(internal_histogram::CurrentKernel(), internal_histogram::SupportedKernels().back());
+  EXPECT_THROW(internal_histogram::UseKernel(static_cast<internal_histogram::Kernel>(42)), std::invalid_argument);
+  EXPECT_EQ(internal_histogram::CurrentKernel(), internal_histogram::SupportedKernels().back());
 }
 
 // Batches inside the range seen so far are counted in one pass; a batch beyond it widens

@@ -1,9 +1,11 @@
 #include "quant/encoding_analyzer.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <limits>
 #include <mutex>
+#include <stdexcept>
 #include <type_traits>
 #include <vector>
 
@@ -41,7 +43,13 @@ struct Block {
 // Clamps x[0, n) to [lo, hi] in place as at::clamp does: NaN stays NaN, and a bound is
 // taken only where the value is beyond it (so -0 stays -0 against a bound of 0).
 void Clamp(float* x, int64_t n, float lo, float hi) {
-  for (int64_t i = 0; i < n; ++i) {
+  int64_t i = 0;
+#if defined(__SSE2__)
+  // maxps and minps return their second operand when either is NaN or both are zeros.
+  const __m128 v_lo = _mm_set1_ps(lo), v_hi = _mm_set1_ps(hi);
+  for (; i + 4 <= n; i += 4) _mm_storeu_ps(x + i, _mm_min_ps(v_hi, _mm_max_ps(v_lo, _mm_loadu_ps(x + i))));
+#endif
+  for (; i < n; ++i) {
     float v = x[i];
     v = v < lo ? lo : v;
     x[i] = v > hi ? hi : v;
@@ -129,11 +137,17 @@ struct PackOrder {
 // are counted by population count, and only the others are packed into a buffer and
 // counted one by one from there. A chunk with under a quarter of its values in those bins
 // makes the next one count every value directly: packing would only add work.
-__attribute__((target("avx2,popcnt"))) void Avx2(const float* x, int64_t n, Block& b) {
+//
+// With kClamp, each value is first clamped to [clamp_lo, clamp_hi] and written back, as
+// Avx512 does.
+template <bool kClamp>
+__attribute__((target("avx2,popcnt"))) void Avx2(std::conditional_t<kClamp, float*, const float*> x, int64_t n,
+                                                 Block& b, float clamp_lo = 0.0f, float clamp_hi = 0.0f) {
   static const PackOrder order;
   constexpr int64_t kChunk = 4096;
   const __m256 v_lo = _mm256_set1_ps(b.lo), v_per_unit = _mm256_set1_ps(b.per_unit),
                v_last = _mm256_set1_ps(b.last), v_zero = _mm256_setzero_ps();
+  const __m256 v_clamp_lo = _mm256_set1_ps(clamp_lo), v_clamp_hi = _mm256_set1_ps(clamp_hi);
   const __m256i first_bin = _mm256_setzero_si256(), last_bin = _mm256_set1_epi32(b.bins - 1);
   __m256 v_mn = _mm256_set1_ps(b.mn), v_mx = _mm256_set1_ps(b.mx), v_bad = _mm256_setzero_ps();
   alignas(32) int32_t packed[kChunk + 8];
@@ -146,7 +160,11 @@ __attribute__((target("avx2,popcnt"))) void Avx2(const float* x, int64_t n, Bloc
     const int64_t values = end - i;
     int64_t at_ends = 0, kept = 0;
     for (; i < end; i += 8) {
-      const __m256 v = _mm256_loadu_ps(x + i);
+      __m256 v = _mm256_loadu_ps(x + i);
+      if constexpr (kClamp) {
+        v = _mm256_min_ps(v_clamp_hi, _mm256_max_ps(v_clamp_lo, v));  // NaN and -0 pass, as in Clamp
+        _mm256_storeu_ps(x + i, v);
+      }
       const __m256 d = _mm256_sub_ps(v, v);  // NaN where v is not finite
       v_bad = _mm256_or_ps(v_bad, _mm256_cmp_ps(d, d, _CMP_UNORD_Q));
       v_mn = _mm256_min_ps(v, v_mn);  // NaN keeps the second operand
@@ -191,6 +209,7 @@ __attribute__((target("avx2,popcnt"))) void Avx2(const float* x, int64_t n, Bloc
   _mm256_store_ps(lanes, v_mx);
   for (float l : lanes) b.mx = std::max(b.mx, l);
   b.bad = b.bad || _mm256_movemask_ps(v_bad) != 0;
+  if constexpr (kClamp) Clamp(x + i, n - i, clamp_lo, clamp_hi);
   Scalar(x + i, n - i, b);
 }
 #endif
@@ -255,7 +274,7 @@ void CountBlock(Kernel kernel, const float* x, int64_t n, Block& b) {
   switch (kernel) {
 #if defined(QOPT_AVX2_DISPATCH)
     case Kernel::kAvx512: return Avx512<false>(x, n, b);
-    case Kernel::kAvx2: return Avx2(x, n, b);
+    case Kernel::kAvx2: return Avx2<false>(x, n, b);
 #endif
 #if defined(__SSE2__)
     case Kernel::kSse2: return Sse2(x, n, b);
@@ -286,14 +305,31 @@ std::string_view KernelName(Kernel kernel) {
   return "?";
 }
 
-// The fastest kernel this CPU runs, looked up once.
-Kernel BestKernel() {
+namespace {
+// UseKernel's choice; -1 for the fastest.
+std::atomic<int> chosen_kernel{-1};
+}  // namespace
+
+// The kernel UseKernel chose, or the fastest this CPU runs (looked up once).
+Kernel CurrentKernel() {
   static const Kernel best = SupportedKernels().back();
-  return best;
+  const int chosen = chosen_kernel.load(std::memory_order_relaxed);
+  return chosen < 0 ? best : static_cast<Kernel>(chosen);
+}
+
+void UseKernel(std::optional<Kernel> kernel) {
+  if (kernel) {
+    const std::vector<Kernel> supported = SupportedKernels();
+    if (std::find(supported.begin(), supported.end(), *kernel) == supported.end()) {
+      throw std::invalid_argument(
+          absl::StrCat("the ", std::string(KernelName(*kernel)), " histogram kernel does not run here"));
+    }
+  }
+  chosen_kernel.store(kernel ? static_cast<int>(*kernel) : -1, std::memory_order_relaxed);
 }
 
 bool CountBins(const float* x, int64_t n, float lo, float hi, int bins, double* counts) {
-  return CountBinsWith(BestKernel(), x, n, lo, hi, bins, counts);
+  return CountBinsWith(CurrentKernel(), x, n, lo, hi, bins, counts);
 }
 
 namespace {
@@ -323,6 +359,8 @@ bool Count(Kernel kernel, std::conditional_t<kClamp, float*, const float*> x, in
 #if defined(QOPT_AVX2_DISPATCH)
       } else if (kernel == Kernel::kAvx512) {
         Avx512<true>(x + from, count, b, clamp.lo, clamp.hi);
+      } else if (kernel == Kernel::kAvx2) {
+        Avx2<true>(x + from, count, b, clamp.lo, clamp.hi);
 #endif
       } else {
         // Clamped a piece at a time, counted while the piece is still in the cache.
@@ -354,7 +392,7 @@ bool CountBinsWith(Kernel kernel, const float* x, int64_t n, float lo, float hi,
 
 bool ClampAndCountBins(float* x, int64_t n, float clamp_lo, float clamp_hi, float lo, float hi, int bins,
                        double* counts) {
-  return ClampAndCountBinsWith(BestKernel(), x, n, clamp_lo, clamp_hi, lo, hi, bins, counts);
+  return ClampAndCountBinsWith(CurrentKernel(), x, n, clamp_lo, clamp_hi, lo, hi, bins, counts);
 }
 
 bool ClampAndCountBinsWith(Kernel kernel, float* x, int64_t n, float clamp_lo, float clamp_hi, float lo, float hi,

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string_view>
 #include <utility>
 #include <vector>
@@ -32,6 +33,12 @@ enum class Kernel { kScalar, kSse2, kAvx2, kAvx512 };
 /// The kernels this build and CPU can run, fastest last (kScalar always first).
 std::vector<Kernel> SupportedKernels();
 std::string_view KernelName(Kernel kernel);
+/// Makes CountBins and ClampAndCountBins run `kernel` instead of the fastest (nullopt:
+/// the fastest again), for benchmarks of the other kernels' CPUs. Throws
+/// std::invalid_argument for a kernel SupportedKernels does not list.
+void UseKernel(std::optional<Kernel> kernel);
+/// The kernel CountBins and ClampAndCountBins run now.
+Kernel CurrentKernel();
 /// CountBins with the given kernel, which must be one SupportedKernels lists.
 bool CountBinsWith(Kernel kernel, const float* x, int64_t n, float lo, float hi, int bins, double* counts);
 
