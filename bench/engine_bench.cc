@@ -89,6 +89,8 @@ struct KernelTimes {
 };
 
 std::vector<KernelTimes> TimeHistogramKernels(const std::vector<at::Tensor>& tensors, int runs) {
+  using qopt::internal_histogram::ClampAndCountBinsWith;
+  using qopt::internal_histogram::CountBinsWith;
   using qopt::internal_histogram::Kernel;
   const std::vector<Kernel> kernels = qopt::internal_histogram::SupportedKernels();
   constexpr int kBins = qopt::Histogram::kBins;
@@ -106,11 +108,10 @@ std::vector<KernelTimes> TimeHistogramKernels(const std::vector<at::Tensor>& ten
         const auto t0 = std::chrono::steady_clock::now();
         for (size_t i = 0; i < tensors.size(); ++i) {
           const auto [lo, hi] = ranges[i];
-          counted &= clip ? qopt::internal_histogram::ClampAndCountBinsWith(kernels[k], tensors[i].data_ptr<float>(),
-                                                                           tensors[i].numel(), lo, hi, lo, hi, kBins,
-                                                                           counts[i].data())
-                          : qopt::internal_histogram::CountBinsWith(kernels[k], tensors[i].data_ptr<float>(),
-                                                                    tensors[i].numel(), lo, hi, kBins, counts[i].data());
+          float* values = tensors[i].data_ptr<float>();
+          const int64_t n = tensors[i].numel();
+          counted &= clip ? ClampAndCountBinsWith(kernels[k], values, n, lo, hi, lo, hi, kBins, counts[i].data())
+                          : CountBinsWith(kernels[k], values, n, lo, hi, kBins, counts[i].data());
         }
         (clip ? clip_seconds : seconds)[k].push_back(
             std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
@@ -189,7 +190,9 @@ std::string ProfileTable(const std::string& model, const std::vector<Profiled>& 
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: engine_bench MODEL.pt [--batch N] [--size S] [--runs R] [--threads T] [--histogram-kernel NAME]\n");
+    std::fprintf(stderr,
+                 "usage: engine_bench MODEL.pt [--batch N] [--size S] [--runs R] [--threads T]\n"
+                 "                    [--profile OUT.md] [--json OUT.json] [--histogram-kernel NAME]\n");
     return 2;
   }
   const std::string path = argv[1];
